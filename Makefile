@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both create .venv and install first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+OUT    ?= out
+
+.PHONY: run test lint typecheck unit bench examples clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "infergy needs Python >= 3.11, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+## run: analyze the shipped example recordings (until `infergy run` lands, see README)
+run: $(STAMP)
+	$(BIN)/infergy analyze \
+	  --power gpu0=examples/single-stream/gpu0_energy.csv \
+	  --power gpu1=examples/single-stream/gpu1_energy.csv \
+	  --power ac=examples/single-stream/ptd_log.txt \
+	  --loadgen-log examples/single-stream/mlperf_log_detail.txt \
+	  --queries examples/single-stream/queries.csv \
+	  --align auto --out $(OUT)
+
+## test: lint, type-check and run the suite (what CI runs)
+test: $(STAMP) lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/analyze_scale.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,400 @@
+"""One measured run in, one schema-1 result out: the figures of every source, side by side.
+
+``analyze`` is pure: it takes traces on their own clocks (with any known offsets), the query log
+or LoadGen's counts, and the window; it aligns, integrates, applies MLPerf's rules beside the
+time-weighted figures, apportions energy to queries, and returns the result object of
+ARCHITECTURE.md ("Result") with every problem it found listed rather than hidden.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from infergy.core.attribution import InFlight
+from infergy.core.clock import OffsetEstimate, offset_by_xcorr
+from infergy.core.combine import sum_traces
+from infergy.core.energy import WindowEnergy, mlperf_average_watts, window_energy
+from infergy.core.profile import DEFAULT_GAP_FACTOR, PowerProfile
+from infergy.core.trace import (
+    F64,
+    MULTI_STREAM_SAMPLES_PER_QUERY,
+    NS_PER_S,
+    QueryLog,
+    Scenario,
+    Trace,
+    Window,
+)
+from infergy.core.uncertainty import energy_uncertainty
+from infergy.errors import AnalysisError
+
+SCHEMA_VERSION = 1
+_GPU_NAME = re.compile(r"gpu\d+")
+_MAX_GAPS_LISTED = 20
+
+
+@dataclass(frozen=True)
+class SourceInput:
+    """One power source as recorded.
+
+    Attributes:
+        name: stable source name (``gpu0``, ``ac``, ``cpu``, ``sim``...).
+        kind: ``nvml | analyzer | rapl | sim | replay``.
+        trace: samples on the source's own clock.
+        offset: clock offset to apply (host = source - offset), if known.
+        idle_w: idle baseline in watts, if measured or given.
+        update_period_ns: measured update period (a counter's), for the edge uncertainty.
+    """
+
+    name: str
+    kind: str
+    trace: Trace
+    offset: OffsetEstimate | None = None
+    idle_w: float | None = None
+    update_period_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the measured run did.
+
+    Attributes:
+        scenario: the LoadGen scenario.
+        queries: every query, when recorded (enables per-query energy and our own latencies).
+        query_count: queries in the run (LoadGen's ``result_query_count`` without a query log).
+        sample_count: samples in the run.
+        latency_ns: p50/p90/p99 latency in ns when known without a query log (LoadGen's).
+    """
+
+    scenario: Scenario
+    queries: QueryLog | None = None
+    query_count: int | None = None
+    sample_count: int | None = None
+    latency_ns: Mapping[str, float] | None = None
+
+    @classmethod
+    def of_queries(cls, scenario: Scenario, queries: QueryLog) -> Workload:
+        """A workload described by its full query log."""
+        return cls(scenario, queries, len(queries), queries.total_samples)
+
+    @classmethod
+    def of_counts(
+        cls,
+        scenario: Scenario,
+        query_count: int,
+        latency_ns: Mapping[str, float] | None = None,
+        sample_count: int | None = None,
+    ) -> Workload:
+        """A workload known only by LoadGen's counts (MultiStream queries carry 8 samples)."""
+        if sample_count is None:
+            per = MULTI_STREAM_SAMPLES_PER_QUERY if scenario is Scenario.MULTI_STREAM else 1
+            sample_count = query_count * per
+        return cls(scenario, None, query_count, sample_count, latency_ns)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Thresholds of the analysis (from the config's ``[analysis]`` section)."""
+
+    gap_factor: float = DEFAULT_GAP_FACTOR
+    degraded_coverage: float = 0.95
+    align_auto: bool = False
+    align_max_lag_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The result object (JSON-ready) and the host-clock traces it was computed from."""
+
+    result: dict[str, Any]
+    traces: dict[str, Trace] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        """``ok`` or ``degraded``."""
+        return str(self.result["status"])
+
+
+def analyze(
+    sources: Sequence[SourceInput],
+    workload: Workload,
+    window: Window,
+    *,
+    identity: Mapping[str, Any],
+    options: AnalysisOptions | None = None,
+    problems: Sequence[str] = (),
+) -> Analysis:
+    """Compute the schema-1 result of one measured run.
+
+    Args:
+        sources: the power sources (names unique).
+        workload: the queries or LoadGen's counts.
+        window: the measured window on the host clock.
+        identity: ``run_id`` and descriptive keys (backend, model, precision, batch_size, devices,
+            host, provenance) copied into the result.
+        options: thresholds; defaults match MEASUREMENT.md.
+        problems: problems found before the analysis (parsers), carried into the result.
+
+    Raises:
+        AnalysisError: no source has a single valid sample interval inside the window.
+    """
+    opts = options or AnalysisOptions()
+    names = [s.name for s in sources]
+    if len(set(names)) != len(names):
+        msg = f"source names must be unique, got {names}"
+        raise AnalysisError(msg)
+    ctx = _Context(sources, workload, window, opts, list(problems))
+    ctx.build_traces()
+    if opts.align_auto:
+        ctx.align()
+    perf = _performance(workload, window)
+    power: dict[str, Any] = {}
+    efficiency: dict[str, Any] = {}
+    for name in ctx.traces:
+        power[name], efficiency[name] = ctx.figures(name, perf)
+    if not any(p["energy_joules"] is not None for p in power.values()):
+        msg = "no power source has a valid sample inside the measured window"
+        raise AnalysisError(
+            msg, hint="check that the traces and the query log / LoadGen log are from the same run"
+        )
+    result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": identity["run_id"],
+        "status": "degraded" if ctx.degraded else "ok",
+        "problems": ctx.notes,
+        "scenario": workload.scenario.value,
+        "backend": identity.get("backend"),
+        "model": identity.get("model"),
+        "precision": identity.get("precision"),
+        "batch_size": identity.get("batch_size"),
+        "devices": list(identity.get("devices", [g.name for g in ctx.gpus])),
+        "host": identity.get("host"),
+        "window": {
+            "start_unix_ns": window.start_ns,
+            "end_unix_ns": window.end_ns,
+            "duration_s": window.duration_s,
+        },
+        "performance": perf,
+        "power": power,
+        "efficiency": efficiency,
+        "provenance": dict(identity.get("provenance", {})),
+    }
+    return Analysis(result, ctx.traces)
+
+
+@dataclass
+class _Context:
+    """Working state of one analysis: traces on the host clock, profiles, offsets, notes."""
+
+    sources: Sequence[SourceInput]
+    workload: Workload
+    window: Window
+    opts: AnalysisOptions
+    notes: list[str]
+    degraded: bool = False
+    traces: dict[str, Trace] = field(default_factory=dict)
+    profiles: dict[str, PowerProfile] = field(default_factory=dict)
+    offsets: dict[str, OffsetEstimate | None] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    idle_w: dict[str, float | None] = field(default_factory=dict)
+    flight: InFlight | None = None
+
+    @property
+    def gpus(self) -> list[SourceInput]:
+        return [s for s in self.sources if _GPU_NAME.fullmatch(s.name)]
+
+    def build_traces(self) -> None:
+        for s in self.sources:
+            self.traces[s.name], self.offsets[s.name] = _apply_offset(s)
+            self.kinds[s.name] = s.kind
+            self.idle_w[s.name] = s.idle_w
+        gpus = self.gpus
+        if len(gpus) >= 2:
+            parts = [self.traces[g.name] for g in gpus]
+            self.traces["gpus"] = sum_traces(parts, gap_factor=self.opts.gap_factor)
+            self.kinds["gpus"] = "nvml"
+            self.offsets["gpus"] = None
+            idle = [g.idle_w for g in gpus]
+            self.idle_w["gpus"] = None if None in idle else float(sum(i or 0.0 for i in idle))
+        gap = self.opts.gap_factor
+        self.profiles = {n: PowerProfile.of(t, gap) for n, t in self.traces.items()}
+        if self.workload.queries is not None:
+            self.flight = InFlight.of(self.workload.queries)
+
+    def align(self) -> None:
+        """Estimate and apply the offset of every non-NVML source without a given one."""
+        gpus = self.gpus
+        ref = "gpus" if "gpus" in self.traces else (gpus[0].name if gpus else None)
+        if ref is None:
+            msg = "--align auto needs a GPU source (gpu0...) to align the others against"
+            hint = "give a GPU trace with --power gpu0=PATH, or use --clock-offset-ms"
+            raise AnalysisError(msg, hint=hint)
+        for s in self.sources:
+            if s.kind == "nvml" or s.offset is not None:
+                continue
+            est = offset_by_xcorr(
+                self.profiles[ref], self.profiles[s.name], max_lag_s=self.opts.align_max_lag_s
+            )
+            self.offsets[s.name] = est
+            if est.accepted:
+                self.traces[s.name] = s.trace.shifted(est.offset_ns)
+                self.profiles[s.name] = PowerProfile.of(self.traces[s.name], self.opts.gap_factor)
+            else:
+                self.notes.append(f"{s.name}: clock alignment failed ({est.reason}); not applied")
+                self.degraded = True
+
+    def figures(self, name: str, perf: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ``power`` and ``efficiency`` entries of one source."""
+        trace, prof, window = self.traces[name], self.profiles[name], self.window
+        we = window_energy(trace, window, gap_factor=self.opts.gap_factor, profile=prof)
+        off = self.offsets.get(name)
+        applied = off if off is not None and off.accepted else None
+        period = next((s.update_period_ns for s in self.sources if s.name == name), None)
+        unc = energy_uncertainty(
+            prof,
+            window,
+            update_period_ns=period,
+            offset_uncertainty_ns=applied.uncertainty_ns if applied else None,
+        )
+        has = we.covered_s > 0
+        self.notes.extend(_source_problems(name, we, window, self.opts))
+        self.degraded |= we.coverage < self.opts.degraded_coverage
+        mlperf_w = mlperf_average_watts(trace, window)
+        energy_j = we.energy_j if has else None
+        power = {
+            "kind": self.kinds[name],
+            "semantics": trace.semantics.value,
+            "energy_joules": energy_j,
+            "average_watts": we.average_w,
+            "mlperf_average_watts": mlperf_w,
+            "idle_watts": self.idle_w.get(name),
+            "samples": we.samples,
+            "invalid_samples": we.invalid_samples,
+            "resets": we.resets,
+            "coverage": we.coverage,
+            "gaps": [
+                {"start_unix_ns": a, "duration_s": (b - a) / NS_PER_S}
+                for a, b in we.gaps_ns[:_MAX_GAPS_LISTED]
+            ],
+            "uncertainty_joules": unc.total_j if has else None,
+            "uncertainty_parts_joules": unc.as_dict() if has else None,
+            "clock_offset_ms": applied.offset_ms if applied else None,
+            "clock_offset": _offset_dict(off),
+        }
+        eff = _efficiency(
+            energy_j=energy_j,
+            mlperf_w=mlperf_w,
+            idle_w=self.idle_w.get(name),
+            samples_per_second=perf["samples_per_second"],
+            workload=self.workload,
+            window=window,
+        )
+        if self.flight is not None and has:
+            qe = self.flight.apportion(prof, window)
+            eff["per_query_joules"] = _percentiles(qe.per_query_j)
+            eff["unattributed_joules"] = qe.unattributed_j
+            if trace.nominal_period_ns > 2 * self.flight.median_latency_ns:
+                self.notes.append(
+                    f"note: {name}: per-query energy is an apportioning estimate (update period "
+                    f"{trace.nominal_period_ns / 1e6:g} ms vs median latency "
+                    f"{self.flight.median_latency_ns / 1e6:.3g} ms)"
+                )
+        return power, eff
+
+
+def _apply_offset(s: SourceInput) -> tuple[Trace, OffsetEstimate | None]:
+    if s.offset is not None and s.offset.accepted and s.offset.offset_ns:
+        return s.trace.shifted(s.offset.offset_ns), s.offset
+    return s.trace, s.offset
+
+
+def _offset_dict(off: OffsetEstimate | None) -> dict[str, Any] | None:
+    if off is None:
+        return None
+    return {
+        "method": off.method,
+        "accepted": off.accepted,
+        "offset_ms": off.offset_ms,
+        "uncertainty_ms": off.uncertainty_ns / 1e6,
+        "peak_correlation": off.peak_correlation,
+        "reason": off.reason,
+    }
+
+
+def _percentiles(values: F64, scale: float = 1.0) -> dict[str, float] | None:
+    if values.size == 0:
+        return None
+    p = np.percentile(values, [50, 90, 99]) * scale
+    return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2])}
+
+
+def _performance(workload: Workload, window: Window) -> dict[str, Any]:
+    if workload.queries is not None:
+        latency = _percentiles(workload.queries.latency_ns.astype(np.float64), 1e-6)
+    elif workload.latency_ns:
+        latency = {k: float(v) / 1e6 for k, v in workload.latency_ns.items()}
+    else:
+        latency = None
+    samples = workload.sample_count
+    return {
+        "queries": workload.query_count,
+        "samples": samples,
+        "samples_per_second": samples / window.duration_s if samples is not None else None,
+        "latency_ms": latency,
+    }
+
+
+def _efficiency(
+    *,
+    energy_j: float | None,
+    mlperf_w: float | None,
+    idle_w: float | None,
+    samples_per_second: float | None,
+    workload: Workload,
+    window: Window,
+) -> dict[str, Any]:
+    queries = workload.query_count
+    avg_w = energy_j / window.duration_s if energy_j is not None else None
+    per_query = workload.scenario.per_query_energy_metric
+    sps = samples_per_second
+    return {
+        "samples_per_second_per_watt": sps / avg_w if sps is not None and avg_w else None,
+        "joules_per_query": energy_j / queries if energy_j is not None and queries else None,
+        "millijoules_per_query_mlperf": (
+            mlperf_w * window.duration_s * 1000 / queries
+            if per_query and mlperf_w is not None and queries
+            else None
+        ),
+        "dynamic_joules_per_query": (
+            (energy_j - idle_w * window.duration_s) / queries
+            if energy_j is not None and idle_w is not None and queries
+            else None
+        ),
+        "per_query_joules": None,
+    }
+
+
+def _source_problems(
+    name: str, we: WindowEnergy, window: Window, opts: AnalysisOptions
+) -> list[str]:
+    if we.covered_s <= 0:
+        return [f"{name}: no valid sample interval inside the window"]
+    out = []
+    if we.gaps_ns:
+        total_s = sum(b - a for a, b in we.gaps_ns) / NS_PER_S
+        a, b = we.gaps_ns[0]
+        out.append(
+            f"{name}: {len(we.gaps_ns)} gap(s) totalling {total_s:.3f} s inside the window "
+            f"(first at +{(a - window.start_ns) / NS_PER_S:.3f} s, {(b - a) / NS_PER_S:.3f} s long)"
+        )
+    if we.coverage < opts.degraded_coverage:
+        out.append(f"{name}: coverage {we.coverage:.3f} is below {opts.degraded_coverage:g}")
+    if we.invalid_samples:
+        out.append(f"{name}: {we.invalid_samples} invalid sample(s) inside the window")
+    if we.resets:
+        out.append(f"{name}: energy counter reset {we.resets} time(s) inside the window")
+    return out

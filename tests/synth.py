@@ -23,7 +23,11 @@ class Bursty:
 
     @classmethod
     def random(
-        cls, rng: np.random.Generator, duration_s: float, idle_w: float = 80.0, burst_w: float = 220.0
+        cls,
+        rng: np.random.Generator,
+        duration_s: float,
+        idle_w: float = 80.0,
+        burst_w: float = 220.0,
     ) -> Bursty:
         edges, levels, t, on = [0.0], [], 0.0, False
         while t < duration_s:
@@ -42,7 +46,9 @@ class Bursty:
         cum = np.concatenate(([0.0], np.cumsum(np.diff(self.edges_s) * self.level_w)))
 
         def c(x: np.ndarray) -> np.ndarray:
-            i = np.clip(np.searchsorted(self.edges_s, x, side="right") - 1, 0, self.level_w.size - 1)
+            i = np.clip(
+                np.searchsorted(self.edges_s, x, side="right") - 1, 0, self.level_w.size - 1
+            )
             return cum[i] + (x - self.edges_s[i]) * self.level_w[i]
 
         return c(np.asarray(b_s, dtype=float)) - c(np.asarray(a_s, dtype=float))

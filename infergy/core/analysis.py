@@ -8,8 +8,10 @@ ARCHITECTURE.md ("Result") with every problem it found listed rather than hidden
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,10 +154,15 @@ def analyze(
     if opts.align_auto:
         ctx.align()
     perf = _performance(workload, window)
+    # Sources are independent and numpy releases the GIL: use the machine's cores.
+    with ThreadPoolExecutor(max_workers=min(len(ctx.traces), os.cpu_count() or 1)) as pool:
+        figures = list(pool.map(lambda n: ctx.figures(n, perf), ctx.traces))
     power: dict[str, Any] = {}
     efficiency: dict[str, Any] = {}
-    for name in ctx.traces:
-        power[name], efficiency[name] = ctx.figures(name, perf)
+    for name, (p, e, notes, degraded) in zip(ctx.traces, figures, strict=True):
+        power[name], efficiency[name] = p, e
+        ctx.notes.extend(notes)
+        ctx.degraded |= degraded
     if not any(p["energy_joules"] is not None for p in power.values()):
         msg = "no power source has a valid sample inside the measured window"
         raise AnalysisError(
@@ -208,20 +215,24 @@ class _Context:
         return [s for s in self.sources if _GPU_NAME.fullmatch(s.name)]
 
     def build_traces(self) -> None:
+        gap = self.opts.gap_factor
         for s in self.sources:
             self.traces[s.name], self.offsets[s.name] = _apply_offset(s)
+            self.profiles[s.name] = PowerProfile.of(self.traces[s.name], gap)
             self.kinds[s.name] = s.kind
             self.idle_w[s.name] = s.idle_w
-        gpus = self.gpus
+        gpus = [g.name for g in self.gpus]
         if len(gpus) >= 2:
-            parts = [self.traces[g.name] for g in gpus]
-            self.traces["gpus"] = sum_traces(parts, gap_factor=self.opts.gap_factor)
+            self.traces["gpus"] = sum_traces(
+                [self.traces[g] for g in gpus],
+                gap_factor=gap,
+                profiles=[self.profiles[g] for g in gpus],
+            )
+            self.profiles["gpus"] = PowerProfile.of(self.traces["gpus"], gap)
             self.kinds["gpus"] = "nvml"
             self.offsets["gpus"] = None
-            idle = [g.idle_w for g in gpus]
+            idle = [self.idle_w[g] for g in gpus]
             self.idle_w["gpus"] = None if None in idle else float(sum(i or 0.0 for i in idle))
-        gap = self.opts.gap_factor
-        self.profiles = {n: PowerProfile.of(t, gap) for n, t in self.traces.items()}
         if self.workload.queries is not None:
             self.flight = InFlight.of(self.workload.queries)
 
@@ -247,8 +258,13 @@ class _Context:
                 self.notes.append(f"{s.name}: clock alignment failed ({est.reason}); not applied")
                 self.degraded = True
 
-    def figures(self, name: str, perf: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The ``power`` and ``efficiency`` entries of one source."""
+    def figures(
+        self, name: str, perf: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], list[str], bool]:
+        """The ``power`` and ``efficiency`` entries of one source, its notes, and degradation.
+
+        Reads the context only, so sources can be computed concurrently.
+        """
         trace, prof, window = self.traces[name], self.profiles[name], self.window
         we = window_energy(trace, window, gap_factor=self.opts.gap_factor, profile=prof)
         off = self.offsets.get(name)
@@ -261,8 +277,8 @@ class _Context:
             offset_uncertainty_ns=applied.uncertainty_ns if applied else None,
         )
         has = we.covered_s > 0
-        self.notes.extend(_source_problems(name, we, window, self.opts))
-        self.degraded |= we.coverage < self.opts.degraded_coverage
+        notes = _source_problems(name, we, window, self.opts)
+        degraded = we.coverage < self.opts.degraded_coverage
         mlperf_w = mlperf_average_watts(trace, window)
         energy_j = we.energy_j if has else None
         power = {
@@ -298,12 +314,12 @@ class _Context:
             eff["per_query_joules"] = _percentiles(qe.per_query_j)
             eff["unattributed_joules"] = qe.unattributed_j
             if trace.nominal_period_ns > 2 * self.flight.median_latency_ns:
-                self.notes.append(
+                notes.append(
                     f"note: {name}: per-query energy is an apportioning estimate (update period "
                     f"{trace.nominal_period_ns / 1e6:g} ms vs median latency "
                     f"{self.flight.median_latency_ns / 1e6:.3g} ms)"
                 )
-        return power, eff
+        return power, eff, notes, degraded
 
 
 def _apply_offset(s: SourceInput) -> tuple[Trace, OffsetEstimate | None]:

@@ -51,7 +51,9 @@ class InFlight:
     def of(cls, queries: QueryLog) -> InFlight:
         """Build the event timeline of a query log (O(n log n), no per-query Python)."""
         events = np.concatenate((queries.issue_ns, queries.complete_ns))
-        breaks = np.unique(events)
+        # sort + dedupe: np.unique's hash path is ~20x slower on int64 here
+        events.sort()
+        breaks = events[np.concatenate(([True], events[1:] != events[:-1]))]
         ii = np.searchsorted(breaks, queries.issue_ns)
         ci = np.searchsorted(breaks, queries.complete_ns)
         s = queries.samples.astype(np.float64)

@@ -24,6 +24,7 @@ def sum_traces(
     *,
     step_ns: int | None = None,
     gap_factor: float = DEFAULT_GAP_FACTOR,
+    profiles: Sequence[PowerProfile] | None = None,
 ) -> Trace:
     """Sum traces on a common grid.
 
@@ -31,6 +32,7 @@ def sum_traces(
         traces: the sources, all on the host clock.
         step_ns: grid step; defaults to the finest nominal period among the sources.
         gap_factor: passed to each source's profile.
+        profiles: the traces' profiles, when the caller already built them (same order).
 
     Returns:
         An ``interval_mean`` trace whose values are the summed mean power per grid step.
@@ -39,7 +41,8 @@ def sum_traces(
         msg = "nothing to sum: no traces given"
         raise TraceError(msg)
     step = int(step_ns or min(t.nominal_period_ns for t in traces))
-    profiles = [PowerProfile.of(t, gap_factor) for t in traces]
+    if profiles is None:
+        profiles = [PowerProfile.of(t, gap_factor) for t in traces]
     starts = [t.t_ns[0] for t in traces if len(t)]
     ends = [t.t_ns[-1] for t in traces if len(t)]
     if not starts:

@@ -45,9 +45,11 @@ def test_xcorr_recovers_an_analyzer_offset_within_20_ms(seed, offset_s):
     gpu = gpu_instant_trace(sig, T0, noise=0.03, rng=rng)
     est = offset_by_xcorr(PowerProfile.of(gpu), PowerProfile.of(ac))
     assert est.accepted, est.reason
-    assert abs(est.offset_ns / NS_PER_S - offset_s) <= 0.020
+    err_s = abs(est.offset_ns / NS_PER_S - offset_s)
+    assert err_s <= 0.020
     assert est.peak_correlation is not None and est.peak_correlation > 0.9
-    assert 0 < est.uncertainty_ns < 20_000_000
+    # the stated uncertainty covers the actual error and is of the right order
+    assert err_s <= est.uncertainty_ns / NS_PER_S < 0.05
 
 
 def test_the_documented_case_seven_tenths_ahead():

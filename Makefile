@@ -14,15 +14,19 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-## run: analyze the shipped example recordings (until `infergy run` lands, see README)
+## run: analyze the shipped recordings (until `infergy run` lands, see README)
 run: $(STAMP)
+	@echo "== A published MLPerf v4.1 power run (real data, examples/mlperf-real/SOURCE.md)"
+	$(BIN)/infergy analyze --power ac=examples/mlperf-real/single-stream/spl.txt \
+	  --loadgen-log examples/mlperf-real/single-stream/ --out $(OUT)
+	@echo
+	@echo "== Two GPUs and a wall analyzer (real LoadGen run, SIMULATED power: examples/README.md)"
 	$(BIN)/infergy analyze \
 	  --power gpu0=examples/single-stream/gpu0_energy.csv \
-	  --power gpu1=examples/single-stream/gpu1_energy.csv \
+	  --power gpu1=examples/single-stream/gpu1_power.csv \
 	  --power ac=examples/single-stream/ptd_log.txt \
-	  --loadgen-log examples/single-stream/mlperf_log_detail.txt \
-	  --queries examples/single-stream/queries.csv \
-	  --align auto --out $(OUT)
+	  --loadgen-log examples/single-stream/ --queries examples/single-stream/queries.csv \
+	  --align auto --idle-before 6 --out $(OUT)
 
 ## test: lint, type-check and run the suite (what CI runs)
 test: $(STAMP) lint typecheck unit

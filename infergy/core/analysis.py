@@ -20,7 +20,7 @@ import numpy as np
 from infergy.core.attribution import InFlight
 from infergy.core.clock import OffsetEstimate, offset_by_xcorr
 from infergy.core.combine import sum_traces
-from infergy.core.energy import WindowEnergy, mlperf_average_watts, window_energy
+from infergy.core.energy import WindowEnergy, idle_watts, mlperf_average_watts, window_energy
 from infergy.core.profile import DEFAULT_GAP_FACTOR, PowerProfile
 from infergy.core.trace import (
     F64,
@@ -106,6 +106,8 @@ class AnalysisOptions:
     degraded_coverage: float = 0.95
     align_auto: bool = False
     align_max_lag_s: float = 5.0
+    idle_window: Window | None = None
+    """Where to measure idle power of sources given no ``idle_w`` (on the host clock)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ def analyze(
     ctx.build_traces()
     if opts.align_auto:
         ctx.align()
+    if opts.idle_window is not None:
+        ctx.measure_idle(opts.idle_window)
     perf = _performance(workload, window)
     # Sources are independent and numpy releases the GIL: use the machine's cores.
     with ThreadPoolExecutor(max_workers=min(len(ctx.traces), os.cpu_count() or 1)) as pool:
@@ -163,6 +167,7 @@ def analyze(
         power[name], efficiency[name] = p, e
         ctx.notes.extend(notes)
         ctx.degraded |= degraded
+    ctx.notes.extend(_apportioning_note(ctx))
     if not any(p["energy_joules"] is not None for p in power.values()):
         msg = "no power source has a valid sample inside the measured window"
         raise AnalysisError(
@@ -258,6 +263,15 @@ class _Context:
                 self.notes.append(f"{s.name}: clock alignment failed ({est.reason}); not applied")
                 self.degraded = True
 
+    def measure_idle(self, idle: Window) -> None:
+        """Idle baseline of every source without one, from its samples in ``idle``."""
+        for name, prof in self.profiles.items():
+            if self.idle_w.get(name) is not None:
+                continue
+            self.idle_w[name] = idle_watts(self.traces[name], idle, profile=prof)
+            if self.idle_w[name] is None:
+                self.notes.append(f"{name}: no valid sample in the idle window: no idle baseline")
+
     def figures(
         self, name: str, perf: Mapping[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any], list[str], bool]:
@@ -313,12 +327,6 @@ class _Context:
             qe = self.flight.apportion(prof, window)
             eff["per_query_joules"] = _percentiles(qe.per_query_j)
             eff["unattributed_joules"] = qe.unattributed_j
-            if trace.nominal_period_ns > 2 * self.flight.median_latency_ns:
-                notes.append(
-                    f"note: {name}: per-query energy is an apportioning estimate (update period "
-                    f"{trace.nominal_period_ns / 1e6:g} ms vs median latency "
-                    f"{self.flight.median_latency_ns / 1e6:.3g} ms)"
-                )
         return power, eff, notes, degraded
 
 
@@ -392,6 +400,26 @@ def _efficiency(
         ),
         "per_query_joules": None,
     }
+
+
+def _apportioning_note(ctx: _Context) -> list[str]:
+    """One note naming the sources whose per-query split is coarser than the queries."""
+    if ctx.flight is None:
+        return []
+    latency_ns = ctx.flight.median_latency_ns
+    coarse = {
+        n: t.nominal_period_ns
+        for n, t in ctx.traces.items()
+        if t.nominal_period_ns > 2 * latency_ns
+    }
+    if not coarse:
+        return []
+    periods = sorted(set(coarse.values()))
+    span = f"{periods[0] / 1e6:g}" + (f"-{periods[-1] / 1e6:g}" if len(periods) > 1 else "")
+    return [
+        f"note: per-query energy of {', '.join(coarse)} is an apportioning estimate "
+        f"(update period {span} ms vs median query latency {latency_ns / 1e6:.3g} ms)"
+    ]
 
 
 def _source_problems(

@@ -1,0 +1,397 @@
+"""The SQLite results store: every run's result JSON with its power traces and query log.
+
+Each run is written in one transaction (WAL, ``synchronous=FULL``), so a crash mid-write
+leaves no partial run. The schema is versioned by ``PRAGMA user_version`` and migrated
+forward on open, one transaction per step::
+
+    with Store.open(settings.store.path or default_store_path(os.environ)) as store:
+        store.save_run(result, traces, queries)
+        latest = store.list_runs(limit=1)[0]
+
+Arrays are stored as zlib of their little-endian bytes, byte-shuffled (byte k of every value
+together), timestamps delta-encoded: regular sampling compresses to almost nothing. Every
+``sqlite3.Error`` leaves this module as a one-line ``StoreError`` with a hint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from infergy.core.trace import QueryLog, Semantics, Trace
+from infergy.errors import InputError, StoreError, TraceError
+
+BUSY_TIMEOUT_S = 10.0
+"""How long a write waits for another process's write lock before failing."""
+CODEC = "zlib-shuffle-delta-1"
+"""Payload encoding of traces and query logs (``_pack``)."""
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_HINT_CORRUPT = "the store file is damaged: move it away, or set [store] path to another file"
+_HINT_LIST = "list the stored runs with `infergy runs list`"
+
+# Step i (0-based) runs in one transaction and sets user_version to i + 1. Append, never edit.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY NOT NULL, created_unix_ns INTEGER NOT NULL,"
+        " status TEXT NOT NULL, scenario TEXT, model TEXT, backend TEXT,"
+        " result_json TEXT NOT NULL)",
+        "CREATE INDEX runs_by_created ON runs (created_unix_ns)",
+        "CREATE TABLE traces (run_id TEXT NOT NULL REFERENCES runs ON DELETE CASCADE,"
+        " source TEXT NOT NULL, semantics TEXT NOT NULL, nominal_period_ns INTEGER NOT NULL,"
+        " n_samples INTEGER NOT NULL, has_uncertainty INTEGER NOT NULL, codec TEXT NOT NULL,"
+        " payload BLOB NOT NULL, PRIMARY KEY (run_id, source))",
+        "CREATE TABLE queries (run_id TEXT PRIMARY KEY NOT NULL REFERENCES runs ON DELETE CASCADE,"
+        " n INTEGER NOT NULL, codec TEXT NOT NULL, payload BLOB NOT NULL)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+"""The schema version this code writes."""
+
+
+def check_name(kind: str, name: object, max_len: int = 128) -> str:
+    """Return ``name`` if it is a safe run id or source name (and file name), else raise.
+
+    Safe: 1 to ``max_len`` letters, digits, ``.``, ``_`` or ``-``, the first a letter or digit
+    (never ``..``, a hidden file or an option). Raises ``InputError`` naming it ``kind``.
+    """
+    if not (isinstance(name, str) and len(name) <= max_len and _NAME.fullmatch(name)):
+        msg = f"invalid {kind} {name!r}"
+        hint = f"use 1-{max_len} letters, digits, '.', '_' or '-', starting with a letter or digit"
+        raise InputError(msg, hint=hint)
+    return name
+
+
+def default_store_path(env: Mapping[str, str]) -> Path:
+    """Where the store lives when the config names no path.
+
+    ``$STATE_DIRECTORY/infergy.db`` under systemd's ``StateDirectory=`` (its first entry), else
+    ``$XDG_STATE_HOME/infergy/infergy.db``, else ``~/.local/state/infergy/infergy.db``.
+    """
+    if state_dir := env.get("STATE_DIRECTORY", "").split(":")[0]:
+        return Path(state_dir) / "infergy.db"
+    if (xdg := env.get("XDG_STATE_HOME", "")) and Path(xdg).is_absolute():  # XDG: else ignored
+        return Path(xdg) / "infergy" / "infergy.db"
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return home / ".local" / "state" / "infergy" / "infergy.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """A stored run's identity and headline numbers, ``None`` where absent (``list_runs``)."""
+
+    run_id: str
+    created_unix_ns: int
+    status: str
+    scenario: str | None
+    model: str | None
+    backend: str | None
+    samples_per_second: float | None
+    headline_source: str | None
+    """The source the two efficiency figures below are of: ``ac`` first (``_headline_rank``)."""
+    samples_per_second_per_watt: float | None
+    joules_per_query: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (``infergy runs --json``)."""
+        return dataclasses.asdict(self)
+
+
+class Store:
+    """An open results store: ``Store.open(path)``, best used as a context manager.
+
+    Methods raise ``StoreError`` when the database fails, a run is unknown or stored data does
+    not decode, and ``InputError`` for an invalid run id or source name. Threads may share an
+    instance (calls are serialised), processes a file (writers wait ``BUSY_TIMEOUT_S``).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating it and its directories) and migrate a store; refuse a newer schema."""
+        try:  # isolation_level=None: no implicit transactions; _transaction opens them
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                path, BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        except (OSError, sqlite3.Error) as err:
+            msg = f"store {path}: cannot open: {getattr(err, 'strerror', None) or err}"
+            raise StoreError(msg, hint="set [store] path to a writable location") from None
+        store = cls(conn, path)
+        try:
+            with store._op("open it"):
+                for pragma in _PRAGMAS:
+                    conn.execute(pragma).fetchall()
+                store._migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def save_run(
+        self,
+        result: Mapping[str, Any],
+        traces: Mapping[str, Trace],
+        queries: QueryLog | None,
+        *,
+        created_unix_ns: int | None = None,
+    ) -> None:
+        """Store one run in one transaction: result, traces (by source) and queries, or nothing.
+
+        ``result`` follows the result contract: ``run_id`` and ``status`` are required, and it
+        must be JSON without NaN. ``created_unix_ns`` (the listing order) defaults to now. An
+        already stored run id is refused.
+        """
+        run_id = check_name("run id", result.get("run_id"))
+        status = result.get("status")
+        if not isinstance(status, str):
+            msg = f"run {run_id}: the result has no status string (got {status!r})"
+            raise StoreError(msg, hint="set result['status'] to 'ok', 'degraded' or 'failed'")
+        try:
+            result_json = json.dumps(result, allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError) as err:
+            msg = f"run {run_id}: the result is not storable as JSON: {err}"
+            raise StoreError(msg, hint="absent figures are None, never NaN") from None
+        meta = [v if isinstance(v := result.get(k), str) else None for k in _META]
+        run_row = (run_id, time.time_ns() if created_unix_ns is None else created_unix_ns, status)
+        trace_rows = [_trace_row(run_id, source, trace) for source, trace in sorted(traces.items())]
+        with self._op(f"save run {run_id}"), self._transaction():
+            try:
+                self._conn.execute(
+                    "INSERT INTO runs VALUES (?,?,?,?,?,?,?)", (*run_row, *meta, result_json)
+                )
+            except sqlite3.IntegrityError:
+                msg = f"store {self.path}: run {run_id!r} is already stored"
+                raise StoreError(msg, hint="run ids are unique: give this run a new id") from None
+            self._conn.executemany("INSERT INTO traces VALUES (?,?,?,?,?,?,?,?)", trace_rows)
+            if queries is not None:
+                columns = [_delta(queries.issue_ns), queries.latency_ns, queries.samples]
+                row = (run_id, len(queries), CODEC, _pack(columns))
+                self._conn.execute("INSERT INTO queries VALUES (?,?,?,?)", row)
+
+    def list_runs(self, limit: int = 50, status: str | None = None) -> list[RunSummary]:
+        """The most recently stored runs, newest first; only those with ``status`` if given."""
+        if limit < 1:
+            msg = f"the number of runs to list must be at least 1, got {limit}"
+            raise StoreError(msg)
+        sql = (
+            f"SELECT run_id, created_unix_ns, status, {', '.join(_META)}, result_json FROM runs"
+            " WHERE ?1 IS NULL OR status = ?1 ORDER BY created_unix_ns DESC, rowid DESC LIMIT ?2"
+        )
+        with self._op("list runs"):
+            rows = self._conn.execute(sql, (status, limit)).fetchall()
+        return [_summary(row) for row in rows]
+
+    def get_result(self, run_id: str) -> dict[str, Any]:
+        """The stored result object of a run."""
+        (text,) = self._row_of(run_id, "SELECT result_json FROM runs WHERE run_id = ?")
+        with self._op(f"read the result of run {run_id}"):
+            result: dict[str, Any] = json.loads(text)  # save_run stored a JSON object
+        return result
+
+    def get_traces(self, run_id: str) -> dict[str, Trace]:
+        """The run's traces by source name (empty if it stored none)."""
+        self._row_of(run_id, "SELECT 1 FROM runs WHERE run_id = ?")
+        sql = (
+            "SELECT source, semantics, nominal_period_ns, n_samples, has_uncertainty, codec,"
+            " payload FROM traces WHERE run_id = ? ORDER BY source"
+        )
+        traces = {}
+        with self._op(f"read the traces of run {run_id}"):
+            rows = self._conn.execute(sql, (run_id,)).fetchall()
+            for source, semantics, period_ns, n, has_u, codec, payload in rows:
+                t_delta, values, *u = _unpack(codec, payload, n, "iff" if has_u else "if")
+                t_ns = np.cumsum(t_delta)
+                traces[source] = Trace(t_ns, values, Semantics(semantics), period_ns, *u)
+        return traces
+
+    def get_queries(self, run_id: str) -> QueryLog | None:
+        """The run's query log, or ``None`` if it stored none."""
+        self._row_of(run_id, "SELECT 1 FROM runs WHERE run_id = ?")
+        sql = "SELECT n, codec, payload FROM queries WHERE run_id = ?"
+        with self._op(f"read the queries of run {run_id}"):
+            row = self._conn.execute(sql, (run_id,)).fetchone()
+            if row is None:
+                return None
+            issue_delta, latency_ns, samples = _unpack(row[1], row[2], row[0], "iii")
+            issue_ns = np.cumsum(issue_delta)
+            return QueryLog(issue_ns, issue_ns + latency_ns, samples)
+
+    def resolve(self, prefix: str) -> str:
+        """The stored run id equal to ``prefix``, else the only one starting with it."""
+        check_name("run id prefix", prefix)
+        sql = "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY run_id LIMIT 6"
+        with self._op(f"look up run {prefix}"):
+            ids = [str(r[0]) for r in self._conn.execute(sql, (len(prefix), prefix))]
+        if prefix in ids or len(ids) == 1:
+            return prefix if prefix in ids else ids[0]
+        if not ids:
+            msg = f"store {self.path}: no run id starts with {prefix!r}"
+            raise InputError(msg, hint=_HINT_LIST)  # the user's input, not the store, is wrong
+        shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+        msg = f"store {self.path}: run id prefix {prefix!r} is ambiguous ({shown})"
+        raise InputError(msg, hint="give more characters of the run id")
+
+    @contextmanager
+    def _op(self, action: str) -> Iterator[None]:
+        """Serialise a call; translate database and decoding errors into StoreErrors."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as err:
+                msg = f"store {self.path}: cannot {action}: {err}"
+                raise StoreError(msg, hint=_hint_for(err)) from None
+            except (zlib.error, ValueError, TraceError) as err:
+                msg = f"store {self.path}: cannot {action}: stored data is corrupt: {err}"
+                raise StoreError(msg, hint=_HINT_CORRUPT) from None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")  # take the write lock now, not at first write
+        try:
+            yield
+        except BaseException:
+            if self._conn.in_transaction:  # some errors (disk full) have rolled back already
+                self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _row_of(self, run_id: str, sql: str) -> tuple[Any, ...]:
+        """The row ``sql`` selects for a run; StoreError if there is no such run."""
+        check_name("run id", run_id)
+        with self._op(f"read run {run_id}"):
+            row: tuple[Any, ...] | None = self._conn.execute(sql, (run_id,)).fetchone()
+        if row is None:
+            msg = f"store {self.path}: no run {run_id!r}"
+            raise StoreError(msg, hint=_HINT_LIST)
+        return row
+
+    def _migrate(self) -> None:
+        while (version := _user_version(self._conn)) != SCHEMA_VERSION:
+            if version > SCHEMA_VERSION:
+                msg = (
+                    f"store {self.path} has schema version {version}, newer than this"
+                    f" infergy understands ({SCHEMA_VERSION})"
+                )
+                raise StoreError(msg, hint="upgrade infergy, or set [store] path elsewhere")
+            with self._transaction():
+                if _user_version(self._conn) != version:  # another process migrated meanwhile
+                    continue
+                for statement in _MIGRATIONS[version]:
+                    self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version = {version + 1}")
+
+
+_META = ("scenario", "model", "backend")
+# synchronous=FULL: a committed run survives power loss, not only a crash. (The busy timeout is
+# sqlite3.connect's.)
+_PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON")
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _hint_for(err: sqlite3.Error) -> str:
+    text = str(err).lower()
+    if "locked" in text or "busy" in text:
+        return "another process holds the store's write lock: retry when it is done"
+    if "not a database" in text or "malformed" in text:
+        return _HINT_CORRUPT
+    return "check that the store's directory is writable and has free space"
+
+
+def _summary(row: tuple[str, int, str, str | None, str | None, str | None, str]) -> RunSummary:
+    try:
+        result = json.loads(row[6])
+    except ValueError:  # a listing shows what it can; get_result reports the damage
+        result = {}
+    efficiency = _section(result, "efficiency")
+    source = min(efficiency, key=_headline_rank, default=None)
+    figures = _section(efficiency, source) if source is not None else {}
+    return RunSummary(
+        *row[:6],  # run_id, created_unix_ns, status, scenario, model, backend
+        samples_per_second=_number(_section(result, "performance"), "samples_per_second"),
+        headline_source=source,
+        samples_per_second_per_watt=_number(figures, "samples_per_second_per_watt"),
+        joules_per_query=_number(figures, "joules_per_query"),
+    )
+
+
+def _headline_rank(source: str) -> tuple[int, str]:
+    """Wall power first (``ac``, ``ac1``...), then the GPU sum, single GPUs, the rest."""
+    order = (r"ac", r"ac\d+", r"gpus", r"gpu\d+")
+    return next((i for i, p in enumerate(order) if re.fullmatch(p, source)), len(order)), source
+
+
+def _section(data: object, key: str) -> dict[str, Any]:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _number(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _trace_row(run_id: str, source: str, trace: Trace) -> tuple[object, ...]:
+    check_name("source name", source, 64)
+    u = [] if trace.uncertainty is None else [trace.uncertainty]
+    payload = _pack([_delta(trace.t_ns), trace.values, *u])
+    meta = (str(trace.semantics), trace.nominal_period_ns, len(trace), len(u))
+    return (run_id, source, *meta, CODEC, payload)
+
+
+def _delta(a: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """First value, then differences (wrapping int64 arithmetic, which ``cumsum`` undoes)."""
+    return np.diff(a, prepend=np.int64(0))
+
+
+def _pack(columns: list[npt.NDArray[Any]]) -> bytes:
+    """Compress 8-byte columns: little-endian, byte-shuffled, concatenated, zlib level 6."""
+    planes = [np.ascontiguousarray(c, dtype=c.dtype.newbyteorder("<")) for c in columns]
+    return zlib.compress(b"".join(p.view(np.uint8).reshape(-1, 8).T.tobytes() for p in planes))
+
+
+def _unpack(codec: str, payload: bytes, n: int, kinds: str) -> list[npt.NDArray[Any]]:
+    """Inverse of ``_pack``: ``n`` values per column, one column per ``kinds`` letter (i/f)."""
+    if codec != CODEC:
+        msg = f"unknown codec {codec!r} (this infergy reads {CODEC!r})"
+        raise ValueError(msg)
+    size = n * 8 * len(kinds)
+    raw = zlib.decompressobj().decompress(payload, size + 1)  # bounded: a bad n cannot balloon
+    if len(raw) != size:
+        msg = f"payload holds {len(raw)} bytes, expected {size}"
+        raise ValueError(msg)
+    planes = np.frombuffer(raw, dtype=np.uint8).reshape(len(kinds), 8, n)
+    return [
+        np.ascontiguousarray(plane.T).view(f"<{kind}8").ravel().astype(f"={kind}8")
+        for plane, kind in zip(planes, kinds, strict=True)
+    ]

@@ -1,0 +1,177 @@
+"""`infergy analyze` and `infergy runs` end to end, in-process, on shipped recordings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from infergy.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL = ROOT / "examples" / "mlperf-real"
+EX = ROOT / "examples" / "single-stream"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    for var in ("INFERGY_CONFIG", "STATE_DIRECTORY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("COLUMNS", "120")
+
+
+def run_json(args, capsys):
+    rc = main([*args, "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    return json.loads(out.out)
+
+
+def test_reproduces_a_published_mlperf_singlestream_power_result(capsys):
+    """UntetherAI h13_u3_slim resnet50 SingleStream, MLPerf Inference v4.1: 29.2389869184 mJ."""
+    r = run_json(
+        ["analyze", "--power", f"ac={REAL / 'single-stream/spl.txt'}",
+         "--loadgen-log", str(REAL / "single-stream")],
+        capsys,
+    )  # fmt: skip
+    assert r["scenario"] == "single-stream"
+    assert r["performance"]["queries"] == 4742678
+    assert r["efficiency"]["ac"]["millijoules_per_query_mlperf"] == pytest.approx(
+        29.2389869184, rel=1e-10
+    )
+    assert r["power"]["ac"]["mlperf_average_watts"] == pytest.approx(231.1185, rel=1e-6)
+    # time-weighted beside it: a steady load, so within a fraction of a percent
+    assert r["power"]["ac"]["average_watts"] == pytest.approx(231.1185, rel=2e-3)
+    assert r["power"]["ac"]["coverage"] == pytest.approx(1.0)
+    assert r["status"] == "ok"
+
+
+def test_reproduces_a_published_mlperf_offline_power_result(capsys):
+    """The same system's Offline run: 398.3299847793 W at 168,720 samples/s."""
+    r = run_json(
+        ["analyze", "--power", f"ac={REAL / 'offline/spl.txt'}",
+         "--loadgen-log", str(REAL / "offline" / "mlperf_log_detail.txt")],
+        capsys,
+    )  # fmt: skip
+    assert r["scenario"] == "offline"
+    assert r["power"]["ac"]["mlperf_average_watts"] == pytest.approx(398.3299847793, rel=1e-10)
+    assert r["performance"]["samples_per_second"] == pytest.approx(168720, rel=1e-4)
+    assert r["efficiency"]["ac"]["millijoules_per_query_mlperf"] is None
+    assert r["efficiency"]["ac"]["samples_per_second_per_watt"] == pytest.approx(
+        168720 / r["power"]["ac"]["average_watts"], rel=1e-4
+    )
+
+
+def example_args():
+    return [
+        "analyze",
+        "--power", f"gpu0={EX / 'gpu0_energy.csv'}",
+        "--power", f"gpu1={EX / 'gpu1_power.csv'}",
+        "--power", f"ac={EX / 'ptd_log.txt'}",
+        "--loadgen-log", str(EX),
+        "--queries", str(EX / "queries.csv"),
+    ]  # fmt: skip
+
+
+def test_example_run_aligns_stores_and_exports(capsys, tmp_path):
+    r = run_json([*example_args(), "--align", "auto", "--idle-before", "6"], capsys)
+    assert r["status"] == "ok"
+    assert r["power"]["ac"]["clock_offset_ms"] == pytest.approx(700.0, abs=20.0)
+    assert r["power"]["gpu0"]["idle_watts"] == pytest.approx(62.0, rel=0.01)
+    assert r["power"]["gpu1"]["idle_watts"] == pytest.approx(48.0, rel=0.02)
+    assert set(r["power"]) == {"gpu0", "gpu1", "gpus", "ac"}
+    # the rest of the box is a constant 185 W in the example: AC - GPUs shows it
+    rest_w = r["power"]["ac"]["average_watts"] - r["power"]["gpus"]["average_watts"]
+    assert rest_w == pytest.approx(185.0, rel=0.02)
+    assert r["provenance"]["inputs"]["gpu0"]["sha256"]
+
+    assert main(["runs", "list", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["run_id"] for row in rows] == [r["run_id"]]
+    assert main(["runs", "show", r["run_id"][:20], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == r
+    assert main(["runs", "export", r["run_id"], "--out", str(tmp_path / "x")]) == 0
+    written = capsys.readouterr().out.split()
+    assert any(p.endswith("result.json") for p in written)
+    assert any(p.endswith("queries.csv") for p in written)
+
+
+def test_human_output_is_a_table_not_json(capsys):
+    assert main([*example_args(), "--no-store"]) == 0
+    out = capsys.readouterr().out
+    assert "Power" in out and "Efficiency" in out and "gpus" in out
+    assert not out.lstrip().startswith("{")
+
+
+def test_strict_exits_3_on_a_degraded_result(tmp_path, capsys):
+    lines = (REAL / "single-stream/spl.txt").read_text().splitlines()
+    cut = lines[:200] + lines[260:]  # a minute of the analyzer missing mid-run
+    log = tmp_path / "spl.txt"
+    log.write_text("\n".join(cut) + "\n")
+    args = ["analyze", "--power", f"ac={log}", "--loadgen-log", str(REAL / "single-stream")]
+    assert main([*args, "--strict", "--no-store"]) == 3
+    out = capsys.readouterr().out
+    assert "degraded" in out and "gap" in out
+    assert main([*args, "--no-store"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["analyze", "--power", "ac=/no/such/file", "--queries", "x.csv"], "no/such/file"),
+        (["analyze", "--power", "ac", "--queries", "x.csv"], "SOURCE=VALUE"),
+        (["analyze", "--power", f"ac={EX / 'ptd_log.txt'}"], "--queries or --loadgen-log"),
+        (["analyze", "--power", f"ac={EX / 'ptd_log.txt'}", "--loadgen-log", str(EX),
+          "--idle-watts", "gpu7=3"], "gpu7"),
+        (["analyze", "--power", f"ac={EX / 'ptd_log.txt'}", "--loadgen-log", str(EX),
+          "--align", "sometimes"], "--align"),
+        (["analyze", "--power", f"ac={EX / 'ptd_log.txt'}", "--loadgen-log", str(EX),
+          "--align", "auto"], "needs a GPU"),
+        (["runs", "show", "nope"], "nope"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_clear_line_and_exit_2(args, needle, capsys):
+    rc = main(args)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert needle in err
+    assert "Traceback" not in err
+    assert err.startswith("error:")
+
+
+def test_unknown_semantics_header_is_an_input_error(tmp_path, capsys):
+    bad = tmp_path / "t.csv"
+    bad.write_text("t_ns,volts\n1,2\n")
+    assert main(["analyze", "--power", f"gpu0={bad}", "--loadgen-log", str(EX)]) == 2
+    err = capsys.readouterr().err
+    assert "t_ns,volts" in err and "Traceback" not in err
+
+
+def test_no_sample_inside_the_window_is_exit_2(tmp_path, capsys):
+    far = tmp_path / "far.csv"
+    far.write_text("t_ns,watts_mean\n1000000000,100\n2000000000,100\n3000000000,100\n")
+    assert main(["analyze", "--power", f"ac={far}", "--loadgen-log", str(EX)]) == 2
+    assert "no power source has a valid sample" in capsys.readouterr().err
+
+
+def test_bad_config_names_the_key_and_the_file(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[analysis]\ngap_factr = 3\n")
+    rc = main([*example_args(), "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "gap_factr" in err and str(cfg) in err
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(Exception, match="no/such/file"):
+        main(["analyze", "--power", "ac=/no/such/file", "--queries", "x.csv", "--debug"])
+
+
+def test_version_and_help(capsys):
+    assert main(["--version"]) == 0
+    assert "infergy" in capsys.readouterr().out
+    assert main(["analyze", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--power" in out and "--align" in out and "--idle-before" in out

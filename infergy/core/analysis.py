@@ -15,15 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from infergy.core import figures
 from infergy.core.attribution import InFlight
 from infergy.core.clock import OffsetEstimate, offset_by_xcorr
 from infergy.core.combine import sum_traces
-from infergy.core.energy import WindowEnergy, idle_watts, mlperf_average_watts, window_energy
+from infergy.core.energy import idle_watts, mlperf_average_watts, window_energy
 from infergy.core.profile import DEFAULT_GAP_FACTOR, PowerProfile
 from infergy.core.trace import (
-    F64,
     MULTI_STREAM_SAMPLES_PER_QUERY,
     NS_PER_S,
     QueryLog,
@@ -157,13 +155,13 @@ def analyze(
         ctx.align()
     if opts.idle_window is not None:
         ctx.measure_idle(opts.idle_window)
-    perf = _performance(workload, window)
+    perf = figures.performance(workload, window)
     # Sources are independent and numpy releases the GIL: use the machine's cores.
     with ThreadPoolExecutor(max_workers=min(len(ctx.traces), os.cpu_count() or 1)) as pool:
-        figures = list(pool.map(lambda n: ctx.figures(n, perf), ctx.traces))
+        per_source = list(pool.map(lambda n: ctx.figures(n, perf), ctx.traces))
     power: dict[str, Any] = {}
     efficiency: dict[str, Any] = {}
-    for name, (p, e, notes, degraded) in zip(ctx.traces, figures, strict=True):
+    for name, (p, e, notes, degraded) in zip(ctx.traces, per_source, strict=True):
         power[name], efficiency[name] = p, e
         ctx.notes.extend(notes)
         ctx.degraded |= degraded
@@ -291,7 +289,7 @@ class _Context:
             offset_uncertainty_ns=applied.uncertainty_ns if applied else None,
         )
         has = we.covered_s > 0
-        notes = _source_problems(name, we, window, self.opts)
+        notes = figures.source_problems(name, we, window, self.opts)
         degraded = we.coverage < self.opts.degraded_coverage
         mlperf_w = mlperf_average_watts(trace, window)
         energy_j = we.energy_j if has else None
@@ -313,9 +311,9 @@ class _Context:
             "uncertainty_joules": unc.total_j if has else None,
             "uncertainty_parts_joules": unc.as_dict() if has else None,
             "clock_offset_ms": applied.offset_ms if applied else None,
-            "clock_offset": _offset_dict(off),
+            "clock_offset": figures.offset_dict(off),
         }
-        eff = _efficiency(
+        eff = figures.efficiency(
             energy_j=energy_j,
             mlperf_w=mlperf_w,
             idle_w=self.idle_w.get(name),
@@ -325,7 +323,7 @@ class _Context:
         )
         if self.flight is not None and has:
             qe = self.flight.apportion(prof, window)
-            eff["per_query_joules"] = _percentiles(qe.per_query_j)
+            eff["per_query_joules"] = figures.percentiles(qe.per_query_j)
             eff["unattributed_joules"] = qe.unattributed_j
         return power, eff, notes, degraded
 
@@ -334,72 +332,6 @@ def _apply_offset(s: SourceInput) -> tuple[Trace, OffsetEstimate | None]:
     if s.offset is not None and s.offset.accepted and s.offset.offset_ns:
         return s.trace.shifted(s.offset.offset_ns), s.offset
     return s.trace, s.offset
-
-
-def _offset_dict(off: OffsetEstimate | None) -> dict[str, Any] | None:
-    if off is None:
-        return None
-    return {
-        "method": off.method,
-        "accepted": off.accepted,
-        "offset_ms": off.offset_ms,
-        "uncertainty_ms": off.uncertainty_ns / 1e6,
-        "peak_correlation": off.peak_correlation,
-        "reason": off.reason,
-    }
-
-
-def _percentiles(values: F64, scale: float = 1.0) -> dict[str, float] | None:
-    if values.size == 0:
-        return None
-    p = np.percentile(values, [50, 90, 99]) * scale
-    return {"p50": float(p[0]), "p90": float(p[1]), "p99": float(p[2])}
-
-
-def _performance(workload: Workload, window: Window) -> dict[str, Any]:
-    if workload.queries is not None:
-        latency = _percentiles(workload.queries.latency_ns.astype(np.float64), 1e-6)
-    elif workload.latency_ns:
-        latency = {k: float(v) / 1e6 for k, v in workload.latency_ns.items()}
-    else:
-        latency = None
-    samples = workload.sample_count
-    return {
-        "queries": workload.query_count,
-        "samples": samples,
-        "samples_per_second": samples / window.duration_s if samples is not None else None,
-        "latency_ms": latency,
-    }
-
-
-def _efficiency(
-    *,
-    energy_j: float | None,
-    mlperf_w: float | None,
-    idle_w: float | None,
-    samples_per_second: float | None,
-    workload: Workload,
-    window: Window,
-) -> dict[str, Any]:
-    queries = workload.query_count
-    avg_w = energy_j / window.duration_s if energy_j is not None else None
-    per_query = workload.scenario.per_query_energy_metric
-    sps = samples_per_second
-    return {
-        "samples_per_second_per_watt": sps / avg_w if sps is not None and avg_w else None,
-        "joules_per_query": energy_j / queries if energy_j is not None and queries else None,
-        "millijoules_per_query_mlperf": (
-            mlperf_w * window.duration_s * 1000 / queries
-            if per_query and mlperf_w is not None and queries
-            else None
-        ),
-        "dynamic_joules_per_query": (
-            (energy_j - idle_w * window.duration_s) / queries
-            if energy_j is not None and idle_w is not None and queries
-            else None
-        ),
-        "per_query_joules": None,
-    }
 
 
 def _apportioning_note(ctx: _Context) -> list[str]:
@@ -420,25 +352,3 @@ def _apportioning_note(ctx: _Context) -> list[str]:
         f"note: per-query energy of {', '.join(coarse)} is an apportioning estimate "
         f"(update period {span} ms vs median query latency {latency_ns / 1e6:.3g} ms)"
     ]
-
-
-def _source_problems(
-    name: str, we: WindowEnergy, window: Window, opts: AnalysisOptions
-) -> list[str]:
-    if we.covered_s <= 0:
-        return [f"{name}: no valid sample interval inside the window"]
-    out = []
-    if we.gaps_ns:
-        total_s = sum(b - a for a, b in we.gaps_ns) / NS_PER_S
-        a, b = we.gaps_ns[0]
-        out.append(
-            f"{name}: {len(we.gaps_ns)} gap(s) totalling {total_s:.3f} s inside the window "
-            f"(first at +{(a - window.start_ns) / NS_PER_S:.3f} s, {(b - a) / NS_PER_S:.3f} s long)"
-        )
-    if we.coverage < opts.degraded_coverage:
-        out.append(f"{name}: coverage {we.coverage:.3f} is below {opts.degraded_coverage:g}")
-    if we.invalid_samples:
-        out.append(f"{name}: {we.invalid_samples} invalid sample(s) inside the window")
-    if we.resets:
-        out.append(f"{name}: energy counter reset {we.resets} time(s) inside the window")
-    return out

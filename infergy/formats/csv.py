@@ -13,9 +13,6 @@ skipped and reported. A clean file goes through numpy's C parser in one piece; i
 the well-formed lines still do and only the others are read one by one (1.5 M rows: about 1.5 s
 clean, 4 s dirty on a small VM).
 
-This module has no infergy dependency beyond the core, so it also holds the helpers every format
-shares: :func:`read_text_file`, :func:`median_spacing_ns`, and the problem reports
-:func:`skipped_problem` and :func:`order_problems`, which keep the wording the same everywhere.
 """
 
 from __future__ import annotations
@@ -27,13 +24,18 @@ import re
 import warnings
 from collections.abc import Callable
 from itertools import compress
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from infergy.core.trace import NS_PER_S, QueryLog, Semantics, Trace
+from infergy.core.trace import QueryLog, Semantics, Trace
 from infergy.errors import InputError
+from infergy.formats._common import (
+    median_spacing_ns,
+    order_problems,
+    read_text_file,
+    skipped_problem,
+)
 
 TRACE_HEADERS: dict[str, Semantics] = {
     "t_ns,watts_instant": Semantics.INSTANT,
@@ -46,63 +48,6 @@ UNCERTAINTY_COLUMN = "uncertainty"
 Columns = list[npt.NDArray[np.generic]]
 _INT = r"[ \t]*[-+]?\d+[ \t]*"
 _FLOAT = r"[ \t]*[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf|infinity))[ \t]*"
-
-
-def read_text_file(path: str | os.PathLike[str], what: str) -> str:
-    """Read a text file as UTF-8, bad bytes replaced: the I/O shared by every ``load_*``.
-
-    Raises:
-        InputError: the file is missing, a directory or unreadable (one line plus a hint).
-    """
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
-        why = {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory"}
-        msg = f"cannot read {what} {os.fspath(path)}: {why.get(type(err), err.strerror or err)}"
-        hint = "check the path (relative to the current directory) and its permissions"
-        raise InputError(msg, hint=hint) from None
-
-
-def median_spacing_ns(t_ns: npt.NDArray[np.int64], quantum_ns: int = 1) -> int:
-    """The median spacing of distinct timestamps, rounded to ``quantum_ns`` (1 s if undefined)."""
-    d = np.diff(t_ns)
-    if not bool(np.all(d > 0)):  # not strictly increasing: sort and drop repeats (no np.unique:
-        d = np.diff(np.sort(t_ns))  # numpy 2.3+ hashes there, 15x slower on a large trace)
-        d = d[d > 0]
-    if d.size == 0:
-        return NS_PER_S
-    period = round(float(np.median(d)) / quantum_ns) * quantum_ns
-    return period if period > 0 else NS_PER_S
-
-
-def skipped_problem(count: int, lineno: int, line: str, why: str = "") -> str:
-    """The report on skipped lines: ``3 unparseable lines skipped (first at line 17: 'x')``."""
-    snippet = line if len(line) <= 80 else line[:77] + "..."
-    noun = "line" if count == 1 else "lines"
-    reason = f": {why}" if why else ""
-    return f"{count} unparseable {noun} skipped (first at line {lineno}: {snippet!r}{reason})"
-
-
-def order_problems(t_ns: npt.NDArray[np.int64], line_of: list[int] | None = None) -> list[str]:
-    """Report repeated and backward timestamps (``line_of`` maps sample index to file line)."""
-    problems: list[str] = []
-    if bool(np.all(np.diff(t_ns) > 0)):
-        return problems
-    order = np.argsort(t_ns, kind="stable")  # equal timestamps keep their file order
-    repeat = np.zeros(t_ns.size, dtype=bool)
-    repeat[order[1:]] = t_ns[order[1:]] == t_ns[order[:-1]]  # not the first at its timestamp
-    dups = int(np.count_nonzero(repeat))
-    if dups:
-        i = int(np.argmax(repeat))
-        where = f"line {line_of[i]}" if line_of is not None else f"data row {i + 1}"
-        problems.append(
-            f"{dups} sample{'s' * (dups != 1)} at an already seen timestamp (first at {where}); "
-            "the last one at each timestamp is used"
-        )
-    back = int(np.count_nonzero(np.diff(t_ns) < 0))
-    if back:
-        problems.append(f"timestamps go backwards at {back} place{'s' * (back != 1)}; sorted")
-    return problems
 
 
 def _split_header(text: str) -> tuple[str, str, int]:

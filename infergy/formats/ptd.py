@@ -27,7 +27,12 @@ import numpy.typing as npt
 
 from infergy.core.trace import F64, I64, NS_PER_S, Semantics, Trace
 from infergy.errors import InputError
-from infergy.formats.csv import median_spacing_ns, order_problems, read_text_file, skipped_problem
+from infergy.formats._common import (
+    median_spacing_ns,
+    order_problems,
+    read_text_file,
+    skipped_problem,
+)
 
 NS_PER_MS = 1_000_000
 INVALID_ABOVE = 9.9e37

@@ -1,0 +1,208 @@
+"""What every power source looks like to the rest of infergy: the ``Meter`` Protocol.
+
+A meter owns one or more *sources* (``gpu0``, ``gpu1``, ``ac``, ``cpu``...). It samples them
+while its :meth:`Meter.run` coroutine runs inside the caller's TaskGroup, and appends every
+sample, stamped by the one :class:`SessionClock`, to a bounded :class:`RingBuffer` per source.
+Anyone can take a :class:`~infergy.core.trace.Trace` of a source at any time with
+:meth:`Meter.snapshot`; the core analyses those traces. Blocking calls (NVML, serial I/O, sysfs)
+run off the event loop. Failures are counted by kind in :meth:`Meter.health`, never raised
+out of ``run`` for a single bad read, and never turned into zeros.
+
+Example:
+    >>> async def measure(meter: Meter) -> Trace:            # doctest: +SKIP
+    ...     async with asyncio.TaskGroup() as tg:
+    ...         task = tg.create_task(meter.run(), name=f"meter[{meter.name}]")
+    ...         await asyncio.sleep(10)
+    ...         task.cancel()
+    ...     return meter.snapshot("gpu0")
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from infergy.core.trace import Semantics, Trace
+
+DEFAULT_CAPACITY = 1 << 20
+"""Samples kept per source: ~5.8 h at 50 Hz; older samples are dropped first (and counted)."""
+
+
+class SessionClock:
+    """The one clock policy (ARCHITECTURE.md, "Time"): CLOCK_REALTIME ns derived from monotonic.
+
+    One (wall, monotonic) pair is taken at construction; every timestamp after that is
+    ``wall0 + (monotonic - mono0)``, so an NTP step mid-run cannot tear a trace.
+    """
+
+    def __init__(self, wall_ns: int | None = None, monotonic_ns: int | None = None) -> None:
+        self.wall0_ns = time.time_ns() if wall_ns is None else wall_ns
+        self.mono0_ns = time.monotonic_ns() if monotonic_ns is None else monotonic_ns
+
+    def now_ns(self) -> int:
+        """Now, on the session's realtime scale."""
+        return self.from_monotonic(time.monotonic_ns())
+
+    def from_monotonic(self, monotonic_ns: int) -> int:
+        """A ``time.monotonic_ns()`` reading on the session's realtime scale."""
+        return self.wall0_ns + (monotonic_ns - self.mono0_ns)
+
+    def wall_offset_ns(self) -> int:
+        """How far the system's wall clock is from the session scale now (NTP drift/steps)."""
+        return time.time_ns() - self.now_ns()
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Static description of one source.
+
+    Attributes:
+        name: stable source name (``gpu0``, ``ac``, ``cpu``, ``sim``...).
+        kind: ``nvml | analyzer | rapl | sim | replay``.
+        device: what is measured, for people (``NVIDIA H100 80GB HBM3 GPU-1a2b...``).
+        semantics: how the source's values integrate.
+        nominal_period_ns: the update period the source is sampled at.
+        unit: ``W`` (power) or ``J`` (a counter).
+        simulated: True for anything that is not a measurement (must be shown as such).
+        details: free-form facts (UUID, PCI bus id, MIG mode, analyzer identity...).
+    """
+
+    name: str
+    kind: str
+    device: str
+    semantics: Semantics
+    nominal_period_ns: int
+    unit: str
+    simulated: bool = False
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class MeterHealth:
+    """Live health of one source: up or not, errors by kind, last error, sample counts."""
+
+    up: bool = False
+    errors: Counter[str] = field(default_factory=Counter)
+    last_error: str | None = None
+    samples: int = 0
+    dropped: int = 0
+
+    def error(self, kind: str, message: str) -> None:
+        """Count one error of ``kind`` (``not_supported``, ``gpu_lost``, ``timeout``...)."""
+        self.errors[kind] += 1
+        self.last_error = message
+
+
+class RingBuffer:
+    """A bounded, thread-safe buffer of samples of one source (oldest dropped first).
+
+    Appends come from a sampling task or a worker thread; snapshots from anywhere. Memory is
+    fixed at construction: three float64/int64 arrays of ``capacity``.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, *, with_uncertainty: bool = False) -> None:
+        if capacity <= 0:
+            msg = f"ring buffer capacity must be positive, got {capacity}"
+            raise ValueError(msg)
+        self.capacity = capacity
+        self._t = np.zeros(capacity, dtype=np.int64)
+        self._v = np.zeros(capacity, dtype=np.float64)
+        self._u = np.zeros(capacity, dtype=np.float64) if with_uncertainty else None
+        self._n = 0  # total appended
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return min(self._n, self.capacity)
+
+    @property
+    def dropped(self) -> int:
+        """Samples overwritten because the buffer was full."""
+        return max(0, self._n - self.capacity)
+
+    @property
+    def last_t_ns(self) -> int | None:
+        """Timestamp of the newest sample, or None when empty."""
+        with self._lock:
+            return None if self._n == 0 else int(self._t[(self._n - 1) % self.capacity])
+
+    def append(self, t_ns: int, value: float, uncertainty: float = float("nan")) -> None:
+        """Add one sample (timestamps must not go backwards; equal ones are kept, last wins)."""
+        with self._lock:
+            i = self._n % self.capacity
+            self._t[i] = t_ns
+            self._v[i] = value
+            if self._u is not None:
+                self._u[i] = uncertainty
+            self._n += 1
+
+    def extend(
+        self, t_ns: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray
+    ) -> None:
+        """Add many samples at once (e.g. an NVML sample-buffer read)."""
+        t = np.asarray(t_ns, dtype=np.int64)
+        v = np.asarray(values, dtype=np.float64)
+        for ti, vi in zip(t.tolist(), v.tolist(), strict=True):
+            self.append(ti, vi)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Copies of (t_ns, values, uncertainty), oldest first."""
+        with self._lock:
+            n, cap = self._n, self.capacity
+            if n <= cap:
+                sl = slice(0, n)
+                t, v = self._t[sl].copy(), self._v[sl].copy()
+                u = None if self._u is None else self._u[sl].copy()
+            else:
+                start = n % cap
+                order = np.r_[start:cap, 0:start]
+                t, v = self._t[order], self._v[order]
+                u = None if self._u is None else self._u[order]
+        return t, v, u
+
+    def trace(
+        self,
+        semantics: Semantics,
+        nominal_period_ns: int,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> Trace:
+        """The buffered samples (optionally only those in [start, end]) as a core Trace."""
+        t, v, u = self.arrays()
+        lo = 0 if start_ns is None else int(np.searchsorted(t, start_ns, side="left"))
+        hi = t.size if end_ns is None else int(np.searchsorted(t, end_ns, side="right"))
+        trace, _ = Trace.from_unsorted(
+            t[lo:hi], v[lo:hi], semantics, nominal_period_ns, None if u is None else u[lo:hi]
+        )
+        return trace
+
+
+@runtime_checkable
+class Meter(Protocol):
+    """A power source (or a group of them, one per device) that samples while ``run`` runs."""
+
+    name: str
+    """The meter's name (``nvml``, ``ptd``, ``rapl``, ``sim``, ``replay``)."""
+
+    def describe(self) -> Sequence[SourceInfo]:
+        """The sources this meter provides (known after construction, before ``run``)."""
+        ...
+
+    async def run(self) -> None:
+        """Sample every source until cancelled. Put it in the caller's TaskGroup."""
+        ...
+
+    def snapshot(
+        self, source: str, start_ns: int | None = None, end_ns: int | None = None
+    ) -> Trace:
+        """The samples of ``source`` so far (optionally within [start, end]) as a Trace."""
+        ...
+
+    def health(self) -> Mapping[str, MeterHealth]:
+        """Health per source name."""
+        ...

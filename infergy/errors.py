@@ -49,3 +49,41 @@ class MeasurementFailedError(InfergyError):
     """A measurement ran but failed; maps to exit code 1."""
 
     exit_code = 1
+
+
+class MeterError(InfergyError):
+    """A power source cannot be opened or read."""
+
+    exit_code = 1
+
+
+class GpuError(MeterError):
+    """An NVML call failed (translated once, at the NVML boundary)."""
+
+
+class GpuNotSupportedError(GpuError):
+    """This GPU or driver does not support the call: skip that signal, say so."""
+
+
+class GpuLostError(GpuError):
+    """The GPU fell off the bus or the driver was reloaded: mark the source down, retry."""
+
+
+class GpuPermissionError(GpuError):
+    """The call needs privileges this process does not have."""
+
+
+class AnalyzerError(MeterError):
+    """A power analyzer (serial instrument or PTD server) failed."""
+
+
+class AnalyzerConnectionError(AnalyzerError):
+    """The analyzer cannot be reached (serial port, TCP) or went away."""
+
+
+class AnalyzerProtocolError(AnalyzerError):
+    """The analyzer answered something that does not parse or is not allowed."""
+
+
+class AnalyzerRangeError(AnalyzerError):
+    """A voltage/current range request was refused or is out of the instrument's ranges."""

@@ -19,8 +19,10 @@ from rich.console import Console
 from infergy import __version__
 from infergy.config import Settings, load_settings
 from infergy.console import render_result, render_runs
+from infergy.doctor import register as register_doctor
 from infergy.errors import InfergyError, InputError
 from infergy.exporters.files import write_run_files
+from infergy.ptd_bridge.commands import register as register_ptd
 from infergy.recordings import AnalyzeRequest, analyze_recordings
 from infergy.store import Store, default_store_path
 
@@ -39,6 +41,8 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="List, show and export the runs kept in the results store.")
 app.add_typer(runs_app, name="runs")
+register_doctor(app)
+register_ptd(app)
 
 ConfigOpt = Annotated[
     Path | None,

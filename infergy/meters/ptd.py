@@ -251,7 +251,7 @@ class PtdMeter:
     def _ingest(self, lines: tuple[str, ...]) -> int:
         new = 0
         for sample in parse_samples(lines, self._ranges, self._accuracy):
-            if False:
+            if sample.remote_ns <= self._last_remote_ns:
                 continue  # already have it (resent after a reconnect)
             self._last_remote_ns = sample.remote_ns
             new += 1

@@ -244,7 +244,7 @@ def _uncertainty(args: list[str]) -> Request:
 def go_reply(interval_ms: int, rampup: int) -> str:
     """The exact reply to ``Go`` (checked byte for byte by MLPerf's checker at 1000 ms)."""
     return (
-        f"Starting untimed measurement, maximum {MAX_SAMPLES} samples at {interval_ms} ms "
+        f"Starting untimed measurement, maximum {MAX_SAMPLES} samples at {interval_ms}ms "
         f"with {rampup} rampup samples"
     )
 

@@ -30,7 +30,7 @@ LATE_TOLERANCE_NS = 10_000_000
 """Replies later than this (or 1/20 of the interval, if larger) are counted late."""
 
 Update = tuple[ChannelReading, ...] | None
-"""One update's readings; None: a bad update; the string ``missed`` is kept apart."""
+"""One update's readings, one per channel; None for an update that could not be read."""
 
 
 def combine(updates: Sequence[tuple[ChannelReading, ...]]) -> tuple[ChannelReading, ...]:
@@ -106,7 +106,7 @@ class Sampler:
             expected = self._last_slot_ns + self.update_ns
             tolerance = max(LATE_TOLERANCE_NS, self.update_ns // 20)
             if not self._rephase and t_ns - expected > tolerance:
-                late = True
+                late, t_ns = True, expected
         self._rephase = False
         self._note_late(late)
         self._last_slot_ns = t_ns

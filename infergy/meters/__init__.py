@@ -1,4 +1,4 @@
-"""Power sources -> Traces: NVML (per GPU), the PTD analyzer client, RAPL, replay, simulated.
+"""Power sources -> Traces: NVML (`nvml`), the PTD analyzer client (`ptd`), RAPL, replay, sim.
 
 Every meter implements :class:`infergy.meters.base.Meter`; timestamps come from one
 :class:`infergy.meters.base.SessionClock`.

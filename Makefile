@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 OUT    ?= out
 
-.PHONY: run test lint typecheck unit bench examples clean
+.PHONY: run test lint typecheck unit bench examples clean system-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "infergy needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -29,7 +29,11 @@ run: $(STAMP)
 	  --align auto --idle-before 6 --out $(OUT)
 
 ## test: lint, type-check and run the suite (what CI runs)
-test: $(STAMP) lint typecheck unit
+test: $(STAMP) system-deps lint typecheck unit
+
+## system-deps: mosquitto and prometheus for tests/integration (Debian packages, when missing)
+system-deps:
+	@bash scripts/system-deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

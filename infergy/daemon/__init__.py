@@ -1,0 +1,1 @@
+"""Orchestration: one measurement session, the job model and queue, the long-running service."""

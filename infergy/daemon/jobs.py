@@ -1,0 +1,99 @@
+"""The job model: what one measurement session is asked to do.
+
+A :class:`JobSpec` is the JSON form of the ``infergy run`` flags. The command line, the HTTP
+control API (``POST /v1/runs``) and MQTT requests (``cmd/run``) all validate through this one
+pydantic model, so a field means the same thing and fails the same way everywhere::
+
+    JobSpec.model_validate({"backend": "onnxruntime", "scenario": "single-stream", "duration": 10})
+
+Times are seconds; unknown fields are rejected.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from infergy.core.trace import Scenario
+
+Backend = Literal["onnxruntime", "torch", "tensorrt"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+MAX_DURATION_S = 24 * 3600.0
+
+_METER = re.compile(r"^(nvml|rapl|sim|ptd://[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
+_SCENARIOS = {s.value for s in Scenario}
+
+
+class JobSpec(BaseModel):
+    """One measurement session, as requested by a user (CLI flags, HTTP body, MQTT payload)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Backend | None = None
+    """Inference backend; ``None`` picks torch on a GPU machine, else onnxruntime."""
+    model: str = "auto"
+    """``auto`` (the backend's built-in model), a built-in name, or a path to .onnx / .plan."""
+    scenario: str = "offline"
+    """LoadGen scenario: offline, server, single-stream or multi-stream."""
+    precision: Precision = "fp32"
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 1
+    """Samples per inference call (Offline/Server batching; SingleStream uses 1 per query)."""
+    duration: Annotated[float, Field(gt=0, le=MAX_DURATION_S)] = 60.0
+    """Measured run length in seconds (LoadGen min_duration)."""
+    target_qps: Annotated[float, Field(gt=0)] | None = None
+    """Server target QPS (also the Offline expected QPS hint)."""
+    gpus: tuple[Annotated[int, Field(ge=0, le=63)], ...] | None = None
+    """GPU indices to use; ``None`` = all visible GPUs for GPU backends, none for CPU ones."""
+    idle: Annotated[float, Field(ge=0, le=3600)] | None = None
+    """Idle baseline in seconds before the run; ``None`` takes ``analysis.idle_s``."""
+    warmup: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    """Unmeasured warm-up in seconds."""
+    meter: tuple[str, ...] = ()
+    """Meters: ``nvml``, ``rapl``, ``sim``, ``ptd://HOST:PORT``; empty = chosen automatically."""
+    strict: bool = False
+    """Exit 3 (CLI) / mark the job failed when the result is degraded."""
+    label: Annotated[str, Field(max_length=200)] | None = None
+    """Free text stored with the result."""
+
+    @field_validator("scenario")
+    @classmethod
+    def _scenario(cls, value: str) -> str:
+        try:
+            return Scenario.parse(value).value
+        except ValueError:
+            msg = f"unknown scenario {value!r}; use one of {', '.join(sorted(_SCENARIOS))}"
+            raise ValueError(msg) from None
+
+    @field_validator("meter")
+    @classmethod
+    def _meters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not _METER.match(item):
+                msg = f"bad meter {item!r}; use nvml, rapl, sim or ptd://HOST:PORT"
+                raise ValueError(msg)
+        if len(set(value)) != len(value):
+            msg = "a meter is listed twice"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None and len(set(value)) != len(value):
+            msg = "a GPU index is listed twice"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _server_needs_qps(self) -> JobSpec:
+        if self.scenario == Scenario.SERVER.value and self.target_qps is None:
+            msg = "the server scenario needs target_qps (queries per second to offer)"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def scenario_enum(self) -> Scenario:
+        """The scenario as the core's enum."""
+        return Scenario.parse(self.scenario)

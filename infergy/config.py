@@ -98,6 +98,60 @@ class AnalysisSettings(_Section):
     """Length of the idle baseline before the workload, in seconds (0 skips it)."""
 
 
+class NvmlSettings(_Section):
+    """``[meters.nvml]``: NVML sampling rates (infergy.meters.nvml_probe.NvmlMeterConfig)."""
+
+    counter_poll_factor: float = Field(default=1.0, ge=1.0, le=100.0)
+    """Read the energy counter every this many update periods during a measurement."""
+    idle_counter_poll_factor: float = Field(default=10.0, ge=1.0, le=100.0)
+    """The same between measurements (``infergy serve``): each read costs ~2.4 ms of CPU."""
+    samples_read_interval_s: float = Field(default=0.5, gt=0.0, le=2.0)
+    """How often the driver's 20-ms power sample buffer is drained."""
+    context_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    """Period of the context reads (power limit, clocks, temperature, clock events)."""
+
+
+class EmulatorSettings(_Section):
+    """``[meters.emulator]``: the emulated analyzer used when no real one is configured."""
+
+    model: str = Field(default="wt310", pattern=r"^(wt310|wt310e|wt333e|wt210)$")
+    """Which Yokogawa model to emulate."""
+    idle_w: float = Field(default=80.0, gt=0.0, le=100_000.0)
+    """Simulated wall power with the workload idle."""
+    busy_w: float = Field(default=180.0, gt=0.0, le=100_000.0)
+    """Simulated wall power with the workload saturating the device."""
+    profile: Path | None = None
+    """A CSV ``t_s,watts`` script of the true power instead of the activity model."""
+    noise: float = Field(default=0.002, ge=0.0, le=0.5)
+    """Relative noise of each simulated reading."""
+
+    _expand = field_validator("profile")(_expand_user)
+
+
+class MeterSettings(_Section):
+    """``[meters]``: which power sources a session uses and how they sample."""
+
+    ptd: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+    """A PTDaemon-compatible server as ``HOST:PORT`` (e.g. an ``infergy ptd-bridge``)."""
+    ptd_interval_ms: int = Field(default=1000, ge=10, le=60_000)
+    """The analyzer's sample interval asked of the PTD server."""
+    rapl: bool = True
+    """Use RAPL (CPU package energy) when readable."""
+    nvml: NvmlSettings = NvmlSettings()
+    emulator: EmulatorSettings = EmulatorSettings()
+
+
+class SessionSettings(_Section):
+    """``[session]``: phases of one measurement session (ARCHITECTURE.md, data flow)."""
+
+    tail_s: float = Field(default=2.0, ge=0.0, le=60.0)
+    """Sampling kept up after the measured window, so interval samples covering it arrive."""
+    ranging: bool = True
+    """With a real analyzer: a ranging pass during warm-up, then fixed ranges, as MLPerf does."""
+    plots: bool = True
+    """Draw the PNG plots of each run (matplotlib)."""
+
+
 class Settings(BaseSettings):
     """All of infergy's configuration; sections are TOML tables and ``INFERGY_<SECTION>__`` vars.
 
@@ -120,6 +174,8 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     output: OutputSettings = OutputSettings()
     analysis: AnalysisSettings = AnalysisSettings()
+    meters: MeterSettings = MeterSettings()
+    session: SessionSettings = SessionSettings()
 
     @classmethod
     def settings_customise_sources(

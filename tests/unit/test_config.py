@@ -210,7 +210,7 @@ def test_the_example_file_documents_every_key_with_a_comment() -> None:
     section = ""
     documented: dict[str, int] = {}
     for i, line in enumerate(lines):
-        if m := re.fullmatch(r"\[(\w+)\]", line):
+        if m := re.fullmatch(r"\[([\w.]+)\]", line):
             section = m.group(1) + "."
         elif m := re.fullmatch(r"(?:# )?(\w+) = .*", line):
             documented[section + m.group(1)] = i

@@ -37,6 +37,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails, to_jsonable_python
 from pydantic_settings import (
@@ -152,6 +153,67 @@ class SessionSettings(_Section):
     """Draw the PNG plots of each run (matplotlib)."""
 
 
+_MQTT_LEVEL = r"[A-Za-z0-9_.-]+"
+
+
+class MqttSettings(_Section):
+    """``[mqtt]``: results, live power and job requests over MQTT (ARCHITECTURE.md, Live exports).
+
+    Topics live under ``<topic_root>/<node_name>/``; ``infergy.exporters.mqtt`` publishes them.
+    """
+
+    enabled: bool = False
+    """Connect to the broker at all (``infergy serve`` only)."""
+    host: str = Field(default="localhost", min_length=1, max_length=253)
+    port: int = Field(default=1883, ge=1, le=65535)
+    tls: bool = False
+    """TLS with the system's CAs; giving ``tls_ca`` or ``tls_cert`` turns TLS on as well."""
+    tls_ca: Path | None = None
+    """CA bundle (PEM) that signed the broker's certificate."""
+    tls_cert: Path | None = None
+    """Client certificate (PEM) for brokers that require one."""
+    tls_key: Path | None = None
+    """Private key of ``tls_cert`` when the certificate file does not hold it."""
+    username: str | None = Field(default=None, min_length=1, max_length=256)
+    password: SecretStr | None = None
+    """Masked wherever the configuration is shown; better set as ``INFERGY_MQTT__PASSWORD``."""
+    client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    """MQTT client identifier; ``None`` is ``infergy-<node_name>``. Must be unique per broker."""
+    topic_root: str = Field(default="infergy", pattern=rf"^{_MQTT_LEVEL}(/{_MQTT_LEVEL})*$")
+    """First topic level(s): topics are ``<topic_root>/<node_name>/status`` and so on."""
+    power_interval_s: float = Field(default=1.0, ge=0.05, le=3600.0)
+    """Live ``power`` is published at most this often (QoS 0, dropped while offline)."""
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    """MQTT keepalive: a silent broker is declared gone after about 1.5 times this."""
+    timeout_s: float = Field(default=10.0, gt=0.0, le=300.0)
+    """Limit of every network wait (connect, publish acknowledgement, subscribe)."""
+    reconnect_min_s: float = Field(default=0.5, gt=0.0, le=3600.0)
+    """First reconnect delay; it doubles per failed attempt, with jitter, up to the maximum."""
+    reconnect_max_s: float = Field(default=60.0, gt=0.0, le=86400.0)
+    outbox_max_entries: int = Field(default=100_000, ge=1, le=10_000_000)
+    """Results queued for ``runs`` at most; beyond, new ones are refused (logged, counted)."""
+
+    _expand = field_validator("tls_ca", "tls_cert", "tls_key")(_expand_user)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttSettings:
+        if self.reconnect_max_s < self.reconnect_min_s:
+            msg = "reconnect_max_s must be at least reconnect_min_s"
+            raise ValueError(msg)
+        if self.tls_key is not None and self.tls_cert is None:
+            msg = "tls_key is given without tls_cert"
+            raise ValueError(msg)
+        if self.password is not None and self.username is None:
+            msg = "password is given without username"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def use_tls(self) -> bool:
+        """Whether the connection is TLS (``tls``, or a CA or client certificate given)."""
+        return self.tls or self.tls_ca is not None or self.tls_cert is not None
+
+
 class Settings(BaseSettings):
     """All of infergy's configuration; sections are TOML tables and ``INFERGY_<SECTION>__`` vars.
 
@@ -176,6 +238,7 @@ class Settings(BaseSettings):
     analysis: AnalysisSettings = AnalysisSettings()
     meters: MeterSettings = MeterSettings()
     session: SessionSettings = SessionSettings()
+    mqtt: MqttSettings = MqttSettings()
 
     @classmethod
     def settings_customise_sources(

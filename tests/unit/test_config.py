@@ -102,7 +102,7 @@ def test_unknown_key_in_the_file_is_named_with_the_file_and_a_suggestion(tmp_pat
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ("[mqtt]\nhost = 'x'\n", "mqtt"),
+        ("[nosuchsection]\nhost = 'x'\n", "nosuchsection"),
         ("nodename = 'x'\n", "nodename"),
         ("[store]\nfile = 'x'\n", "store.file"),
         ("_secrets_dir = '/'\n", "_secrets_dir"),  # pydantic-settings' own init options too

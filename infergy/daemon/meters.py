@@ -1,0 +1,349 @@
+"""The power sources of one session: chosen, opened, sampled, read back and closed together.
+
+:class:`MeterSet` is built from a job's ``meter`` list (or chosen automatically: NVML for each
+GPU when present, a configured PTD server, RAPL when readable, otherwise the emulated analyzer)
+and owns everything those sources need — including, for the emulated analyzer, an in-process
+emulator on a pseudo-terminal behind the real PTD bridge, so the simulated path exercises
+the same serial, protocol and client code as a real WT310. Every simulated source is labelled
+so in the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from infergy.config import Settings
+from infergy.core.analysis import SourceInput
+from infergy.core.clock import OffsetEstimate
+from infergy.core.trace import Trace
+from infergy.errors import ConfigError, InfergyError
+from infergy.meters.base import Meter, SessionClock, SourceInfo
+from infergy.meters.nvml import NvmlMeter
+from infergy.meters.nvml_probe import NvmlMeterConfig
+from infergy.meters.ptd import PtdMeter
+from infergy.meters.rapl import RaplMeter, probe_rapl
+from infergy.ptd_bridge.analyzers.specs import device_type
+from infergy.ptd_bridge.bridge import BridgeConfig
+from infergy.ptd_bridge.emulator import AnalyzerEmulator
+from infergy.ptd_bridge.server import PtdBridge
+from infergy.ptd_bridge.watts_profile import WattsProfile
+
+EMULATED_INTERVAL_MS = 100
+"""The emulated analyzer updates at 10 Hz (a WT310's fastest documented rate)."""
+_EMULATED_DEVICE = {"wt310": 49, "wt310e": 49, "wt333e": 49, "wt210": 8}
+"""PTDaemon device type numbers of the emulated models."""
+
+
+@dataclass
+class _Emulated:
+    """The in-process emulated analyzer: emulator on a pty + PTD bridge on loopback."""
+
+    emulator: AnalyzerEmulator
+    bridge: PtdBridge
+    tmp: tempfile.TemporaryDirectory[str]
+    console: TextIO
+    idle_w: float
+    busy_w: float
+    scripted: bool
+
+
+@dataclass
+class MeterSet:
+    """The meters of one session and what they need (emulator, NVML library...).
+
+    Use :meth:`open` (blocking parts run off the loop) and ``async with`` for cleanup.
+    """
+
+    clock: SessionClock
+    meters: list[Meter] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    simulated: set[str] = field(default_factory=set)
+    """Source names whose readings are simulated (they say so in the result)."""
+    _emulated: _Emulated | None = None
+    _emulator: AnalyzerEmulator | None = None
+    _in_flight_saturation: int = 1
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        requested: Sequence[str],
+        settings: Settings,
+        clock: SessionClock,
+        *,
+        gpus: Sequence[int] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> MeterSet:
+        """Open the requested meters, or choose them (``requested`` empty).
+
+        Raises:
+            MeterError: an explicitly requested meter cannot be opened (with the reason).
+        """
+        self = cls(clock)
+        auto = not requested
+        try:
+            wanted = list(requested) or _automatic(settings)
+            for item in wanted:
+                try:
+                    await self._open_one(item, settings, gpus, env)
+                except InfergyError as err:
+                    if not auto or item == "sim":
+                        raise
+                    self.notes.append(f"{item}: not used: {err}")
+            if auto and not any(m.name in ("ptd", "rapl") for m in self.meters):
+                # No wall or CPU reference: the emulated analyzer stands in, labelled as such.
+                await self._open_one("sim", settings, gpus, env)
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def _open_one(
+        self,
+        item: str,
+        settings: Settings,
+        gpus: Sequence[int] | None,
+        env: Mapping[str, str] | None,
+    ) -> None:
+        if item == "nvml":
+            self.meters.append(await asyncio.to_thread(self._nvml, settings, gpus, env))
+        elif item == "rapl":
+            self.meters.append(await asyncio.to_thread(RaplMeter, clock=self.clock))
+        elif item == "sim":
+            await self._open_emulated(settings)
+        elif item.startswith("ptd://"):
+            host, _, port = item.removeprefix("ptd://").rpartition(":")
+            meter = PtdMeter(
+                clock=self.clock, host=host.strip("[]"), port=int(port),
+                interval_ms=settings.meters.ptd_interval_ms, autostart=True,
+                connect_timeout_s=10.0,
+            )  # fmt: skip
+            self.meters.append(meter)
+        else:
+            msg = f"unknown meter {item!r}"
+            raise ConfigError(msg, hint="use nvml, rapl, sim or ptd://HOST:PORT")
+
+    def _nvml(
+        self, settings: Settings, gpus: Sequence[int] | None, env: Mapping[str, str] | None
+    ) -> NvmlMeter:
+        nv = settings.meters.nvml
+        config = NvmlMeterConfig(
+            counter_poll_factor=nv.counter_poll_factor,
+            samples_read_interval_s=nv.samples_read_interval_s,
+            context_interval_s=nv.context_interval_s,
+        )
+        environ = dict(os.environ if env is None else env)
+        if gpus is not None and "CUDA_VISIBLE_DEVICES" not in environ:
+            environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+        meter = NvmlMeter.open(clock=self.clock, config=config, env=environ)
+        self.notes.extend(f"nvml: {n}" for n in meter.notes)
+        return meter
+
+    async def _open_emulated(self, settings: Settings) -> None:
+        em = settings.meters.emulator
+        profile = WattsProfile.from_csv(em.profile) if em.profile is not None else None
+        tmp = tempfile.TemporaryDirectory(prefix="infergy-emu-")
+        emulator = AnalyzerEmulator(
+            em.model, profile=profile, watts=em.idle_w, noise=em.noise,
+            rate_s=EMULATED_INTERVAL_MS / 1000, link=Path(tmp.name) / "ttyEMU0",
+        )  # fmt: skip
+        emulator.start()
+        config = BridgeConfig(
+            device_type(_EMULATED_DEVICE[em.model]), emulator.path,
+            interval_ms=EMULATED_INTERVAL_MS, reply_timeout_s=0.5, connect_timeout_s=5,
+            backoff_max_s=0.5,
+        )  # fmt: skip
+        # The bridge talks to its console like PTDaemon does: into a file, not our stdout.
+        console = (Path(tmp.name) / "bridge-console.txt").open("w", encoding="utf-8")
+        bridge = PtdBridge(config, port=0, host="127.0.0.1", console=console, clock=self.clock)
+        try:
+            await bridge.__aenter__()
+        except BaseException:
+            emulator.stop()
+            console.close()
+            tmp.cleanup()
+            raise
+        self._emulator = emulator
+        self._emulated = _Emulated(
+            emulator, bridge, tmp, console, em.idle_w, em.busy_w, profile is not None
+        )
+        meter = PtdMeter(
+            clock=self.clock, port=bridge.port, interval_ms=EMULATED_INTERVAL_MS,
+            mark="infergy-sim", connect_timeout_s=10.0,
+        )  # fmt: skip
+        self.meters.append(meter)
+        self.simulated.add(meter.source)
+        what = "a scripted power profile" if profile is not None else "the workload's activity"
+        self.notes.append(
+            f"{meter.source}: SIMULATED wall power: an emulated {em.model.upper()} following "
+            f"{what} (no analyzer is configured); not a measurement"
+        )
+
+    # -- while running -------------------------------------------------------------------------
+
+    def set_saturation(self, samples_in_flight: int) -> None:
+        """How many samples in flight make the simulated device fully busy."""
+        self._in_flight_saturation = max(1, samples_in_flight)
+
+    def on_in_flight(self, samples: int) -> None:
+        """Follow the load (called from runner threads): drives the emulated analyzer's power."""
+        emu = self._emulated
+        if emu is None or emu.scripted:
+            return
+        activity = min(1.0, samples / self._in_flight_saturation)
+        emu.emulator.set_watts(emu.idle_w + (emu.busy_w - emu.idle_w) * activity)
+
+    @property
+    def emulator(self) -> AnalyzerEmulator | None:
+        """The in-process emulated analyzer, if one was used (tests inject faults through it)."""
+        return self._emulator
+
+    def ptd_meters(self) -> list[PtdMeter]:
+        """The analyzer meters (ranging/testing passes apply to them)."""
+        return [m for m in self.meters if isinstance(m, PtdMeter)]
+
+    def nvml(self) -> NvmlMeter | None:
+        """The NVML meter, if any."""
+        return next((m for m in self.meters if isinstance(m, NvmlMeter)), None)
+
+    def sources(self) -> list[tuple[Meter, SourceInfo]]:
+        """Every source of every meter."""
+        return [(m, info) for m in self.meters for info in m.describe()]
+
+    async def wait_ready(self, timeout_s: float = 15.0) -> None:
+        """Wait until network meters are connected."""
+        for meter in self.ptd_meters():
+            await meter.wait_connected(timeout_s)
+
+    def latest_watts(self, window_s: float = 1.5) -> dict[str, float]:
+        """Recent power per headline source, for progress displays (not for results)."""
+        now = self.clock.now_ns()
+        out: dict[str, float] = {}
+        for meter, info in self.sources():
+            with contextlib.suppress(InfergyError):
+                trace = meter.snapshot(info.name, now - round(window_s * 1e9), now)
+                watts = _recent_watts(trace)
+                if watts is not None:
+                    out[info.name] = watts
+        return out
+
+    # -- reading back --------------------------------------------------------------------------
+
+    def source_inputs(self) -> list[SourceInput]:
+        """Every source's trace so far, ready for :func:`infergy.core.analyze`."""
+        inputs = []
+        for meter, info in self.sources():
+            trace = meter.snapshot(info.name)
+            if len(trace) == 0:
+                self.notes.append(f"{info.name}: no sample was recorded")
+                continue
+            offset: OffsetEstimate | None = None
+            if isinstance(meter, PtdMeter) and meter.clock_offset.accepted:
+                # snapshot() already applied it; keep the estimate for the result only.
+                est = meter.clock_offset
+                offset = OffsetEstimate(0, est.uncertainty_ns, est.method, True, reason=est.reason)
+            inputs.append(
+                SourceInput(
+                    name=info.name,
+                    kind="sim" if info.simulated else info.kind,
+                    trace=trace,
+                    offset=offset,
+                    update_period_ns=info.nominal_period_ns,
+                )
+            )
+        return inputs
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance of the sources: devices, semantics, simulated flags, clock offsets."""
+        out: dict[str, Any] = {}
+        for meter, info in self.sources():
+            entry: dict[str, Any] = {
+                "meter": meter.name,
+                "kind": info.kind,
+                "device": info.device,
+                "semantics": info.semantics.value,
+                "nominal_period_ms": info.nominal_period_ns / 1e6,
+                "simulated": info.simulated or info.name in self.simulated,
+            }
+            if isinstance(meter, PtdMeter):
+                off = meter.clock_offset
+                entry["clock_offset_ms"] = off.offset_ms if off.accepted else None
+                entry["clock_offset_uncertainty_ms"] = off.uncertainty_ns / 1e6
+                entry["ranges"] = meter.testing_ranges
+            out[info.name] = entry
+        return out
+
+    def health_problems(self) -> list[str]:
+        """Sources that are down or counted errors, as result problems."""
+        problems = []
+        for meter in self.meters:
+            for source, h in meter.health().items():
+                if h.errors:
+                    kinds = ", ".join(f"{k} x{n}" for k, n in sorted(h.errors.items()))
+                    problems.append(f"{source}: errors while sampling: {kinds}")
+                if h.dropped:
+                    problems.append(f"{source}: {h.dropped} samples dropped (ring buffer full)")
+        return problems
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    async def stop_analyzers(self) -> None:
+        """End the analyzers' measurement and restore their ranges (best effort, bounded)."""
+        for meter in self.ptd_meters():
+            try:
+                async with asyncio.timeout(10):
+                    await meter.stop()
+            except (InfergyError, TimeoutError, OSError) as err:
+                self.notes.append(f"{meter.source}: could not stop the analyzer cleanly: {err}")
+
+    async def aclose(self) -> None:
+        """Close every meter and the emulator (idempotent)."""
+        for meter in self.meters:
+            if isinstance(meter, NvmlMeter):
+                with contextlib.suppress(InfergyError):
+                    await asyncio.to_thread(meter.close)
+        emu, self._emulated = self._emulated, None
+        if emu is not None:
+            with contextlib.suppress(InfergyError, OSError):
+                await emu.bridge.__aexit__(None, None, None)
+            emu.emulator.stop()
+            emu.console.close()
+            emu.tmp.cleanup()
+
+    async def __aenter__(self) -> MeterSet:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def _automatic(settings: Settings) -> list[str]:
+    """The default meters: NVML when a GPU is there, the configured analyzer, RAPL."""
+    wanted = ["nvml"]
+    if settings.meters.ptd is not None:
+        wanted.append(f"ptd://{settings.meters.ptd}")
+    if settings.meters.rapl and probe_rapl().usable:
+        wanted.append("rapl")
+    return wanted
+
+
+def _recent_watts(trace: Trace) -> float | None:
+    """Mean power of a short trace (counter: energy delta over time)."""
+    t, v = trace.t_ns, trace.values
+    ok = v == v  # noqa: PLR0124 (NaN check without numpy's warnings)
+    t, v = t[ok], v[ok]
+    if t.size == 0:
+        return None
+    if trace.semantics.value == "counter":
+        if t.size < 2 or t[-1] == t[0]:
+            return None
+        return float((v[-1] - v[0]) / ((t[-1] - t[0]) / 1e9))
+    return float(v.mean())

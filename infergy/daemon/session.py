@@ -1,0 +1,427 @@
+"""One measurement session, end to end (ARCHITECTURE.md, "One measurement session").
+
+prepare -> idle baseline -> warm-up (+ the analyzer's ranging pass) -> measured LoadGen run ->
+tail -> analyze -> persist and export. Every step can be cancelled (Ctrl-C, SIGTERM, an HTTP
+DELETE): the run is then stored as ``aborted`` with everything sampled so far, the analyzer's
+measurement is stopped and its ranges restored, and nothing is left running.
+
+The collaborators are injected (``meters``, ``workloads``, ``store``, ``observer``) so the
+same code runs under ``infergy run``, ``infergy serve`` and the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import platform
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from infergy import __version__
+from infergy.config import Settings
+from infergy.core.analysis import AnalysisOptions, Workload, analyze
+from infergy.core.trace import NS_PER_S, QueryLog, Trace, Window
+from infergy.daemon.jobs import JobSpec
+from infergy.daemon.meters import MeterSet
+from infergy.daemon.provenance import gpu_provenance, software_versions
+from infergy.errors import AnalysisError, InfergyError
+from infergy.meters.base import SessionClock
+from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
+
+EXIT_OK, EXIT_FAILED, EXIT_DEGRADED = 0, 1, 3
+IDLE_GUARD_S = 0.5
+"""The idle baseline ends this long before the warm-up starts (meters' latency)."""
+
+
+class SessionObserver(Protocol):
+    """What a session tells the outside world while it runs (console, service, tests)."""
+
+    def phase(self, name: str, duration_s: float | None) -> None:
+        """A phase starts (``prepare``, ``idle``, ``warmup``, ``run``, ``tail``, ``analyze``)."""
+
+    def progress(
+        self, queries: int, samples: int, elapsed_s: float, watts: Mapping[str, float]
+    ) -> None:
+        """Live figures, about twice a second."""
+
+    def note(self, text: str) -> None:
+        """Something the user should know (a meter skipped, a fallback taken)."""
+
+
+class QuietObserver:
+    """An observer that ignores everything."""
+
+    def phase(self, name: str, duration_s: float | None) -> None:
+        pass
+
+    def progress(
+        self, queries: int, samples: int, elapsed_s: float, watts: Mapping[str, float]
+    ) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+RunnerFactory = Callable[..., Awaitable[Any]]
+MeterSetFactory = Callable[..., Awaitable[MeterSet]]
+
+
+@dataclass
+class SessionOutcome:
+    """What a session produced (also when it was aborted)."""
+
+    result: dict[str, Any]
+    traces: dict[str, Trace] = field(default_factory=dict)
+    queries: QueryLog | None = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``degraded``, ``failed`` or ``aborted``."""
+        return str(self.result["status"])
+
+    def exit_code(self, *, strict: bool) -> int:
+        """The command-line exit code (ARCHITECTURE.md: 0, 1 failed/aborted, 3 degraded+strict)."""
+        if self.status in ("failed", "aborted"):
+            return EXIT_FAILED
+        return EXIT_DEGRADED if strict and self.status != "ok" else EXIT_OK
+
+
+@dataclass
+class _State:
+    """What the session knows so far (read by the abort path)."""
+
+    clock: SessionClock
+    started_ns: int
+    phase: str = "prepare"
+    idle: Window | None = None
+    outcome: RunOutcome | None = None
+    run_started_ns: int | None = None
+    notes: list[str] = field(default_factory=list)
+    gpus_start: list[dict[str, Any]] = field(default_factory=list)
+    progress: Progress | None = None
+
+
+class Session:
+    """One measurement: ``await Session(...).run()``; see the module docstring.
+
+    Args:
+        run_id: the id the result is stored under.
+        spec: what to run.
+        settings: the configuration.
+        store: where results are kept (``None``: not stored).
+        observer: progress sink.
+        meters: builds the session's :class:`MeterSet` (tests inject fakes).
+        runners: opens the workload (``infergy.runners.Workload.open`` by default).
+        persist: extra sinks called with the final outcome (files, MQTT, Prometheus).
+        env: the environment (GPU selection).
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        spec: JobSpec,
+        settings: Settings,
+        *,
+        store: Any = None,
+        observer: SessionObserver | None = None,
+        meters: MeterSetFactory = MeterSet.open,
+        runners: RunnerFactory | None = None,
+        persist: tuple[Callable[[SessionOutcome], None], ...] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.run_id, self.spec, self.settings = run_id, spec, settings
+        self.store = store
+        self.observer: SessionObserver = observer or QuietObserver()
+        if runners is None:
+            from infergy.runners import Workload  # noqa: PLC0415 (backends import lazily)
+
+            runners = Workload.open
+        self._meters_factory, self._runners_factory = meters, runners
+        self._persist = persist
+        self._env = env
+        self.meter_set: MeterSet | None = None
+        self.runner: Any = None
+
+    # -- the lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> SessionOutcome:
+        """Run the session; on cancellation store an ``aborted`` result, then re-raise.
+
+        Raises:
+            InfergyError: preparation failed (bad model, unusable meter...): nothing is stored.
+            asyncio.CancelledError: the session was cancelled (the aborted result is stored
+                and available as :attr:`aborted`).
+        """
+        clock = SessionClock()
+        st = _State(clock, clock.now_ns())
+        self.aborted: SessionOutcome | None = None
+        cfg = self._workload_config()
+        out_dir = self.settings.output.dir / self.run_id
+        self._phase(st, "prepare", None)
+        meter_set = await self._meters_factory(
+            self.spec.meter, self.settings, clock, gpus=cfg.gpus or None, env=self._env
+        )
+        self.meter_set = meter_set
+        try:
+            for note in meter_set.notes:
+                self.observer.note(note)
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(m.run(), name=f"meter[{m.name}]") for m in meter_set.meters]
+                try:
+                    outcome = await self._measure(st, cfg, out_dir, meter_set)
+                except asyncio.CancelledError:
+                    outcome = await self._abort(st, cfg, meter_set, out_dir)
+                    self.aborted = outcome
+                    raise
+                finally:
+                    for task in tasks:
+                        task.cancel()
+        finally:
+            if self.runner is not None:
+                with contextlib.suppress(InfergyError):
+                    await self.runner.aclose()
+            await meter_set.aclose()
+        return outcome
+
+    async def _measure(
+        self, st: _State, cfg: WorkloadConfig, out_dir: Path, meter_set: MeterSet
+    ) -> SessionOutcome:
+        await meter_set.wait_ready()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.runner = runner = await self._runners_factory(
+            cfg, st.clock, out_dir, on_in_flight=meter_set.on_in_flight
+        )
+        meter_set.set_saturation(max(1, cfg.batch_size * max(1, len(cfg.gpus))))
+        st.gpus_start = gpu_provenance(meter_set)
+        ticker = asyncio.create_task(self._tick(st, meter_set), name="session-progress")
+        try:
+            idle_s = self.spec.idle if self.spec.idle is not None else self.settings.analysis.idle_s
+            if idle_s > 0:
+                self._phase(st, "idle", idle_s)
+                t0 = st.clock.now_ns()
+                await asyncio.sleep(idle_s + IDLE_GUARD_S)
+                st.idle = Window(t0, t0 + round(idle_s * NS_PER_S))
+            ranging = self.settings.session.ranging and meter_set.ptd_meters()
+            if ranging and self.spec.warmup > 0:
+                for meter in meter_set.ptd_meters():
+                    await meter.ranging()
+            self._phase(st, "warmup", self.spec.warmup)
+            if self.spec.warmup > 0:
+                await runner.warmup(self.spec.warmup, on_progress=self._on_progress(st))
+            if ranging and self.spec.warmup > 0:
+                for meter in meter_set.ptd_meters():
+                    volts, amps = await meter.testing()
+                    st.notes.append(
+                        f"{meter.source}: ranging pass during warm-up; testing ranges "
+                        f"{volts:g} V, {amps:g} A"
+                    )
+            elif ranging:
+                st.notes.append("no warm-up: the analyzer's ranging pass was skipped")
+            self._phase(st, "run", self.spec.duration)
+            st.run_started_ns = st.clock.now_ns()
+            run = st.outcome = await runner.run(on_progress=self._on_progress(st))
+            self._phase(st, "tail", self.settings.session.tail_s)
+            await asyncio.sleep(self.settings.session.tail_s)
+        finally:
+            ticker.cancel()
+        await meter_set.stop_analyzers()
+        self._phase(st, "analyze", None)
+        outcome = await asyncio.to_thread(self._analyze, st, cfg, meter_set, run)
+        self._finish(outcome, out_dir, run.loadgen_dir)
+        return outcome
+
+    async def _abort(
+        self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet, out_dir: Path
+    ) -> SessionOutcome:
+        """Keep what was sampled: an ``aborted`` result, analysed over what ran."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(meter_set.stop_analyzers())
+        partial = self.runner.partial() if self.runner is not None else None
+        st.notes.append(f"aborted during the {st.phase} phase; everything sampled is kept")
+        try:
+            outcome = self._analyze(st, cfg, meter_set, None, partial=partial)
+        except InfergyError as err:
+            st.notes.append(f"no analysis of the partial run: {err}")
+            outcome = self._bare_result(st, cfg, meter_set, partial)
+        outcome.result["status"] = "aborted"
+        self._finish(outcome, out_dir, None)
+        return outcome
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _workload_config(self) -> WorkloadConfig:
+        spec = self.spec
+        backend = spec.backend or "onnxruntime"
+        return WorkloadConfig(
+            backend=backend,
+            model=spec.model,
+            precision=spec.precision,
+            batch_size=spec.batch_size,
+            scenario=spec.scenario_enum,
+            duration_s=spec.duration,
+            target_qps=spec.target_qps,
+            gpus=tuple(spec.gpus or ()),
+        )
+
+    def _phase(self, st: _State, name: str, duration_s: float | None) -> None:
+        st.phase = name
+        self.observer.phase(name, duration_s)
+
+    def _on_progress(self, st: _State) -> Callable[[Progress], None]:
+        def update(p: Progress) -> None:
+            st.progress = p  # a plain attribute store: safe from the runner's threads
+
+        return update
+
+    async def _tick(self, st: _State, meter_set: MeterSet) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            p = st.progress
+            watts = meter_set.latest_watts()
+            if p is not None and p.phase in ("warmup", "run"):
+                self.observer.progress(p.queries, p.samples, p.elapsed_s, watts)
+            else:
+                elapsed = (st.clock.now_ns() - st.started_ns) / NS_PER_S
+                self.observer.progress(0, 0, elapsed, watts)
+
+    def _identity(self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet) -> dict[str, Any]:
+        software = software_versions()
+        if self.runner is not None:
+            with contextlib.suppress(InfergyError):
+                software["workload"] = self.runner.describe()
+        devices = [f"gpu{i}" for i in cfg.gpus] if cfg.gpus else ["cpu"]
+        return {
+            "run_id": self.run_id,
+            "backend": cfg.backend,
+            "model": cfg.model,
+            "precision": cfg.precision,
+            "batch_size": cfg.batch_size,
+            "devices": devices,
+            "host": socket.gethostname(),
+            "provenance": {
+                "infergy_version": __version__,
+                "command": "run",
+                "job": self.spec.model_dump(mode="json"),
+                "config": self.settings.dump_masked(),
+                "software": software,
+                "platform": platform.platform(),
+                "gpus": st.gpus_start,
+                "gpus_at_end": gpu_provenance(meter_set),
+                "meters": meter_set.describe(),
+                "session_clock": {"wall0_ns": st.clock.wall0_ns, "mono0_ns": st.clock.mono0_ns},
+                "idle_window": None
+                if st.idle is None
+                else {"start_unix_ns": st.idle.start_ns, "end_unix_ns": st.idle.end_ns},
+            },
+        }
+
+    def _analyze(
+        self,
+        st: _State,
+        cfg: WorkloadConfig,
+        meter_set: MeterSet,
+        run: RunOutcome | None,
+        *,
+        partial: QueryLog | None = None,
+    ) -> SessionOutcome:
+        queries = run.queries if run is not None else partial
+        problems = list(meter_set.notes) + st.notes + meter_set.health_problems()
+        if run is not None:
+            problems += run.problems
+            if run.validity != "VALID":
+                problems.append(f"LoadGen reports the run {run.validity}")
+        if queries is None or len(queries) == 0:
+            msg = "no query completed"
+            raise AnalysisError(msg)
+        window = Window.of_queries(queries)
+        a = self.settings.analysis
+        analysis = analyze(
+            meter_set.source_inputs(),
+            Workload.of_queries(cfg.scenario, queries),
+            window,
+            identity=self._identity(st, cfg, meter_set),
+            options=AnalysisOptions(
+                gap_factor=a.gap_factor,
+                degraded_coverage=a.degraded_coverage,
+                align_max_lag_s=a.align_max_lag_s,
+                idle_window=st.idle,
+            ),
+            problems=problems,
+        )
+        result = analysis.result
+        for name in meter_set.simulated:
+            if name in result["power"]:
+                result["power"][name]["simulated"] = True
+        if run is not None:
+            result["loadgen"] = {
+                "validity": run.validity,
+                "power_begin_unix_ns": run.power_begin_ns,
+                "power_end_unix_ns": run.power_end_ns,
+                "window_disagreement_ms": run.window_disagreement_ms,
+                **run.loadgen,
+            }
+        return SessionOutcome(result, analysis.traces, queries)
+
+    def _bare_result(
+        self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet, partial: QueryLog | None
+    ) -> SessionOutcome:
+        """A result without figures (nothing could be analysed), traces kept."""
+        traces = {s.name: s.trace for s in meter_set.source_inputs()}
+        now = st.clock.now_ns()
+        identity = self._identity(st, cfg, meter_set)
+        result: dict[str, Any] = {
+            "schema_version": 1,
+            "run_id": self.run_id,
+            "status": "aborted",
+            "problems": list(meter_set.notes) + st.notes,
+            "scenario": cfg.scenario.value,
+            **{k: identity[k] for k in ("backend", "model", "precision", "batch_size")},
+            "devices": identity["devices"],
+            "host": identity["host"],
+            "window": {
+                "start_unix_ns": st.started_ns,
+                "end_unix_ns": now,
+                "duration_s": (now - st.started_ns) / NS_PER_S,
+            },
+            "performance": None,
+            "power": {},
+            "efficiency": {},
+            "provenance": identity["provenance"],
+        }
+        return SessionOutcome(result, traces, partial)
+
+    def _finish(self, outcome: SessionOutcome, out_dir: Path, loadgen_dir: Path | None) -> None:
+        """Persist: store, then files and plots, then the extra sinks. Failures become problems."""
+        if self.store is not None:
+            self.store.save_run(outcome.result, outcome.traces, outcome.queries)
+        from infergy.exporters.files import write_run_files  # noqa: PLC0415 (keeps imports light)
+
+        try:
+            outcome.files = write_run_files(
+                out_dir.parent, outcome.result, outcome.traces, outcome.queries, loadgen_dir
+            )
+            if self.settings.session.plots:
+                from infergy.exporters.plots import draw_run_plots  # noqa: PLC0415
+
+                outcome.files += draw_run_plots(
+                    out_dir, outcome.result, outcome.traces, outcome.queries
+                )
+        except InfergyError as err:
+            self.observer.note(f"could not write every file: {err}")
+        for sink in self._persist:
+            sink(outcome)
+
+
+__all__ = [
+    "EXIT_DEGRADED",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "Session",
+    "SessionObserver",
+    "SessionOutcome",
+]

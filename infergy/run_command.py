@@ -1,0 +1,258 @@
+"""``infergy run`` (one measurement session) and ``infergy plot`` (redraw a stored run's plots).
+
+The composition root of a one-off session: settings, store, meters, runner and the console
+observer are built here and handed to :class:`~infergy.daemon.session.Session`. Ctrl-C and
+SIGTERM cancel the session, which stores an ``aborted`` result before the command exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from infergy.config import Settings, load_settings
+from infergy.console import render_result
+from infergy.console_progress import ConsoleObserver
+from infergy.daemon.jobs import JobSpec
+from infergy.daemon.session import QuietObserver, Session, SessionObserver, SessionOutcome
+from infergy.errors import InputError
+from infergy.recordings import new_run_id
+from infergy.store import Store, default_store_path
+
+_EPILOG = (
+    "Examples:\n\n"
+    "  infergy run        # GPU + NVML, or CPU + the emulated analyzer (SIMULATED)\n\n"
+    "  infergy run --scenario single-stream --duration 60 --json > result.json\n\n"
+    "  infergy run --backend torch --batch-size 256 --gpus 0 --meter nvml --meter ptd://lab:8888\n\n"
+    "  infergy run --scenario server --target-qps 500 --strict\n\n"
+    "Exit codes: 0 ok, 1 the measurement failed or was interrupted, 2 bad usage or config, "
+    "3 degraded result with --strict."
+)
+
+
+def _gpu_present() -> bool:
+    """Whether NVML sees a GPU (cheap, read-only)."""
+    try:
+        import pynvml  # noqa: PLC0415
+
+        pynvml.nvmlInit()
+        try:
+            return bool(pynvml.nvmlDeviceGetCount() > 0)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return False
+
+
+def _torch_present() -> bool:
+    try:
+        import torch  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def job_spec(values: dict[str, Any]) -> JobSpec:
+    """Validate the flags through the one job model; one clear error naming the flag."""
+    try:
+        return JobSpec.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as err:
+        first = err.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "the job"
+        msg = f"{flag}: {first['msg'].removeprefix('Value error, ')}"
+        raise InputError(msg, hint="see `infergy run --help`") from None
+
+
+def choose_backend(spec: JobSpec) -> JobSpec:
+    """Fill in the backend: torch on a GPU machine with CUDA PyTorch, else ONNX Runtime."""
+    if spec.backend is not None:
+        return spec
+    backend = (
+        "torch" if (spec.gpus != () and _gpu_present() and _torch_present()) else "onnxruntime"
+    )
+    return spec.model_copy(update={"backend": backend})
+
+
+async def _session_main(session: Session) -> SessionOutcome:
+    """Run the session; Ctrl-C/SIGTERM cancel it and the aborted outcome is returned."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await session.run()
+    except asyncio.CancelledError:
+        if session.aborted is None:
+            raise
+        return session.aborted
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def run_session_cli(spec: JobSpec, settings: Settings, *, json_out: bool) -> int:
+    """Run one session with the console display; returns the exit code."""
+    console = Console(stderr=json_out)
+    run_id = new_run_id()
+    with Store.open(settings.store.path or default_store_path(os.environ)) as store:
+        observer: SessionObserver
+        display = ConsoleObserver(console) if not json_out else None
+        observer = display if display is not None else _StderrNotes(console)
+        session = Session(run_id, spec, settings, store=store, observer=observer)
+        with display or contextlib.nullcontext():
+            try:
+                outcome = asyncio.run(_session_main(session))
+            except KeyboardInterrupt:
+                if session.aborted is None:
+                    raise
+                outcome = session.aborted
+    if json_out:
+        typer.echo(json.dumps(outcome.result, indent=2))
+    else:
+        render_result(console, outcome.result)
+        if outcome.files:
+            console.print(f"[dim]files: {outcome.files[0].parent}[/dim]")
+    if outcome.status == "aborted":
+        console.print("[bold red]interrupted:[/bold red] the partial run was stored as aborted")
+    return outcome.exit_code(strict=spec.strict)
+
+
+class _StderrNotes(QuietObserver):
+    """With --json: notes go to stderr, nothing else is printed."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def note(self, text: str) -> None:
+        self.console.print(f"note: {text}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` and ``plot`` to the command line."""
+    app.command(name="run", epilog=_EPILOG)(run)
+    app.command(name="plot")(plot)
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="TOML config file (default: $INFERGY_CONFIG, else built-in defaults)."
+    ),
+]
+
+
+def run(
+    *,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="onnxruntime | torch | tensorrt (default: torch on a GPU, else onnxruntime)."
+        ),
+    ] = None,
+    model: Annotated[
+        str,
+        typer.Option(help="auto, a built-in model (tiny, resnet50) or a path to .onnx / .plan."),
+    ] = "auto",
+    scenario: Annotated[
+        str, typer.Option(help="offline | server | single-stream | multi-stream.")
+    ] = "offline",
+    precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 | int8.")] = "fp32",
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Samples per inference call (Offline/Server).")
+    ] = 1,
+    duration: Annotated[float, typer.Option(metavar="SECONDS", help="Measured run length.")] = 60.0,
+    target_qps: Annotated[
+        float | None,
+        typer.Option(metavar="QPS", help="Server: queries/s to offer (required there)."),
+    ] = None,
+    gpus: Annotated[
+        str | None, typer.Option(metavar="0,1", help="GPU indices to use (default: all visible).")
+    ] = None,
+    idle: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS", help="Idle baseline before the run (default: [analysis] idle_s)."
+        ),
+    ] = None,
+    warmup: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS", help="Unmeasured warm-up (and the analyzer's ranging pass)."
+        ),
+    ] = 5.0,
+    meter: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="METER",
+            help="nvml | rapl | sim | ptd://HOST:PORT; repeatable (default: automatic).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: [output] dir).")
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the result JSON on stdout.")
+    ] = False,
+    strict: Annotated[bool, typer.Option(help="Exit 3 when the result is degraded.")] = False,
+    label: Annotated[str | None, typer.Option(help="Free text kept with the result.")] = None,
+    config: ConfigOpt = None,
+) -> int:
+    """Measure one inference run: idle baseline, warm-up, a LoadGen test, energy per query.
+
+    Meters are chosen automatically — NVML per GPU, a configured PTD analyzer, RAPL — and
+    without any, the emulated analyzer runs in-process and every figure it gives is labelled
+    SIMULATED. Results go to the store, to files under --out, and to the screen.
+    """
+    overrides = {"output": {"dir": str(out)}} if out is not None else None
+    settings = load_settings(config, overrides=overrides)
+    gpu_list: tuple[int, ...] | None = None
+    if gpus is not None:
+        try:
+            gpu_list = tuple(int(g) for g in gpus.split(",") if g.strip())
+        except ValueError:
+            msg = f"--gpus takes comma-separated indices, got {gpus!r}"
+            raise InputError(msg, hint="e.g. --gpus 0,1") from None
+    spec = job_spec(
+        {
+            "backend": backend, "model": model, "scenario": scenario, "precision": precision,
+            "batch_size": batch_size, "duration": duration, "target_qps": target_qps,
+            "gpus": gpu_list, "idle": idle, "warmup": warmup, "meter": tuple(meter or ()),
+            "strict": strict, "label": label,
+        }
+    )  # fmt: skip
+    return run_session_cli(choose_backend(spec), settings, json_out=json_out)
+
+
+def plot(
+    *,
+    run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the PNGs (default: [output] dir/<run id>).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> int:
+    """Redraw a stored run's plots (power over time, per-query energy, latency)."""
+    from infergy.exporters.plots import draw_run_plots  # noqa: PLC0415
+
+    settings = load_settings(config)
+    with Store.open(settings.store.path or default_store_path(os.environ)) as st:
+        rid = st.resolve(run_id)
+        result, traces, queries = st.get_result(rid), st.get_traces(rid), st.get_queries(rid)
+    paths = draw_run_plots(out or settings.output.dir / rid, result, traces, queries)
+    for p in paths:
+        typer.echo(str(p))
+    return 0
+
+
+__all__ = ["job_spec", "register", "run_session_cli"]

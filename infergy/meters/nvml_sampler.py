@@ -29,6 +29,7 @@ zeros), and reconnection is retried with jittered exponential backoff; a counter
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import math
@@ -163,6 +164,10 @@ class GpuSampler:
                 self._reschedule(due_at, due)
             if due_at:
                 await asyncio.sleep(max(0.0, min(due_at.values()) - time.monotonic()))
+
+    def set_counter_poll_factor(self, factor: float) -> None:
+        """Read the counter every ``factor`` update periods from its next read on."""
+        self._config = dataclasses.replace(self._config, counter_poll_factor=max(1.0, factor))
 
     def _fresh_schedule(self) -> dict[str, float]:
         now = time.monotonic()

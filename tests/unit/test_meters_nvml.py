@@ -313,3 +313,25 @@ def test_cancelling_the_meter_always_stops_it():
 
     assert asyncio.run(main()) == 0
     meter.close()
+
+
+def test_counter_poll_factor_can_change_while_sampling() -> None:
+    """Serve reads the counter slowly between runs and at its own period during one."""
+    gpu = FakeGpu(SineProfile(200.0, 80.0, 1.3), counter_period_s=0.02, index=0)
+    other = FakeGpu(SineProfile(150.0, 50.0, 0.7), counter_period_s=0.02, index=1)
+    meter = make([gpu, other])
+    try:
+        meter.set_counter_poll_factor(10.0)
+        before = gpu.calls["energy_mj"]
+        run_for(meter, 1.0)
+        slow = gpu.calls["energy_mj"] - before
+        assert all(s._config.counter_poll_factor == 10.0 for s in meter._samplers)
+        meter.set_counter_poll_factor(1.0)
+        before = gpu.calls["energy_mj"]
+        run_for(meter, 1.0)
+        fast = gpu.calls["energy_mj"] - before
+    finally:
+        meter.close()
+    assert all(s._config.counter_poll_factor == 1.0 for s in meter._samplers)
+    # 50 reads/s at its own period; the slow rate leaves only the phase re-syncs
+    assert fast > slow + 15, (slow, fast)

@@ -14,8 +14,13 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-## run: analyze the shipped recordings (until `infergy run` lands, see README)
+## run: one measurement session on the defaults (~30 s): with a GPU, the GPU backend and NVML;
+## without one, ONNX Runtime on the CPU and the emulated analyzer (labelled SIMULATED)
 run: $(STAMP)
+	$(BIN)/infergy run --duration 20 --idle 3 --warmup 3 --out $(OUT)
+
+## examples: analyze the shipped recordings (a published MLPerf run; a simulated two-GPU run)
+examples: $(STAMP)
 	@echo "== A published MLPerf v4.1 power run (real data, examples/mlperf-real/SOURCE.md)"
 	$(BIN)/infergy analyze --power ac=examples/mlperf-real/single-stream/spl.txt \
 	  --loadgen-log examples/mlperf-real/single-stream/ --out $(OUT)

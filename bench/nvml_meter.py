@@ -61,6 +61,7 @@ def section_c_cpu(clock: SessionClock, idle_s: float) -> dict[str, Any]:
     for label, config in (
         ("default (counter read every update)", NvmlMeterConfig()),
         ("counter_poll_factor=2", NvmlMeterConfig(counter_poll_factor=2.0)),
+        ("counter_poll_factor=10 (serve, between runs)", NvmlMeterConfig(counter_poll_factor=10.0)),
     ):
         with NvmlMeter.open(clock=clock, config=config) as meter:
             n = len(meter.gpus)
@@ -255,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         "--ab-pairs", type=int, default=12, help="interleaved A/B pairs per scenario in e"
     )
     ap.add_argument("--ab-seconds", type=float, default=3.0, help="seconds per run in e")
-    ap.add_argument("--ab-scenario", choices=("both", "single-stream", "offline"), default="both")
+    ap.add_argument(
+        "--ab-scenario",
+        choices=("both", "single-stream", "offline", "single-stream-graph"),
+        default="both",
+    )
     args = ap.parse_args(argv)
 
     def write(results: dict[str, Any]) -> None:

@@ -1,0 +1,322 @@
+"""The HTTP control API of ``infergy serve`` (aiohttp), loopback by default.
+
+Endpoints (``/openapi.json`` describes them): ``POST /v1/runs`` (a JobSpec body -> 202),
+``GET /v1/runs``, ``GET /v1/runs/{run_id}``, ``DELETE /v1/runs/{run_id}`` (cancel),
+``GET /healthz``, ``GET /metrics`` and ``GET /openapi.json``. Every error is a JSON
+``{"errors": [{"loc", "msg", "type"}]}`` body, never a traceback. The service composes it::
+
+    app = build_app(scheduler, token=token, max_body_bytes=65536, health=health,
+                    metrics=render_metrics, result_lookup=lookup)
+    tg.create_task(serve_http(app, "127.0.0.1", 8765), name="infergy-http")
+
+With a token, ``POST`` and ``DELETE`` need ``Authorization: Bearer <token>``; ``serve_http``
+refuses to listen beyond loopback without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from infergy import __version__
+from infergy.daemon.http_errors import ApiError, error_middleware, error_response, pydantic_errors
+from infergy.daemon.http_models import (
+    Accepted,
+    ComponentHealth,
+    Health,
+    HealthState,
+    RunDetail,
+    RunList,
+    RunView,
+    openapi_document,
+)
+from infergy.daemon.jobs import JobSpec
+from infergy.daemon.scheduler import JobScheduler, JobState, summarize
+from infergy.errors import (
+    ConfigError,
+    InputError,
+    JobConflictError,
+    QueueFullError,
+    UnknownRunError,
+)
+from infergy.store import check_name
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Components = Mapping[str, ComponentHealth | HealthState]
+HealthCheck = Callable[[], Components | Awaitable[Components]]
+"""Component name -> its health (``up``/``degraded``/``down`` or a :class:`ComponentHealth`)."""
+MetricsRender = Callable[[], tuple[bytes, str] | Awaitable[tuple[bytes, str]]]
+"""Returns the exposition body and its content type (``render_metrics`` of the exporter)."""
+ResultLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
+"""A stored run's result object by run id, ``None`` if unknown (earlier service lifetimes too)."""
+
+CALLBACK_TIMEOUT_S = 5.0
+"""Limit on the injected health, metrics and result lookup callables."""
+MAX_LIST_LIMIT = 1000
+_RANK: dict[HealthState, int] = {"up": 0, "degraded": 1, "down": 2}
+_SCHEDULER = web.AppKey("scheduler", JobScheduler)
+
+
+def build_app(
+    scheduler: JobScheduler,
+    *,
+    token: str | None,
+    max_body_bytes: int,
+    health: HealthCheck | None = None,
+    metrics: MetricsRender | None = None,
+    result_lookup: ResultLookup | None = None,
+) -> web.Application:
+    """The control API application over ``scheduler``.
+
+    Args:
+        scheduler: the job queue the endpoints act on.
+        token: bearer token required by ``POST``/``DELETE``; ``None`` turns auth off.
+        max_body_bytes: larger request bodies get 413 without being read.
+        health: component health for ``/healthz`` (no components when ``None``).
+        metrics: the ``/metrics`` renderer; ``None`` leaves ``/metrics`` unmounted (404).
+        result_lookup: finished runs' results (the store); ``None`` serves only this lifetime.
+    """
+    if token is not None and not token:
+        msg = "the API token is empty"
+        raise ConfigError(msg, hint="set [serve] token or token_file to a non-empty secret")
+    api = _Api(scheduler, token, max_body_bytes, health, metrics, result_lookup)
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[error_middleware])
+    app[_SCHEDULER] = scheduler
+    app.router.add_post("/v1/runs", api.submit)
+    app.router.add_get("/v1/runs", api.list_runs)
+    app.router.add_get("/v1/runs/{run_id}", api.get_run)
+    app.router.add_delete("/v1/runs/{run_id}", api.cancel_run)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/openapi.json", api.openapi)
+    if metrics is not None:
+        app.router.add_get("/metrics", api.metrics)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the API on this machine (``localhost``, 127/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to anything: treat it as exposed
+
+
+async def serve_http(app: web.Application, host: str, port: int, *, token_set: bool) -> None:
+    """Listen on ``host:port`` until cancelled, then close connections and clean up.
+
+    Put it in the service's TaskGroup; cancelling the task stops the server.
+
+    Raises:
+        ConfigError: ``host`` is beyond loopback and no token is set, or the port is taken.
+    """
+    if not token_set and not is_loopback(host):
+        msg = f"refusing to listen on {host}:{port} (beyond loopback) without an API token"
+        hint = "set [serve] token_file (or token), or listen on 127.0.0.1"
+        raise ConfigError(msg, hint=hint)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host.strip("[]"), port)
+        try:
+            await site.start()
+        except OSError as err:
+            msg = f"cannot listen on {host}:{port}: {err.strerror or err}"
+            raise ConfigError(msg, hint="choose another [serve] listen address") from None
+        logger.info("HTTP control API on http://%s:%d", host, port)
+        await asyncio.Event().wait()  # serve until cancelled
+    finally:
+        await runner.cleanup()
+
+
+class _Api:
+    """The request handlers, over the injected collaborators."""
+
+    def __init__(  # noqa: PLR0917 (private: one call site, in build_app)
+        self,
+        scheduler: JobScheduler,
+        token: str | None,
+        max_body_bytes: int,
+        health: HealthCheck | None,
+        metrics: MetricsRender | None,
+        result_lookup: ResultLookup | None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.token = None if token is None else token.encode()
+        self.max_body_bytes = max_body_bytes
+        self.health = health
+        self.metrics_render = metrics
+        self.result_lookup = result_lookup
+        self.openapi_doc = openapi_document(version=__version__, with_metrics=metrics is not None)
+
+    # -- runs -----------------------------------------------------------------------------
+
+    async def submit(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        if request.content_type != "application/json":
+            given = request.content_type or "none"
+            return error_response(
+                415, "unsupported_media_type", f"send application/json, not {given}"
+            )
+        if (request.content_length or 0) > self.max_body_bytes:
+            return _too_large(self.max_body_bytes)
+        body = await request.read()  # client_max_size stops chunked bodies that grow too large
+        try:
+            spec = JobSpec.model_validate_json(body)
+        except ValidationError as err:
+            errors = pydantic_errors(err, loc_prefix=("body",))
+            status = 400 if any(e["type"] == "json_invalid" for e in errors) else 422
+            return web.json_response({"errors": errors}, status=status)
+        try:
+            run_id = self.scheduler.submit(spec)
+        except QueueFullError as err:
+            return error_response(503, "queue_full", _line(err), headers={"Retry-After": "30"})
+        accepted = Accepted(run_id=run_id, status_url=_status_url(run_id), state=JobState.QUEUED)
+        return _json(accepted, 202, headers={"Location": accepted.status_url})
+
+    async def list_runs(self, request: web.Request) -> web.Response:
+        status = request.query.get("status")
+        if status is not None and status not in JobState.__members__.values():
+            states = ", ".join(s.value for s in JobState)
+            return error_response(
+                400, "invalid_status", f"status must be one of {states}", "status"
+            )
+        raw_limit = request.query.get("limit", "50")
+        if not (
+            raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIST_LIMIT
+        ):
+            msg = f"limit must be an integer from 1 to {MAX_LIST_LIMIT}"
+            return error_response(400, "invalid_limit", msg, ("query", "limit"))
+        jobs = self.scheduler.list_jobs(
+            None if status is None else JobState(status), int(raw_limit)
+        )
+        return _json(RunList(runs=[RunView.of(j, _status_url(j.run_id)) for j in jobs]))
+
+    async def get_run(self, request: web.Request) -> web.Response:
+        run_id = _run_id(request)
+        job = self.scheduler.get(run_id)
+        stored = None
+        if (job is None or job.state.finished) and self.result_lookup is not None:
+            async with asyncio.timeout(CALLBACK_TIMEOUT_S):
+                stored = await self.result_lookup(run_id)
+        if job is not None:
+            view = RunView.of(job, _status_url(run_id))
+            return _json(RunDetail(**dict(view), result=stored or job.result))
+        if stored is None:
+            return error_response(404, "not_found", f"no run {run_id!r}", ("path", "run_id"))
+        state = stored.get("status")
+        return _json(
+            RunDetail(
+                run_id=run_id,
+                state=JobState(state) if state in ("ok", "degraded", "failed") else JobState.FAILED,
+                summary=summarize(stored),
+                status_url=_status_url(run_id),
+                result=stored,
+            )
+        )
+
+    async def cancel_run(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        run_id = _run_id(request)
+        try:
+            job = self.scheduler.cancel(run_id)
+        except UnknownRunError as err:
+            return error_response(404, "not_found", _line(err), ("path", "run_id"))
+        except JobConflictError as err:
+            return error_response(409, "already_finished", _line(err), ("path", "run_id"))
+        view = RunView.of(job, _status_url(run_id))
+        return _json(RunDetail(**dict(view), result=job.result), 202)
+
+    # -- service --------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        components: dict[str, ComponentHealth] = {}
+        if self.health is not None:
+            try:
+                async with asyncio.timeout(CALLBACK_TIMEOUT_S):
+                    raw: Components = await _resolve(self.health())
+                components = {
+                    str(name): c if isinstance(c, ComponentHealth) else ComponentHealth(state=c)
+                    for name, c in raw.items()
+                }
+            except (Exception, TimeoutError) as err:  # a broken check is itself a finding
+                logger.warning("health check failed: %s", err, exc_info=True)
+                components = {"health": ComponentHealth(state="down", detail="the check failed")}
+        if not self.scheduler.accepting:
+            components["scheduler"] = ComponentHealth(state="degraded", detail="stopping")
+        states = [c.state for c in components.values()]
+        worst: HealthState = max(states, key=_RANK.__getitem__, default="up")
+        body = Health(status=worst, components=components, jobs=self.scheduler.counts())
+        return _json(body, 503 if worst == "down" else 200)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        assert self.metrics_render is not None  # mounted only with a renderer
+        async with asyncio.timeout(CALLBACK_TIMEOUT_S):
+            rendered: tuple[bytes, str] = await _resolve(self.metrics_render())
+        payload, content_type = rendered
+        return web.Response(body=payload, headers={"Content-Type": content_type})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(self.openapi_doc)
+
+    def _authorize(self, request: web.Request) -> None:
+        if self.token is None:
+            return
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # compare_digest on bytes: constant time whatever the token's characters
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self.token
+        ):
+            msg = "this call needs Authorization: Bearer <token> with the service's API token"
+            headers = {"WWW-Authenticate": 'Bearer realm="infergy"'}
+            raise ApiError(401, "unauthorized", msg, ("header", "Authorization"), headers)
+
+
+async def _resolve(value: T | Awaitable[T]) -> T:
+    """Await ``value`` if the injected callable was a coroutine function."""
+    if inspect.isawaitable(value):
+        return cast(T, await value)
+    return value
+
+
+def _run_id(request: web.Request) -> str:
+    """The path's run id, checked like the store checks names (no ``/``, ``..``, options)."""
+    try:
+        return check_name("run id", request.match_info["run_id"])
+    except InputError as err:
+        raise ApiError(400, "invalid_run_id", _line(err), ("path", "run_id")) from None
+
+
+def _status_url(run_id: str) -> str:
+    return f"/v1/runs/{run_id}"
+
+
+def _line(err: Exception) -> str:
+    hint = getattr(err, "hint", None)
+    return f"{err} ({hint})" if hint else str(err)
+
+
+def _too_large(limit: int) -> web.Response:
+    return error_response(413, "too_large", f"the request body is larger than {limit} bytes")
+
+
+def _json(
+    model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        text=model.model_dump_json(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )

@@ -1,0 +1,369 @@
+"""The job queue of ``infergy serve``: sessions one at a time per GPU set, in submission order.
+
+A :class:`JobScheduler` accepts :class:`~infergy.daemon.jobs.JobSpec` submissions, keeps them in
+a bounded queue, and runs each through an injected ``run_session(run_id, spec)`` coroutine (the
+measurement session). Jobs whose claims overlap (:func:`claims`) never run at the same time;
+jobs with disjoint claims run in parallel. The service owns the tasks::
+
+    scheduler = JobScheduler(run_session, max_queued=16)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(scheduler.run(), name="infergy-scheduler")
+        run_id = scheduler.submit(JobSpec(scenario="single-stream", duration=10))
+        ...
+        await scheduler.drain(timeout_s=30)  # on SIGTERM: run() returns once it is done
+
+Job states: ``queued`` -> ``running`` -> ``ok | degraded | failed | aborted``, or
+``queued`` -> ``cancelled``. A cancelled running job's session task is cancelled and the job
+ends ``aborted``. Finished jobs stay listed (the newest ``history`` of them); the store keeps
+their results for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from infergy.daemon.jobs import JobSpec
+from infergy.errors import InfergyError, JobConflictError, QueueFullError, UnknownRunError
+from infergy.recordings import new_run_id
+
+logger = logging.getLogger(__name__)
+
+RunSession = Callable[[str, JobSpec], Awaitable[dict[str, Any]]]
+"""``run_session(run_id, spec) -> result``: one measurement session, returning the result JSON
+object (ARCHITECTURE.md, "Result"); raises ``InfergyError`` when it fails."""
+
+HOST = "host"
+"""The claim on the box-wide resources: the CPU, RAPL and the wall-power analyzer."""
+_PER_DEVICE_METERS = frozenset({"nvml", "sim"})
+
+
+class JobState(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    OK = "ok"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job has reached a final state."""
+        return self not in (JobState.QUEUED, JobState.RUNNING)
+
+
+def claims(spec: JobSpec) -> frozenset[str] | None:
+    """The resources a job holds while it runs; ``None`` means every resource.
+
+    The overlap rule (two jobs may run together only if their claims are disjoint):
+
+    - ``gpus=None`` (all visible GPUs) claims everything: it overlaps every other job.
+    - ``gpus=()`` (CPU-only) claims ``host``: the CPU is the device under test.
+    - ``gpus=(0, 2)`` claims ``gpu0`` and ``gpu2``, plus ``host`` unless every meter is
+      per-device (``nvml``, ``sim``). Wall power (an analyzer) and CPU package power (RAPL)
+      measure the whole box, so two sessions using them at once would each count the
+      other's energy; an automatic meter choice (``meter=()``) may pick them, so it claims
+      ``host`` too.
+    """
+    if spec.gpus is None:
+        return None
+    held = {f"gpu{i}" for i in spec.gpus}
+    if not spec.gpus or not spec.meter or not set(spec.meter) <= _PER_DEVICE_METERS:
+        held.add(HOST)
+    return frozenset(held)
+
+
+def overlaps(a: JobSpec, b: JobSpec) -> bool:
+    """Whether two jobs may not run at the same time (see :func:`claims`)."""
+    ca, cb = claims(a), claims(b)
+    return ca is None or cb is None or not ca.isdisjoint(cb)
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """The headline of a result object: status, problems, throughput and efficiency per source."""
+    performance = result.get("performance") or {}
+    efficiency = result.get("efficiency") or {}
+    return {
+        "status": result.get("status"),
+        "problems": list(result.get("problems") or []),
+        "scenario": result.get("scenario"),
+        "samples_per_second": performance.get("samples_per_second"),
+        "efficiency": {
+            str(source): {
+                "samples_per_second_per_watt": figures.get("samples_per_second_per_watt"),
+                "joules_per_query": figures.get("joules_per_query"),
+            }
+            for source, figures in efficiency.items()
+            if isinstance(figures, dict)
+        },
+    }
+
+
+@dataclass(eq=False)
+class Job:
+    """One submitted job and what became of it (times: Unix ns)."""
+
+    run_id: str
+    spec: JobSpec
+    submitted_unix_ns: int
+    state: JobState = JobState.QUEUED
+    started_unix_ns: int | None = None
+    finished_unix_ns: int | None = None
+    result: dict[str, Any] | None = None
+    """The full result object once the session returned one."""
+    error: str | None = None
+    """Why the job failed, was aborted or cancelled (one line)."""
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    cancel_requested: bool = False
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        """The result's headline (:func:`summarize`), once there is a result."""
+        return None if self.result is None else summarize(self.result)
+
+
+class JobScheduler:
+    """A bounded FIFO of measurement jobs, run by ``run()`` with the overlap rule of :func:`claims`.
+
+    A queued job starts when it overlaps neither a running job nor a job queued before it, so
+    a job waiting for all GPUs is never overtaken on the GPUs it waits for (no starvation).
+
+    Args:
+        run_session: the session coroutine (the service injects the real one).
+        max_queued: most jobs waiting at once; ``submit`` raises ``QueueFullError`` beyond it.
+        history: how many finished jobs stay listed in memory.
+        clock_ns: wall clock for the job timestamps (tests inject one).
+        new_id: run id factory (``infergy.recordings.new_run_id``).
+    """
+
+    def __init__(
+        self,
+        run_session: RunSession,
+        *,
+        max_queued: int = 16,
+        history: int = 1000,
+        clock_ns: Callable[[], int] = time.time_ns,
+        new_id: Callable[[], str] = new_run_id,
+    ) -> None:
+        if max_queued < 1 or history < 0:
+            msg = f"max_queued must be >= 1 and history >= 0, got {max_queued} and {history}"
+            raise ValueError(msg)
+        self._run_session = run_session
+        self._max_queued = max_queued
+        self._history = history
+        self._clock_ns = clock_ns
+        self._new_id = new_id
+        self._jobs: dict[str, Job] = {}  # insertion order = submission order
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._stopped = asyncio.Event()
+
+    # -- queries --------------------------------------------------------------------------
+
+    @property
+    def max_queued(self) -> int:
+        """The queue bound."""
+        return self._max_queued
+
+    @property
+    def accepting(self) -> bool:
+        """False once ``drain`` has begun: new submissions are refused."""
+        return not self._closing
+
+    def get(self, run_id: str) -> Job | None:
+        """The job with this run id, if this service lifetime still holds it."""
+        return self._jobs.get(run_id)
+
+    def list_jobs(self, state: JobState | None = None, limit: int | None = None) -> list[Job]:
+        """Jobs newest first, only those in ``state`` if given, at most ``limit``."""
+        jobs = [j for j in reversed(self._jobs.values()) if state is None or j.state is state]
+        return jobs if limit is None else jobs[:limit]
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state (all states listed)."""
+        out = {s.value: 0 for s in JobState}
+        for job in list(self._jobs.values()):
+            out[job.state.value] += 1
+        return out
+
+    # -- commands -------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec) -> str:
+        """Queue a job and return its run id.
+
+        Raises:
+            QueueFullError: ``max_queued`` jobs are already waiting, or the service is stopping.
+        """
+        if self._closing:
+            msg = "the service is stopping and accepts no new jobs"
+            raise QueueFullError(msg, hint="submit again once the service has restarted")
+        queued = sum(1 for j in self._jobs.values() if j.state is JobState.QUEUED)
+        if queued >= self._max_queued:
+            msg = f"the job queue is full ({queued} of {self._max_queued} waiting)"
+            hint = "retry later, cancel a queued job, or raise [serve] max_queued_jobs"
+            raise QueueFullError(msg, hint=hint)
+        run_id = self._new_id()
+        if run_id in self._jobs:  # 24 random bits per second: a clash is a bug, not bad luck
+            msg = f"run id {run_id} is already in use"
+            raise JobConflictError(msg)
+        self._jobs[run_id] = Job(run_id, spec, self._clock_ns())
+        logger.info("job %s queued (%s)", run_id, spec.scenario)
+        self._wake.set()
+        return run_id
+
+    def cancel(self, run_id: str) -> Job:
+        """Cancel a job: a queued one ends ``cancelled`` now, a running one ends ``aborted``.
+
+        A running job's state changes when its session has unwound (``Job.task`` finishes).
+
+        Raises:
+            UnknownRunError: no such job in this service lifetime.
+            JobConflictError: the job has already finished.
+        """
+        job = self._jobs.get(run_id)
+        if job is None:
+            msg = f"no queued or running job {run_id!r}"
+            raise UnknownRunError(msg, hint="list the jobs with GET /v1/runs")
+        if job.state.finished:
+            msg = f"job {run_id} has already finished ({job.state.value})"
+            raise JobConflictError(msg)
+        job.cancel_requested = True
+        if job.state is JobState.QUEUED:
+            self._finish(job, JobState.CANCELLED, error="cancelled before it started")
+        elif job.task is not None:
+            job.task.cancel(msg="cancelled on request")
+        self._wake.set()
+        return job
+
+    # -- the dispatcher -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start jobs as their resources free up, until ``drain`` is done.
+
+        Put it in the service's TaskGroup. Each session runs as a task named
+        ``infergy-job-<run_id>`` in a TaskGroup of its own; cancelling ``run()`` aborts them.
+        """
+        try:
+            async with asyncio.TaskGroup() as tg:
+                while True:
+                    self._wake.clear()
+                    for job in self._startable():
+                        job.state = JobState.RUNNING
+                        job.started_unix_ns = self._clock_ns()
+                        job.task = tg.create_task(
+                            self._execute(job), name=f"infergy-job-{job.run_id}"
+                        )
+                        job.task.add_done_callback(functools.partial(self._on_done, job))
+                    if self._closing and not self._active():
+                        break
+                    await self._wake.wait()
+        finally:
+            for job in list(self._jobs.values()):  # cancelled from outside before a job's task ran
+                if job.state is JobState.RUNNING:
+                    self._finish(job, JobState.ABORTED, error="the service stopped")
+            self._stopped.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop gracefully: refuse new jobs, cancel queued ones, let running ones finish.
+
+        Running sessions get ``timeout_s`` to finish; then they are cancelled (ending
+        ``aborted``) and get as long again to unwind. Returns when ``run()`` has returned, or
+        when that second wait has also run out (the caller then cancels its TaskGroup).
+        """
+        self._closing = True
+        for job in list(self._jobs.values()):
+            if job.state is JobState.QUEUED:
+                self._finish(job, JobState.CANCELLED, error="the service stopped before it started")
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._stopped.wait()
+                return
+        for job in self._active():
+            logger.warning("job %s did not finish within %.0f s: aborting", job.run_id, timeout_s)
+            job.cancel_requested = True
+            if job.task is not None:
+                job.task.cancel(msg="the service is stopping")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._stopped.wait()
+                return
+        logger.error("sessions still unwinding after %.0f s; giving up on them", 2 * timeout_s)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _active(self) -> list[Job]:
+        return [j for j in self._jobs.values() if j.state is JobState.RUNNING]
+
+    def _startable(self) -> list[Job]:
+        """Queued jobs, in order, that overlap no running job and no job queued before them."""
+        if self._closing:
+            return []
+        ahead = self._active()
+        out = []
+        for job in list(self._jobs.values()):
+            if job.state is not JobState.QUEUED:
+                continue
+            if not any(overlaps(job.spec, other.spec) for other in ahead):
+                out.append(job)
+            ahead.append(job)  # queued earlier: later jobs may not overtake it on its resources
+        return out
+
+    async def _execute(self, job: Job) -> None:
+        """Run one session and record how it ended; only cancellation propagates."""
+        try:
+            result = await self._run_session(job.run_id, job.spec)
+        except asyncio.CancelledError:
+            reason = "cancelled on request" if job.cancel_requested else "the service stopped"
+            self._finish(job, JobState.ABORTED, error=reason)
+            raise
+        except InfergyError as err:
+            hint = f" ({err.hint})" if err.hint else ""
+            self._finish(job, JobState.FAILED, error=f"{err}{hint}")
+        except Exception as err:  # a session bug must not take the service down with it
+            logger.exception("job %s: the session raised", job.run_id)
+            self._finish(job, JobState.FAILED, error=f"internal error: {type(err).__name__}")
+        else:
+            self._finish_with(job, result)
+        finally:
+            self._wake.set()
+
+    def _on_done(self, job: Job, _task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never ran ``_execute``'s handlers."""
+        if job.state is JobState.RUNNING:
+            self._finish(job, JobState.ABORTED, error="cancelled before the session started")
+        self._wake.set()
+
+    def _finish_with(self, job: Job, result: dict[str, Any]) -> None:
+        job.result = result
+        status = result.get("status") if isinstance(result, dict) else None
+        if job.cancel_requested:  # the session swallowed the cancellation but did stop
+            self._finish(job, JobState.ABORTED, error="cancelled on request")
+        elif status == JobState.DEGRADED and job.spec.strict:
+            self._finish(job, JobState.FAILED, error="the result is degraded and strict is set")
+        elif status in (JobState.OK, JobState.DEGRADED, JobState.FAILED):
+            problems = result.get("problems") or []
+            error = "; ".join(map(str, problems)) if status == JobState.FAILED else None
+            self._finish(job, JobState(status), error=error or None)
+        else:
+            self._finish(job, JobState.FAILED, error=f"the session returned status {status!r}")
+
+    def _finish(self, job: Job, state: JobState, *, error: str | None) -> None:
+        job.state = state
+        job.error = error
+        job.finished_unix_ns = self._clock_ns()
+        job.task = None
+        logger.info("job %s %s%s", job.run_id, state.value, f": {error}" if error else "")
+        finished = [j.run_id for j in self._jobs.values() if j.state.finished]
+        for run_id in finished[: max(0, len(finished) - self._history)]:
+            del self._jobs[run_id]

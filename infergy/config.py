@@ -20,6 +20,7 @@ bad value) becomes one ``ConfigError`` naming the file or variable and the key::
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import socket
@@ -39,7 +40,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails, to_jsonable_python
+from pydantic_core import ErrorDetails, PydanticCustomError, to_jsonable_python
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -214,6 +215,112 @@ class MqttSettings(_Section):
         return self.tls or self.tls_ca is not None or self.tls_cert is not None
 
 
+_LISTEN = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$"
+)
+_TOKEN_MIN_CHARS = 16
+_TOKEN_HINT = "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+class ServeSettings(_Section):
+    """``[serve]``: the long-running service (``infergy serve``) and its HTTP control API."""
+
+    listen: str = "127.0.0.1:8765"
+    """``HOST:PORT`` of the HTTP API (``[::1]:8765`` for IPv6); beyond loopback needs a token."""
+    token: SecretStr | None = Field(default=None, min_length=_TOKEN_MIN_CHARS)
+    """Bearer token for ``POST``/``DELETE``; masked wherever the configuration is shown."""
+    token_file: Path | None = None
+    """A file holding the token (e.g. a systemd credential); exclusive with ``token``."""
+    max_body_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    """Largest request body accepted (a job spec is well under 1 KiB)."""
+    max_queued_jobs: int = Field(default=16, ge=1, le=10_000)
+    """Jobs waiting at most; more are refused (HTTP 503, an MQTT error reply)."""
+    stop_timeout_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """On SIGTERM a running job gets this long to finish, then this long to abort cleanly."""
+    state_dir: Path | None = None
+    """The service's own state; ``None``: ``$STATE_DIRECTORY``, else the store's directory."""
+
+    _expand = field_validator("token_file", "state_dir")(_expand_user)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        match = _LISTEN.fullmatch(value)
+        if match is None or not 1 <= int(match["port"]) <= 65535:
+            msg = f"listen must be HOST:PORT or [IPV6]:PORT (port 1 to 65535), not {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _token_rules(self) -> ServeSettings:
+        # PydanticCustomError: the message reads as written, without "Value error, "
+        if self.token is not None and self.token_file is not None:
+            kind, msg = "token_conflict", "give token or token_file, not both"
+            raise PydanticCustomError(kind, msg)
+        if self.exposed and self.token is None and self.token_file is None:
+            msg = (
+                f"listen {self.listen} is beyond loopback: set token_file (or token) so that "
+                "only holders of the token can start and cancel runs"
+            )
+            kind = "token_required"
+            raise PydanticCustomError(kind, msg)
+        return self
+
+    @property
+    def host(self) -> str:
+        """The host part of ``listen``, without IPv6 brackets."""
+        match = _LISTEN.fullmatch(self.listen)
+        assert match is not None  # checked by the validator
+        return match["v6"] or match["host"]
+
+    @property
+    def port(self) -> int:
+        """The port part of ``listen``."""
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def exposed(self) -> bool:
+        """Whether ``listen`` reaches beyond this machine (not localhost, 127/8 or ::1)."""
+        if self.host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return True  # a host name may resolve to any address
+
+    def api_token(self) -> str | None:
+        """The bearer token: ``token``, or the stripped content of ``token_file``, or ``None``.
+
+        Raises:
+            ConfigError: the file is unreadable, empty, too short, or readable by others.
+        """
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is None:
+            return None
+        where = f"serve.token_file {self.token_file}"
+        try:
+            if self.token_file.stat().st_mode & 0o007:
+                msg = f"{where}: readable by other users"
+                raise ConfigError(msg, hint=f"chmod 600 {self.token_file}")
+            text = self.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            msg = f"{where}: cannot read: {getattr(err, 'strerror', None) or err}"
+            raise ConfigError(msg, hint="check the path and its permissions") from None
+        if len(text) < _TOKEN_MIN_CHARS or any(c.isspace() for c in text):
+            msg = f"{where}: the token must be one word of at least {_TOKEN_MIN_CHARS} characters"
+            raise ConfigError(msg, hint=_TOKEN_HINT)
+        return text
+
+    def state_dir_or_default(self, env: Mapping[str, str]) -> Path:
+        """``state_dir``, else ``$STATE_DIRECTORY`` (systemd), else the store's default folder."""
+        if self.state_dir is not None:
+            return self.state_dir
+        from infergy.store import default_store_path  # noqa: PLC0415 (numpy: only when needed)
+
+        return default_store_path(env).parent
+
+
 class Settings(BaseSettings):
     """All of infergy's configuration; sections are TOML tables and ``INFERGY_<SECTION>__`` vars.
 
@@ -239,6 +346,7 @@ class Settings(BaseSettings):
     meters: MeterSettings = MeterSettings()
     session: SessionSettings = SessionSettings()
     mqtt: MqttSettings = MqttSettings()
+    serve: ServeSettings = ServeSettings()
 
     @classmethod
     def settings_customise_sources(

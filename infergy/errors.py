@@ -87,3 +87,19 @@ class AnalyzerProtocolError(AnalyzerError):
 
 class AnalyzerRangeError(AnalyzerError):
     """A voltage/current range request was refused or is out of the instrument's ranges."""
+
+
+class JobError(InfergyError):
+    """A request to the service's job queue cannot be carried out (``infergy serve``)."""
+
+
+class QueueFullError(JobError):
+    """The job queue is full, or the service is stopping and accepts no jobs."""
+
+
+class UnknownRunError(JobError):
+    """No job or stored run has this run id."""
+
+
+class JobConflictError(JobError):
+    """The request conflicts with the job's state (e.g. cancelling a finished job)."""

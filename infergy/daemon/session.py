@@ -206,15 +206,18 @@ class Session:
                 t0 = st.clock.now_ns()
                 await asyncio.sleep(idle_s + IDLE_GUARD_S)
                 st.idle = Window(t0, t0 + round(idle_s * NS_PER_S))
-            ranging = self.settings.session.ranging and meter_set.ptd_meters()
+            # MLPerf's ranging pass, on real analyzers only, during the warm-up (which must
+            # then be representative of the run: same scenario and batch).
+            analyzers = [m for m in meter_set.ptd_meters() if m.source not in meter_set.simulated]
+            ranging = self.settings.session.ranging and bool(analyzers)
             if ranging and self.spec.warmup > 0:
-                for meter in meter_set.ptd_meters():
+                for meter in analyzers:
                     await meter.ranging()
             self._phase(st, "warmup", self.spec.warmup)
             if self.spec.warmup > 0:
                 await runner.warmup(self.spec.warmup, on_progress=self._on_progress(st))
             if ranging and self.spec.warmup > 0:
-                for meter in meter_set.ptd_meters():
+                for meter in analyzers:
                     volts, amps = await meter.testing()
                     st.notes.append(
                         f"{meter.source}: ranging pass during warm-up; testing ranges "

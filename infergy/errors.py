@@ -89,6 +89,44 @@ class AnalyzerRangeError(AnalyzerError):
     """A voltage/current range request was refused or is out of the instrument's ranges."""
 
 
+class WorkloadError(InfergyError):
+    """An inference workload cannot be prepared as asked: exit code 2, nothing left running."""
+
+
+class ModelError(WorkloadError):
+    """The model is missing, unreadable or invalid, or its backend cannot load it."""
+
+
+class PrecisionError(WorkloadError):
+    """The backend or device cannot run the requested precision."""
+
+
+class PlanMismatchError(WorkloadError):
+    """A TensorRT plan was built for another TensorRT version or GPU: rebuild it."""
+
+
+class DeviceOutOfMemoryError(WorkloadError):
+    """The model does not fit at the requested batch size.
+
+    Attributes:
+        largest_batch: the largest batch size that did fit, or ``None`` when none did.
+    """
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, largest_batch: int | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.largest_batch = largest_batch
+
+
+class LoadgenSettingsError(WorkloadError):
+    """The LoadGen settings asked for cannot be met (duration, target QPS, latency...)."""
+
+
+class WorkloadFailedError(MeasurementFailedError):
+    """The workload broke during warmup or the measured run (worker crash, LoadGen error)."""
+
+
 class JobError(InfergyError):
     """A request to the service's job queue cannot be carried out (``infergy serve``)."""
 

@@ -1,0 +1,276 @@
+"""The synchronous core of a workload: backends on every device, warmup, one LoadGen run.
+
+It runs inside the LoadGen process (:mod:`infergy.runners.child`) and, for benchmarks and
+tests, in-process. Nothing here touches asyncio.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infergy.core.trace import MULTI_STREAM_SAMPLES_PER_QUERY, Scenario
+from infergy.errors import InfergyError, WorkloadError, WorkloadFailedError
+from infergy.runners.backends import Backend, create_backend
+from infergy.runners.lg_settings import Calibration, apply_settings, build_settings
+from infergy.runners.models import ModelSpec, resolve_model
+from infergy.runners.recorder import I64, QueryRecorder, StatusBoard
+from infergy.runners.sut import Sut, loadgen_complete
+from infergy.runners.types import WorkloadConfig
+
+QSL_SAMPLES = 1024
+"""LoadGen's sample library: indices only (the inputs are made once per backend)."""
+PHASE_FILES = {"warmup": "queries-warmup.bin", "run": "queries-run.bin"}
+
+BackendFactory = Callable[[WorkloadConfig, ModelSpec, "int | None"], Backend]
+
+
+@dataclass(frozen=True)
+class LoopStats:
+    """A tight loop's figures: calls, samples, wall time and per-call latencies."""
+
+    calls: int
+    samples: int
+    elapsed_s: float
+    latencies_ns: list[int]
+
+    @property
+    def samples_per_s(self) -> float:
+        """Throughput."""
+        return self.samples / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def median_ns(self) -> int:
+        """Median call latency."""
+        return int(statistics.median(self.latencies_ns)) if self.latencies_ns else 0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :meth:`Engine.run` returns (records on this process's monotonic clock)."""
+
+    records: I64
+    settings: dict[str, Any]
+    failure: str | None
+    failures: int
+    wall_offset_ns: int
+    """``time.time_ns() - time.monotonic_ns()`` right after the run (LoadGen stamps wall time)."""
+
+
+def tight_loop(
+    backends: list[Backend],
+    *,
+    batch: int,
+    workers_per_device: int,
+    duration_s: float,
+    recorder: QueryRecorder | None = None,
+    min_calls: int = 3,
+) -> LoopStats:
+    """Every worker of every device calls ``infer(batch)`` back to back for ``duration_s``.
+
+    This is the backend's own throughput, with no LoadGen: the reference the harness
+    efficiency benchmark compares LoadGen runs against.
+    """
+    lock = threading.Lock()
+    lat: list[int] = []
+    deadline = time.monotonic_ns() + round(duration_s * 1e9)
+    errors: list[BaseException] = []
+
+    def loop(slot: int, worker: int) -> None:
+        backend, mine, calls = backends[slot], [], 0
+        try:
+            while calls < min_calls or time.monotonic_ns() < deadline:
+                t0 = time.monotonic_ns()
+                backend.infer(batch, worker)
+                t1 = time.monotonic_ns()
+                mine.append(t1 - t0)
+                calls += 1
+                if recorder is not None:
+                    recorder.issued(batch)
+                    recorder.completed(t0, t1, batch, slot)
+        except BaseException as err:
+            errors.append(err)
+        with lock:
+            lat.extend(mine)
+
+    threads = [
+        threading.Thread(target=loop, args=(s, w), name=f"infergy-loop-{s}.{w}", daemon=True)
+        for s in range(len(backends))
+        for w in range(workers_per_device)
+    ]
+    t_start = time.monotonic_ns()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed_s = (time.monotonic_ns() - t_start) / 1e9
+    if errors:
+        raise errors[0]
+    return LoopStats(len(lat), len(lat) * batch, elapsed_s, lat)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the always-present pieces (backends add their own)."""
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    try:
+        out["loadgen"] = importlib.metadata.version("mlcommons-loadgen")
+    except importlib.metadata.PackageNotFoundError:
+        out["loadgen"] = "unknown"
+    return out
+
+
+class Engine:
+    """Backends on every device of ``cfg``, a warmup that calibrates, and LoadGen runs.
+
+    Args:
+        cfg: the workload.
+        state_dir: where the status board and the phases' record files go (None: in memory).
+        backend_factory: builds one backend per device (tests inject their own).
+    """
+
+    def __init__(
+        self,
+        cfg: WorkloadConfig,
+        state_dir: Path | None = None,
+        backend_factory: BackendFactory = create_backend,
+    ) -> None:
+        self.cfg = cfg.validate()
+        self.state_dir = state_dir
+        self._factory = backend_factory
+        self.backends: list[Backend] = []
+        self.calibration: Calibration | None = None
+        if state_dir is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        self.status = StatusBoard(None if state_dir is None else state_dir / "status.bin")
+        self.spec: ModelSpec | None = None
+        self.current_recorder: QueryRecorder | None = None
+        """The phase being recorded (the LoadGen process flushes it when aborted)."""
+
+    def open(self) -> dict[str, Any]:
+        """Load the model on every device; on any failure release what was loaded and raise."""
+        cfg = self.cfg
+        self.spec = resolve_model(cfg.backend, cfg.model)
+        try:
+            for gpu in cfg.gpus or (None,):
+                backend = self._factory(cfg, self.spec, gpu)
+                self.backends.append(backend)
+                backend.load()
+        except BaseException:
+            self.close()
+            raise
+        return self.describe()
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: versions, model and hash, precision, batch, devices, calibration."""
+        per_device = [b.describe() for b in self.backends]
+        first = per_device[0] if per_device else {}
+        return {
+            "backend": self.cfg.backend,
+            "model": first.get("model", self.spec.name if self.spec else self.cfg.model),
+            "model_sha256": first.get("model_sha256"),
+            "precision": self.cfg.precision,
+            "batch_size": self.cfg.batch_size,
+            "scenario": self.cfg.scenario.value,
+            "devices": self.cfg.device_names,
+            "workers_per_device": self.cfg.workers_per_device,
+            "versions": {**versions(), **first.get("versions", {})},
+            "per_device": per_device,
+            "calibration": None if self.calibration is None else self.calibration.to_json(),
+        }
+
+    def _recorder(self, phase: str) -> QueryRecorder:
+        path = None if self.state_dir is None else self.state_dir / PHASE_FILES[phase]
+        self.current_recorder = QueryRecorder(self.status, path)
+        return self.current_recorder
+
+    def warmup(self, duration_s: float) -> Calibration:
+        """Run the scenario's kind of load for ``duration_s`` and measure it."""
+        if not self.backends:
+            msg = "warmup before the workload was opened"
+            raise WorkloadError(msg)
+        cfg, rec = self.cfg, self._recorder("warmup")
+        ms_batch = min(cfg.batch_size, MULTI_STREAM_SAMPLES_PER_QUERY)
+        try:
+            if cfg.scenario is Scenario.SINGLE_STREAM:
+                st = tight_loop(self.backends[:1], batch=1, workers_per_device=1,
+                                duration_s=duration_s, recorder=rec, min_calls=20)  # fmt: skip
+                cal = Calibration(st.samples_per_s, st.median_ns, st.median_ns, 8 * st.median_ns)
+            elif cfg.scenario is Scenario.MULTI_STREAM:
+                st = tight_loop(self.backends[:1], batch=ms_batch, workers_per_device=1,
+                                duration_s=duration_s, recorder=rec, min_calls=20)  # fmt: skip
+                per_query = st.median_ns * -(-MULTI_STREAM_SAMPLES_PER_QUERY // ms_batch)
+                cal = Calibration(st.samples_per_s, st.median_ns, st.median_ns, per_query)
+            else:
+                st = tight_loop(self.backends, batch=cfg.batch_size,
+                                workers_per_device=cfg.workers_per_device,
+                                duration_s=duration_s, recorder=rec)  # fmt: skip
+                cal = Calibration(st.samples_per_s, st.median_ns, st.median_ns, st.median_ns)
+        except InfergyError:
+            raise
+        except Exception as err:
+            msg = f"warmup failed: {type(err).__name__}: {err}"
+            raise WorkloadFailedError(msg) from err
+        finally:
+            rec.close()
+        self.calibration = cal
+        return cal
+
+    def run(self, loadgen_dir: Path) -> RunResult:
+        """One LoadGen test in ``cfg.scenario``; LoadGen's logs go to ``loadgen_dir``."""
+        import mlperf_loadgen as lg  # noqa: PLC0415 (optional/heavy library: imported when used)
+
+        if self.calibration is None:
+            self.warmup(min(2.0, max(0.3, self.cfg.duration_s / 10)))
+        assert self.calibration is not None
+        settings = build_settings(self.cfg, self.calibration)
+        loadgen_dir.mkdir(parents=True, exist_ok=True)  # LoadGen aborts at exit without it
+        rec = self._recorder("run")
+        pooled = self.cfg.scenario in (Scenario.OFFLINE, Scenario.SERVER)
+        timeout_ns = round(self.cfg.batching_timeout_ms * 1e6)
+        sut = Sut(
+            self.backends, workers_per_device=self.cfg.workers_per_device, recorder=rec,
+            complete=loadgen_complete(lg), pooled=pooled, max_batch=self.cfg.batch_size,
+            batching_timeout_ns=timeout_ns if self.cfg.scenario is Scenario.SERVER else 0,
+        )  # fmt: skip
+        issue = sut.issue
+
+        def issue_fast(ids: list[int], _indices: list[int]) -> None:
+            issue(ids)  # Sut.issue never raises
+
+        lg_sut = lg.ConstructFastSUT(issue_fast, sut.flush)
+        qsl = lg.ConstructQSL(QSL_SAMPLES, QSL_SAMPLES, _noop, _noop)
+        out = lg.LogOutputSettings()
+        out.outdir = str(loadgen_dir)
+        out.copy_summary_to_stdout = False
+        log = lg.LogSettings()
+        log.log_output = out
+        log.enable_trace = False
+        try:
+            lg.StartTestWithLogSettings(lg_sut, qsl, apply_settings(lg, settings), log)
+        finally:
+            sut.close()
+            lg.DestroyQSL(qsl)
+            lg.DestroyFastSUT(lg_sut)
+            rec.close()
+        return RunResult(
+            records=rec.records(), settings=settings, failure=sut.failure.first,
+            failures=sut.failure.count, wall_offset_ns=time.time_ns() - time.monotonic_ns(),
+        )  # fmt: skip
+
+    def close(self) -> None:
+        """Release every backend (idempotent)."""
+        while self.backends:
+            self.backends.pop().close()
+
+
+def _noop(_samples: list[int]) -> None:
+    """QSL load/unload: the inputs are already in place."""

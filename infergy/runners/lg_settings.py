@@ -1,0 +1,121 @@
+"""LoadGen TestSettings from a :class:`WorkloadConfig` and what warmup measured.
+
+LoadGen generates the whole query schedule before the run from the *expected* latency or QPS
+(libs.md): if the SUT is faster than expected it runs out of queries and the run is INVALID
+("Ran out of generated queries"); if much slower, an Offline run lasts far longer than asked.
+So warmup measures the real figures (:class:`Calibration`) and the settings are derived from
+them: SingleStream/MultiStream expect 0.8x the measured latency (a few more queries than
+needed, never too few), Offline expects 1.1x the measured capacity (the run ends near
+``min_duration``), Server targets ``target_qps`` (default: half the capacity).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from infergy.core.trace import MULTI_STREAM_SAMPLES_PER_QUERY, Scenario
+from infergy.errors import LoadgenSettingsError
+from infergy.runners.types import WorkloadConfig
+
+LG_SCENARIO = {
+    Scenario.OFFLINE: "Offline",
+    Scenario.SERVER: "Server",
+    Scenario.SINGLE_STREAM: "SingleStream",
+    Scenario.MULTI_STREAM: "MultiStream",
+}
+MAX_GENERATED_SAMPLES = 20_000_000
+"""LoadGen holds the schedule in memory (~0.35 kB a query, libs.md): refuse beyond this."""
+SERVER_MAX_LOAD = 1.5
+"""A Server target above this multiple of the measured capacity cannot be met."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a short tight loop measured during warmup.
+
+    Attributes:
+        capacity_sps: samples/s at the full batch, all devices and workers together.
+        batch_latency_ns: median time of one full batch.
+        single_latency_ns: median time of one batch-1 call (SingleStream's query).
+        multi_latency_ns: median time of one MultiStream query (8 samples).
+    """
+
+    capacity_sps: float
+    batch_latency_ns: int
+    single_latency_ns: int
+    multi_latency_ns: int
+
+    def to_json(self) -> dict[str, Any]:
+        """As a dict."""
+        return asdict(self)
+
+
+def build_settings(cfg: WorkloadConfig, cal: Calibration) -> dict[str, Any]:
+    """The TestSettings fields for this run, as plain values (see :func:`apply_settings`).
+
+    Raises:
+        LoadgenSettingsError: a Server target far above the capacity, or a schedule too
+            large to hold in memory.
+    """
+    duration_ms = max(1, round(cfg.duration_s * 1000))
+    s: dict[str, Any] = {
+        "scenario": LG_SCENARIO[cfg.scenario],
+        "min_duration_ms": duration_ms,
+        "max_duration_ms": max(3 * duration_ms, duration_ms + 30_000),
+        "min_query_count": 1,
+        "qsl_rng_seed": cfg.seed,
+        "sample_index_rng_seed": cfg.seed,
+        "schedule_rng_seed": cfg.seed,
+    }
+    sc = cfg.scenario
+    if sc is Scenario.SINGLE_STREAM:
+        expected = max(1_000, int(0.8 * cal.single_latency_ns))
+        s["single_stream_expected_latency_ns"] = expected
+        generated = 2 * duration_ms * 1_000_000 // expected
+    elif sc is Scenario.MULTI_STREAM:
+        expected = max(1_000, int(0.8 * cal.multi_latency_ns))
+        s["multi_stream_expected_latency_ns"] = expected
+        s["multi_stream_samples_per_query"] = MULTI_STREAM_SAMPLES_PER_QUERY
+        generated = 2 * duration_ms * 1_000_000 // expected * MULTI_STREAM_SAMPLES_PER_QUERY
+    elif sc is Scenario.OFFLINE:
+        qps = max(cfg.target_qps or 0.0, 1.1 * cal.capacity_sps, 1.0)
+        s["offline_expected_qps"] = qps
+        generated = int(1.1 * cfg.duration_s * qps)
+    else:
+        qps = cfg.target_qps or 0.5 * cal.capacity_sps
+        if qps > SERVER_MAX_LOAD * cal.capacity_sps:
+            msg = (
+                f"Server target {qps:,.0f} QPS is {qps / cal.capacity_sps:.1f}x the "
+                f"{cal.capacity_sps:,.0f} samples/s this workload reached at warmup"
+            )
+            hint = f"use --target-qps <= {cal.capacity_sps:,.0f} (or a larger batch / more GPUs)"
+            raise LoadgenSettingsError(msg, hint=hint)
+        timeout_ns = round(cfg.batching_timeout_ms * 1e6)
+        latency_ns = (
+            round(cfg.target_latency_ms * 1e6)
+            if cfg.target_latency_ms
+            else max(15_000_000, 3 * cal.batch_latency_ns + timeout_ns)
+        )
+        s["server_target_qps"] = qps
+        s["server_target_latency_ns"] = latency_ns
+        generated = int(cfg.duration_s * qps * 1.1)
+    if generated > MAX_GENERATED_SAMPLES:
+        msg = (
+            f"LoadGen would pre-generate ~{generated:,} samples for a {cfg.duration_s:g}-s "
+            f"{sc.value} run (more than {MAX_GENERATED_SAMPLES:,} to hold in memory)"
+        )
+        raise LoadgenSettingsError(msg, hint="shorten --duration or use a larger batch")
+    return s
+
+
+def apply_settings(lg: Any, values: dict[str, Any]) -> Any:
+    """A ``lg.TestSettings`` in PerformanceOnly mode with ``values`` set."""
+    ts = lg.TestSettings()
+    ts.mode = lg.TestMode.PerformanceOnly
+    for key, value in values.items():
+        if key == "scenario":
+            ts.scenario = getattr(lg.TestScenario, value)
+        else:
+            setattr(ts, key, value)
+    return ts

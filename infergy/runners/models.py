@@ -1,0 +1,172 @@
+"""Models: the built-in ones (no downloads) and user files, resolved to one :class:`ModelSpec`.
+
+Built-in:
+
+- ``tiny``: a small convolutional network generated with ``onnx.helper`` (input
+  ``[batch, 3, 32, 32]``, two 3x3 convolutions, global pooling, a 32->10 dense layer) with
+  deterministic weights from the seed. A batch-1 call takes ~0.1 ms on one CPU core, so a
+  20-s LoadGen run in CI is cheap. Exists in fp32 and fp16.
+- ``resnet50``: torchvision's ResNet-50 with random weights (power and throughput do not
+  depend on the weights; no accuracy is claimed). Built by the torch backend; exported to
+  ONNX for TensorRT/onnxruntime by :func:`export_resnet50_onnx`.
+
+User models are paths to an ONNX file or a serialized TensorRT plan (``.plan``/``.engine``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infergy.errors import ModelError
+
+BUILTIN = ("tiny", "resnet50")
+DEFAULT_MODEL = {"onnxruntime": "tiny", "torch": "resnet50", "tensorrt": "resnet50"}
+ONNX_SUFFIXES = (".onnx",)
+PLAN_SUFFIXES = (".plan", ".engine", ".trt")
+TINY_INPUT = (3, 32, 32)
+TINY_OPSET = 17
+TINY_IR_VERSION = 8  # readable by older onnxruntime and TensorRT parsers too
+RESNET_INPUT = (3, 224, 224)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model.
+
+    Attributes:
+        name: ``tiny``, ``resnet50`` or the file's name.
+        kind: ``builtin``, ``onnx`` or ``plan``.
+        path: the file, for ``onnx`` and ``plan``.
+        sha256: the file's hash (built-ins: filled in once generated).
+    """
+
+    name: str
+    kind: str
+    path: Path | None = None
+    sha256: str | None = None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_model(backend: str, model: str) -> ModelSpec:
+    """Turn ``WorkloadConfig.model`` into a :class:`ModelSpec`.
+
+    Raises:
+        ModelError: an unknown built-in name, a missing/unreadable file, an unknown suffix.
+    """
+    name = DEFAULT_MODEL[backend] if model == "auto" else model
+    if name in BUILTIN:
+        return ModelSpec(name=name, kind="builtin")
+    path = Path(name).expanduser()
+    builtins = ", ".join(BUILTIN)
+    hint = f"give a path to an .onnx file or a TensorRT .plan, or a built-in model ({builtins})"
+    if not path.exists():
+        msg = f"model {name!r} not found (not a built-in model, and no such file)"
+        raise ModelError(msg, hint=hint)
+    if not path.is_file():
+        msg = f"model {str(path)!r} is not a file"
+        raise ModelError(msg, hint=hint)
+    suffix = path.suffix.lower()
+    if suffix not in ONNX_SUFFIXES + PLAN_SUFFIXES:
+        msg = f"model {path.name!r}: unknown file type {suffix or '(no suffix)'!r}"
+        raise ModelError(msg, hint=hint)
+    try:
+        digest = sha256_file(path)
+    except OSError as err:
+        msg = f"model {str(path)!r} cannot be read: {err.strerror or err}"
+        raise ModelError(msg, hint="check the file's permissions") from err
+    kind = "onnx" if suffix in ONNX_SUFFIXES else "plan"
+    if kind == "plan" and backend != "tensorrt":
+        msg = f"{path.name} is a TensorRT plan; the {backend} backend needs an ONNX model"
+        raise ModelError(msg, hint="use --backend tensorrt, or give the .onnx file")
+    return ModelSpec(name=path.name, kind=kind, path=path, sha256=digest)
+
+
+def tiny_onnx_bytes(*, fp16: bool = False, seed: int = 0) -> bytes:
+    """The built-in ``tiny`` model as serialized ONNX (deterministic for a given seed)."""
+    import onnx  # noqa: PLC0415 (optional/heavy library: imported when used)
+    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    dtype = np.float16 if fp16 else np.float32
+    elem = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+
+    def weight(name: str, *shape: int) -> Any:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+        w = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        return numpy_helper.from_array(w.astype(dtype), name)
+
+    inits = [
+        weight("w1", 16, 3, 3, 3), numpy_helper.from_array(np.zeros(16, dtype), "b1"),
+        weight("w2", 32, 16, 3, 3), numpy_helper.from_array(np.zeros(32, dtype), "b2"),
+        weight("w3", 10, 32), numpy_helper.from_array(np.zeros(10, dtype), "b3"),
+    ]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], kernel_shape=[3, 3], pads=[1] * 4,
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["output"], transB=1),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "infergy_tiny",
+        [helper.make_tensor_value_info("input", elem, ["batch", *TINY_INPUT])],
+        [helper.make_tensor_value_info("output", elem, ["batch", 10])],
+        initializer=inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", TINY_OPSET)], producer_name="infergy"
+    )
+    model.ir_version = TINY_IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def materialize_tiny(cache_dir: Path, *, fp16: bool = False, seed: int = 0) -> ModelSpec:
+    """Write the ``tiny`` model into the cache (once) and return it as an ONNX file spec."""
+    data = tiny_onnx_bytes(fp16=fp16, seed=seed)
+    digest = hashlib.sha256(data).hexdigest()
+    path = cache_dir / "models" / f"tiny-{'fp16' if fp16 else 'fp32'}-{digest[:16]}.onnx"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # atomic: a concurrent run never reads half a file
+    return ModelSpec(name="tiny", kind="builtin", path=path, sha256=digest)
+
+
+def export_resnet50_onnx(torch: Any, cache_dir: Path, *, seed: int = 0) -> ModelSpec:
+    """Export the built-in ResNet-50 (fp32, dynamic batch) to ONNX in the cache (once)."""
+    path = cache_dir / "models" / f"resnet50-seed{seed}.onnx"
+    if not path.exists():
+        from infergy.runners.backends.torch_backend import build_resnet50  # noqa: PLC0415
+
+        model = build_resnet50(torch, seed).eval()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        example = torch.randn(1, *RESNET_INPUT)
+        with torch.no_grad():
+            torch.onnx.export(
+                model, (example,), str(tmp), input_names=["input"], output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=17,
+                dynamo=False,
+            )  # fmt: skip
+        tmp.replace(path)
+    return ModelSpec(name="resnet50", kind="builtin", path=path, sha256=sha256_file(path))

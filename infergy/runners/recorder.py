@@ -1,0 +1,180 @@
+"""Every query's (issue, completion, samples, device), recorded cheaply and readable after a kill.
+
+The LoadGen process (:mod:`infergy.runners.child`) records into a :class:`QueryRecorder`:
+fixed-size numpy chunks under one lock (~1 µs a record), and a flusher thread appends the
+new rows to a file every 20 ms. The parent reads that file (:func:`read_records`) during the
+run for progress and after it, including after the child was killed: at most the last 20 ms
+are lost then. A :class:`StatusBoard` is a small memory-mapped array of live counters
+(samples in flight, queries and samples completed) that the parent polls to follow the load
+(the simulated power meter) without any message per query.
+
+Timestamps are ``time.monotonic_ns()`` of the recording process: CLOCK_MONOTONIC is
+system-wide, so the parent converts them with ``SessionClock.from_monotonic``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+I64 = npt.NDArray[np.int64]
+RECORD_FIELDS = 4  # issue_ns, complete_ns, samples, device slot
+RECORD_BYTES = RECORD_FIELDS * 8
+CHUNK_ROWS = 1 << 16
+FLUSH_INTERVAL_S = 0.02
+
+# StatusBoard slots
+IN_FLIGHT, QUERIES_DONE, SAMPLES_DONE, QUERIES_ISSUED = 0, 1, 2, 3
+STATUS_SLOTS = 8
+
+
+class StatusBoard:
+    """Live counters shared with the parent through a memory-mapped file (or plain memory).
+
+    Args:
+        path: the file (created, zero-filled); None keeps the counters in this process only.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        if path is None:
+            self.values: I64 = np.zeros(STATUS_SLOTS, dtype=np.int64)
+        else:
+            if not path.exists() or path.stat().st_size != STATUS_SLOTS * 8:
+                path.write_bytes(bytes(STATUS_SLOTS * 8))
+            self.values = np.memmap(path, dtype=np.int64, mode="r+", shape=(STATUS_SLOTS,))
+
+    def reset(self) -> None:
+        """Zero every counter (a new phase)."""
+        self.values[:] = 0
+
+    def read(self) -> tuple[int, int, int]:
+        """(samples in flight, queries completed, samples completed)."""
+        v = self.values
+        return int(v[IN_FLIGHT]), int(v[QUERIES_DONE]), int(v[SAMPLES_DONE])
+
+
+class QueryRecorder:
+    """Thread-safe append-only query log of one phase, flushed to ``path`` in the background.
+
+    Args:
+        status: the live counters to keep up to date.
+        path: the record file (truncated); None keeps the records in memory only.
+    """
+
+    def __init__(self, status: StatusBoard, path: Path | None = None) -> None:
+        self.status = status
+        self.path = path
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._chunks: list[I64] = [np.zeros((CHUNK_ROWS, RECORD_FIELDS), dtype=np.int64)]
+        self._n = 0
+        self._flushed = 0
+        self._fd = -1
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        status.reset()
+        if path is not None:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="infergy-recorder-flush", daemon=True
+            )
+            self._flusher.start()
+
+    def __len__(self) -> int:
+        return self._n
+
+    def issued(self, samples: int) -> None:
+        """``samples`` more samples are in flight (LoadGen issued them)."""
+        with self._lock:
+            self.status.values[IN_FLIGHT] += samples
+            self.status.values[QUERIES_ISSUED] += 1
+
+    def _row(self) -> I64:
+        chunk, row = divmod(self._n, CHUNK_ROWS)
+        if chunk == len(self._chunks):
+            self._chunks.append(np.zeros((CHUNK_ROWS, RECORD_FIELDS), dtype=np.int64))
+        self._n += 1
+        row_view: I64 = self._chunks[chunk][row]
+        return row_view
+
+    def completed(self, issue_ns: int, complete_ns: int, samples: int, slot: int) -> None:
+        """One query of ``samples`` samples completed on device ``slot``."""
+        with self._lock:
+            self._row()[:] = (issue_ns, complete_ns, samples, slot)
+            v = self.status.values
+            v[IN_FLIGHT] -= samples
+            v[QUERIES_DONE] += 1
+            v[SAMPLES_DONE] += samples
+
+    def completed_many(self, issue_ns: list[int], complete_ns: int, slot: int) -> None:
+        """Several one-sample queries (a Server batch) completed together."""
+        with self._lock:
+            for t in issue_ns:
+                self._row()[:] = (t, complete_ns, 1, slot)
+            k = len(issue_ns)
+            v = self.status.values
+            v[IN_FLIGHT] -= k
+            v[QUERIES_DONE] += k
+            v[SAMPLES_DONE] += k
+
+    def records(self) -> I64:
+        """A copy of every record so far, shape ``(n, 4)``."""
+        with self._lock:
+            n = self._n
+        return _gather(self._chunks, 0, n)
+
+    def flush(self) -> None:
+        """Append the rows not yet written to the file (any thread)."""
+        with self._flush_lock:
+            with self._lock:
+                n = self._n
+            if n > self._flushed and self._fd >= 0:
+                os.write(self._fd, _gather(self._chunks, self._flushed, n).tobytes())
+                self._flushed = n
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL_S):
+            self.flush()
+
+    def close(self) -> None:
+        """Stop the flusher, write what is left, close the file (idempotent)."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
+        with self._flush_lock:
+            fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with self._lock:
+                n = self._n
+            if n > self._flushed:
+                os.write(fd, _gather(self._chunks, self._flushed, n).tobytes())
+                self._flushed = n
+            os.close(fd)
+
+
+def _gather(chunks: list[I64], lo: int, hi: int) -> I64:
+    if hi <= lo:
+        return np.zeros((0, RECORD_FIELDS), dtype=np.int64)
+    parts = []
+    for c in range(lo // CHUNK_ROWS, (hi - 1) // CHUNK_ROWS + 1):
+        a = max(lo - c * CHUNK_ROWS, 0)
+        b = min(hi - c * CHUNK_ROWS, CHUNK_ROWS)
+        parts.append(chunks[c][a:b])
+    out: I64 = np.concatenate(parts).copy()
+    return out
+
+
+def read_records(path: Path) -> I64:
+    """Records written so far to ``path`` (a torn last record is ignored); ``(n, 4)``."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return np.zeros((0, RECORD_FIELDS), dtype=np.int64)
+    usable = len(data) - len(data) % RECORD_BYTES
+    return np.frombuffer(data[:usable], dtype=np.int64).reshape(-1, RECORD_FIELDS).copy()

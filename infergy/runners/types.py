@@ -1,0 +1,165 @@
+"""The runners' public value types: what a workload is asked to do, and what a run gives back.
+
+These are plain frozen dataclasses so the session orchestrator, the job model and the child
+process that runs LoadGen (:mod:`infergy.runners.child`) can pass them around as they are;
+:meth:`WorkloadConfig.to_json` / :meth:`WorkloadConfig.from_json` carry one over the pipe.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from infergy.core.trace import QueryLog, Scenario
+from infergy.errors import WorkloadError
+
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/infergy`` (default ``~/.cache/infergy``): plans, compiled models."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "infergy"
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """One inference workload under LoadGen.
+
+    Attributes:
+        backend: ``onnxruntime`` | ``torch`` | ``tensorrt``.
+        model: ``auto`` (the backend's built-in default), a built-in name (``tiny``,
+            ``resnet50``) or a path to an ``.onnx`` file or a TensorRT ``.plan``/``.engine``.
+        precision: ``fp32`` | ``fp16`` | ``bf16`` | ``int8``.
+        batch_size: the largest batch the SUT forms (Offline and Server batching).
+        scenario: the LoadGen scenario of the measured run.
+        duration_s: LoadGen's ``min_duration``.
+        target_qps: Server's target QPS (default: half the capacity measured at warmup);
+            for Offline a hint for ``offline_expected_qps``.
+        gpus: GPU indices (as CUDA numbers them); ``()`` runs on the CPU.
+        seed: LoadGen's RNG seeds and the input generator's (0 keeps LoadGen's defaults).
+        batching_timeout_ms: how long the Server batcher waits to fill a batch.
+        cache_dir: where compiled plans/artifacts are kept (default: :func:`default_cache_dir`).
+        target_latency_ms: Server latency bound (default: max(15 ms, 3x a full batch + timeout)).
+        workers_per_device: concurrent executors per device (streams / execution contexts).
+        cuda_graphs: torch/TensorRT: capture CUDA graphs for the fixed batch shapes.
+        channels_last: torch: NHWC memory format for convolution models.
+        compile: torch: ``torch.compile(mode="max-autotune")`` (minutes, cached in cache_dir).
+        intra_op_threads: onnxruntime CPU threads (0: onnxruntime's default).
+    """
+
+    backend: str
+    model: str = "auto"
+    precision: str = "fp32"
+    batch_size: int = 1
+    scenario: Scenario = Scenario.OFFLINE
+    duration_s: float = 60.0
+    target_qps: float | None = None
+    gpus: tuple[int, ...] = ()
+    seed: int = 0
+    batching_timeout_ms: float = 2.0
+    cache_dir: Path | None = None
+    target_latency_ms: float | None = None
+    workers_per_device: int = 1
+    cuda_graphs: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    intra_op_threads: int = 0
+
+    def validate(self) -> WorkloadConfig:
+        """Check the values that need no backend; returns a normalised copy.
+
+        Raises:
+            WorkloadError: an unknown backend or precision, or a value out of range.
+        """
+        hint = "see `infergy run --help`"
+        checks = [
+            (self.backend in BACKENDS, f"unknown backend {self.backend!r} ({', '.join(BACKENDS)})"),
+            (self.precision in PRECISIONS, f"unknown precision {self.precision!r} "
+                                           f"({', '.join(PRECISIONS)})"),
+            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
+            (self.duration_s > 0, f"duration must be > 0 s, got {self.duration_s}"),
+            (self.target_qps is None or self.target_qps > 0,
+             f"target QPS must be > 0, got {self.target_qps}"),
+            (self.batching_timeout_ms >= 0, "batching timeout must be >= 0 ms"),
+            (self.workers_per_device >= 1, "workers per device must be >= 1"),
+            (all(g >= 0 for g in self.gpus) and len(set(self.gpus)) == len(self.gpus),
+             f"GPU indices must be distinct and >= 0, got {list(self.gpus)}"),
+            (self.target_latency_ms is None or self.target_latency_ms > 0,
+             "target latency must be > 0 ms"),
+        ]  # fmt: skip
+        for ok, msg in checks:
+            if not ok:
+                raise WorkloadError(msg, hint=hint)
+        return replace(
+            self, scenario=Scenario(self.scenario), gpus=tuple(int(g) for g in self.gpus)
+        )
+
+    @property
+    def device_names(self) -> list[str]:
+        """Per-device log names: ``gpu<i>`` per GPU index, or ``["cpu"]``."""
+        return [f"gpu{g}" for g in self.gpus] or ["cpu"]
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        """The cache directory to use."""
+        return self.cache_dir or default_cache_dir()
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict (Path and tuple spelled as str and list)."""
+        d = asdict(self)
+        d["scenario"] = self.scenario.value
+        d["gpus"] = list(self.gpus)
+        d["cache_dir"] = None if self.cache_dir is None else str(self.cache_dir)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> WorkloadConfig:
+        """Inverse of :meth:`to_json`."""
+        d = dict(d)
+        d["scenario"] = Scenario.parse(str(d["scenario"]))
+        d["gpus"] = tuple(d.get("gpus") or ())
+        d["cache_dir"] = None if d.get("cache_dir") is None else Path(d["cache_dir"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a phase has come (reported about twice a second)."""
+
+    phase: str
+    queries: int
+    samples: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one measured LoadGen run gives back.
+
+    Attributes:
+        queries: every query completed, on the session clock.
+        per_device: the same queries split by the device that ran them (``gpu0``... or ``cpu``).
+        loadgen_dir: LoadGen's summary/detail logs.
+        power_begin_ns: LoadGen's ``power_begin`` (UTC ns, ms resolution), if logged.
+        power_end_ns: LoadGen's ``power_end``.
+        window_disagreement_ms: the largest |LoadGen edge - our edge| (first issue, last
+            completion), compared on the wall clock; above 5 ms it is also in ``problems``.
+        validity: ``VALID`` / ``INVALID`` as LoadGen says (``UNKNOWN`` when it did not).
+        loadgen: headline figures from the detail log (``samples_per_second``,
+            ``latency_ns`` percentiles, ``result_*``, settings, errors).
+        problems: what went wrong or looks doubtful, one line each.
+    """
+
+    queries: QueryLog
+    per_device: dict[str, QueryLog]
+    loadgen_dir: Path
+    power_begin_ns: int | None
+    power_end_ns: int | None
+    window_disagreement_ms: float | None
+    validity: str
+    loadgen: dict[str, Any]
+    problems: list[str] = field(default_factory=list)

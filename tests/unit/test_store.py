@@ -99,7 +99,8 @@ def test_open_creates_directories_and_sets_up_wal_and_the_schema(tmp_path: Path)
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert tables == {"runs", "traces", "queries"}
+    # sqlite_sequence: the outbox's AUTOINCREMENT (ids never reused, so id order is queue order)
+    assert tables == {"runs", "traces", "queries", "outbox", "sqlite_sequence"}
 
 
 # -- round trips -----------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""Building blocks of the MQTT publisher: topic names, health, backoff, TLS, power payloads.
+
+Kept apart from :mod:`infergy.exporters.mqtt` so each stays small; import them from there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from infergy.config import MqttSettings
+from infergy.errors import ConfigError
+
+__all__ = ["Backoff", "MqttHealth", "MqttTopics", "power_payload", "tls_context"]
+
+
+@dataclass(frozen=True)
+class MqttTopics:
+    """The node's topic names (``base`` is ``<topic_root>/<node>``)."""
+
+    base: str
+
+    @property
+    def status(self) -> str:  # noqa: D102
+        return f"{self.base}/status"
+
+    @property
+    def power(self) -> str:  # noqa: D102
+        return f"{self.base}/power"
+
+    @property
+    def commands(self) -> str:
+        """The filter of all ``cmd/<verb>`` topics."""
+        return f"{self.base}/cmd/+"
+
+    def reply(self, request_id: str) -> str:
+        """Where the reply to ``request_id`` goes."""
+        return f"{self.base}/reply/{request_id}"
+
+    def of(self, relative: str) -> str:
+        """A topic below the base (outbox entries store ``runs`` and ``runs/latest``)."""
+        return f"{self.base}/{relative}"
+
+
+@dataclass(frozen=True)
+class MqttHealth:
+    """A snapshot of the publisher's state and counters (for ``/healthz`` and Prometheus)."""
+
+    connected: bool
+    published_total: int
+    """Outbox entries acknowledged by the broker (and deleted)."""
+    failed_total: int
+    """Outbox publishes that failed (the entry stays queued and is sent again)."""
+    connects_total: int
+    """Connections established."""
+    reconnects_total: int
+    """Connections established after an earlier one was lost."""
+    connect_failures_total: int
+    """Connection attempts that failed (broker down, refused, timed out)."""
+    power_published_total: int
+    commands_total: int
+    command_errors_total: int
+    outbox_pending: int
+    """Entries waiting, as of the last drain pass (no store read)."""
+    outbox_refused_total: int
+    """Results not queued because the outbox was full (see ``Outbox``)."""
+    last_error: str | None
+
+
+class Backoff:
+    """Exponential delays with jitter: ``min_s * 2**n``, capped at ``max_s``, times U(0.5, 1).
+
+    The jitter spreads the reconnects of many nodes after a broker restart; the lower half is
+    kept so that a down broker is not hammered.
+    """
+
+    def __init__(self, min_s: float, max_s: float, rng: random.Random | None = None) -> None:
+        self._min_s, self._max_s = min_s, max_s
+        self._rng = rng or random.Random()  # jitter, not cryptography
+        self._failures = 0
+
+    def next_delay_s(self) -> float:
+        """The delay before the next attempt; each call counts one more failure."""
+        base = min(self._max_s, self._min_s * 2.0 ** min(self._failures, 60))
+        self._failures += 1
+        return self._rng.uniform(base / 2, base)
+
+    def reset(self) -> None:
+        """Back to the minimum delay (after a stable connection)."""
+        self._failures = 0
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    """The TLS context the settings ask for, or ``None`` for plain TCP.
+
+    Raises:
+        ConfigError: a CA, certificate or key file cannot be read or used.
+    """
+    if not settings.use_tls:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=settings.tls_ca)
+        if settings.tls_cert is not None:
+            context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as err:
+        msg = f"[mqtt] TLS files cannot be used: {err}"
+        hint = "check tls_ca, tls_cert and tls_key: readable PEM files, the key matching"
+        raise ConfigError(msg, hint=hint) from None
+    return context
+
+
+def power_payload(power_w: Mapping[str, float]) -> bytes:
+    """``{"t_unix_s": ..., "power_w": {...}}``; non-finite readings become ``null``."""
+    watts = {str(k): (round(v, 3) if math.isfinite(v) else None) for k, v in power_w.items()}
+    body = {"t_unix_s": round(time.time(), 3), "power_w": watts}
+    return json.dumps(body, separators=(",", ":")).encode()

@@ -42,6 +42,7 @@ from infergy.daemon.jobs import JobSpec
 from infergy.daemon.scheduler import JobScheduler, JobState, summarize
 from infergy.errors import (
     ConfigError,
+    InfergyError,
     InputError,
     JobConflictError,
     QueueFullError,
@@ -65,6 +66,7 @@ CALLBACK_TIMEOUT_S = 5.0
 MAX_LIST_LIMIT = 1000
 _RANK: dict[HealthState, int] = {"up": 0, "degraded": 1, "down": 2}
 _SCHEDULER = web.AppKey("scheduler", JobScheduler)
+_STATES = frozenset(s.value for s in JobState)
 
 
 def build_app(
@@ -173,11 +175,14 @@ class _Api:
             return _too_large(self.max_body_bytes)
         body = await request.read()  # client_max_size stops chunked bodies that grow too large
         try:
-            spec = JobSpec.model_validate_json(body)
+            # strict: JSON types as the OpenAPI schema states them (no "10" for 10, 0 for false)
+            spec = JobSpec.model_validate_json(body, strict=True)
         except ValidationError as err:
             errors = pydantic_errors(err, loc_prefix=("body",))
             status = 400 if any(e["type"] == "json_invalid" for e in errors) else 422
             return web.json_response({"errors": errors}, status=status)
+        except InfergyError as err:  # a validator that raised our error instead of ValueError
+            return error_response(422, "value_error", _line(err), ("body",))
         try:
             run_id = self.scheduler.submit(spec)
         except QueueFullError as err:
@@ -187,11 +192,10 @@ class _Api:
 
     async def list_runs(self, request: web.Request) -> web.Response:
         status = request.query.get("status")
-        if status is not None and status not in JobState.__members__.values():
+        if status is not None and status not in _STATES:
             states = ", ".join(s.value for s in JobState)
-            return error_response(
-                400, "invalid_status", f"status must be one of {states}", "status"
-            )
+            msg = f"status must be one of {states}"
+            return error_response(400, "invalid_status", msg, ("query", "status"))
         raw_limit = request.query.get("limit", "50")
         if not (
             raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_LIST_LIMIT
@@ -219,7 +223,7 @@ class _Api:
         return _json(
             RunDetail(
                 run_id=run_id,
-                state=JobState(state) if state in ("ok", "degraded", "failed") else JobState.FAILED,
+                state=JobState(state) if state in _STATES else JobState.FAILED,
                 summary=summarize(stored),
                 status_url=_status_url(run_id),
                 result=stored,

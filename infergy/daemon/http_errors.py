@@ -37,7 +37,7 @@ class ApiError(Exception):
         status: int,
         type_: str,
         msg: str,
-        loc: Sequence[str | int] = (),
+        loc: tuple[str | int, ...] = (),
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(msg)
@@ -52,7 +52,7 @@ def error_response(
     status: int,
     type_: str,
     msg: str,
-    loc: Sequence[str | int] = (),
+    loc: tuple[str | int, ...] = (),
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     """One-item error body with ``status``."""

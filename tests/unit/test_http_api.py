@@ -101,6 +101,20 @@ def test_field_errors_are_422_with_locations() -> None:
         assert "target_qps" in data["errors"][0]["msg"]
         r = await client.post("/v1/runs", json=[1, 2])
         assert r.status == 422
+        # types as the schema states them: no coercion of "10" or 0 (found by schemathesis)
+        r = await client.post("/v1/runs", json={"duration": "10", "strict": 0, "gpus": ["0"]})
+        data = await r.json()
+        assert r.status == 422
+        assert sorted(tuple(e["loc"]) for e in data["errors"]) == [
+            ("body", "duration"),
+            ("body", "gpus", 0),
+            ("body", "strict"),
+        ]
+        r = await client.post("/v1/runs", json={"scenario": "bogus"})  # was a 500
+        assert r.status == 422
+        data = await r.json()
+        assert data["errors"][0]["loc"][0] == "body"
+        assert "scenario" in data["errors"][0]["msg"]
         assert s.list_jobs() == []
 
     api(body)
@@ -189,7 +203,9 @@ def test_list_filters_by_status_and_limits() -> None:
         ]:
             r = await client.get(f"/v1/runs?{query}")
             assert r.status == 400, query
-            assert error_types(await r.json()) == [kind]
+            data = await r.json()
+            assert error_types(data) == [kind]
+            assert data["errors"][0]["loc"] == ["query", query.split("=")[0]]
 
     api(body)
 

@@ -144,6 +144,10 @@ class JobScheduler:
         history: how many finished jobs stay listed in memory.
         clock_ns: wall clock for the job timestamps (tests inject one).
         new_id: run id factory (``infergy.recordings.new_run_id``).
+        on_change: called with the job after each state change (queued, running, final),
+            e.g. to update metrics; its exceptions are logged, never raised.
+
+    Not thread-safe: call ``submit``, ``cancel`` and the queries from the event loop.
     """
 
     def __init__(
@@ -154,6 +158,7 @@ class JobScheduler:
         history: int = 1000,
         clock_ns: Callable[[], int] = time.time_ns,
         new_id: Callable[[], str] = new_run_id,
+        on_change: Callable[[Job], None] | None = None,
     ) -> None:
         if max_queued < 1 or history < 0:
             msg = f"max_queued must be >= 1 and history >= 0, got {max_queued} and {history}"
@@ -163,6 +168,7 @@ class JobScheduler:
         self._history = history
         self._clock_ns = clock_ns
         self._new_id = new_id
+        self._on_change = on_change
         self._jobs: dict[str, Job] = {}  # insertion order = submission order
         self._wake = asyncio.Event()
         self._closing = False
@@ -216,8 +222,10 @@ class JobScheduler:
         if run_id in self._jobs:  # 24 random bits per second: a clash is a bug, not bad luck
             msg = f"run id {run_id} is already in use"
             raise JobConflictError(msg)
-        self._jobs[run_id] = Job(run_id, spec, self._clock_ns())
+        job = Job(run_id, spec, self._clock_ns())
+        self._jobs[run_id] = job
         logger.info("job %s queued (%s)", run_id, spec.scenario)
+        self._changed(job)
         self._wake.set()
         return run_id
 
@@ -264,6 +272,7 @@ class JobScheduler:
                             self._execute(job), name=f"infergy-job-{job.run_id}"
                         )
                         job.task.add_done_callback(functools.partial(self._on_done, job))
+                        self._changed(job)
                     if self._closing and not self._active():
                         break
                     await self._wake.wait()
@@ -338,6 +347,13 @@ class JobScheduler:
         finally:
             self._wake.set()
 
+    def _changed(self, job: Job) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change(job)
+            except Exception:  # an observer must not break the queue
+                logger.exception("job %s: the on_change callback raised", job.run_id)
+
     def _on_done(self, job: Job, _task: asyncio.Task[None]) -> None:
         """A task cancelled before its first step never ran ``_execute``'s handlers."""
         if job.state is JobState.RUNNING:
@@ -351,9 +367,10 @@ class JobScheduler:
             self._finish(job, JobState.ABORTED, error="cancelled on request")
         elif status == JobState.DEGRADED and job.spec.strict:
             self._finish(job, JobState.FAILED, error="the result is degraded and strict is set")
-        elif status in (JobState.OK, JobState.DEGRADED, JobState.FAILED):
+        elif status in (JobState.OK, JobState.DEGRADED, JobState.FAILED, JobState.ABORTED):
             problems = result.get("problems") or []
-            error = "; ".join(map(str, problems)) if status == JobState.FAILED else None
+            failed = status in (JobState.FAILED, JobState.ABORTED)
+            error = "; ".join(map(str, problems)) if failed else None
             self._finish(job, JobState(status), error=error or None)
         else:
             self._finish(job, JobState.FAILED, error=f"the session returned status {status!r}")
@@ -364,6 +381,7 @@ class JobScheduler:
         job.finished_unix_ns = self._clock_ns()
         job.task = None
         logger.info("job %s %s%s", job.run_id, state.value, f": {error}" if error else "")
+        self._changed(job)
         finished = [j.run_id for j in self._jobs.values() if j.state.finished]
         for run_id in finished[: max(0, len(finished) - self._history)]:
             del self._jobs[run_id]

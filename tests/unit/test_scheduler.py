@@ -141,6 +141,7 @@ def test_run_ids_come_from_the_recordings_format() -> None:
         ("degraded", False, JobState.DEGRADED),
         ("degraded", True, JobState.FAILED),
         ("failed", False, JobState.FAILED),
+        ("aborted", False, JobState.ABORTED),
         ("bogus", False, JobState.FAILED),
     ],
 )
@@ -152,7 +153,7 @@ def test_the_result_status_sets_the_final_state(status: str, strict: bool, state
         job = s.get(run_id)
         assert job is not None
         assert job.state is state
-        assert (job.error is None) == (state is not JobState.FAILED)
+        assert (job.error is None) == (state not in (JobState.FAILED, JobState.ABORTED))
 
     with_scheduler(body, FakeSessions(auto=True, status=status))
 
@@ -372,3 +373,28 @@ def test_summarize_tolerates_a_sparse_result() -> None:
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="max_queued"):
         JobScheduler(FakeSessions(), max_queued=0)
+
+
+def test_on_change_sees_every_transition_and_cannot_break_the_queue() -> None:
+    seen: list[tuple[str, JobState]] = []
+
+    def observe(job: Any) -> None:
+        seen.append((job.run_id, job.state))
+        raise RuntimeError("a broken observer")
+
+    async def body(s: JobScheduler, fake: FakeSessions) -> None:
+        a = s.submit(spec())
+        b = s.submit(spec())
+        await fake.wait_started(1)
+        s.cancel(b)
+        fake.release(a)
+        await settle()
+        assert seen == [
+            (a, JobState.QUEUED),
+            (b, JobState.QUEUED),
+            (a, JobState.RUNNING),
+            (b, JobState.CANCELLED),
+            (a, JobState.OK),
+        ]
+
+    with_scheduler(body, on_change=observe)

@@ -218,20 +218,23 @@ class Workload:
             )
             poller.start()
         t0 = time.monotonic()
-        async with asyncio.TaskGroup() as tg:
-            ticker = tg.create_task(
-                self._progress(phase, t0, on_progress), name=f"{phase}-progress"
-            )
-            try:
-                return await self._request(cmd, budget_s + 60.0)
-            except asyncio.CancelledError:
-                await asyncio.shield(self._kill())
-                raise
-            finally:
-                ticker.cancel()
-                stop.set()
-                if poller is not None:
-                    await asyncio.to_thread(poller.join)
+        # A side task, not a TaskGroup: the run's own error must reach the caller as itself,
+        # not wrapped in an ExceptionGroup, and the ticker never fails (callbacks are guarded).
+        ticker = asyncio.create_task(
+            self._progress(phase, t0, on_progress), name=f"runner-{phase}-progress"
+        )
+        try:
+            return await self._request(cmd, budget_s + 60.0)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._kill())
+            raise
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            stop.set()
+            if poller is not None:
+                await asyncio.to_thread(poller.join)
 
     async def _progress(
         self, phase: str, t0: float, on_progress: Callable[[Progress], None] | None

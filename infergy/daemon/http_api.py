@@ -115,10 +115,18 @@ def is_loopback(host: str) -> bool:
         return False  # a host name may resolve to anything: treat it as exposed
 
 
-async def serve_http(app: web.Application, host: str, port: int, *, token_set: bool) -> None:
+async def serve_http(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    token_set: bool,
+    listening: asyncio.Event | None = None,
+) -> None:
     """Listen on ``host:port`` until cancelled, then close connections and clean up.
 
-    Put it in the service's TaskGroup; cancelling the task stops the server.
+    Put it in the service's TaskGroup; cancelling the task stops the server. ``listening`` is
+    set once the socket accepts connections (send ``READY=1`` after it).
 
     Raises:
         ConfigError: ``host`` is beyond loopback and no token is set, or the port is taken.
@@ -137,6 +145,8 @@ async def serve_http(app: web.Application, host: str, port: int, *, token_set: b
             msg = f"cannot listen on {host}:{port}: {err.strerror or err}"
             raise ConfigError(msg, hint="choose another [serve] listen address") from None
         logger.info("HTTP control API on http://%s:%d", host, port)
+        if listening is not None:
+            listening.set()
         await asyncio.Event().wait()  # serve until cancelled
     finally:
         await runner.cleanup()

@@ -74,17 +74,15 @@ def test_a_real_server_answers_raw_requests_and_stops_when_cancelled() -> None:
         app = build_app(scheduler, token="t" * 32, max_body_bytes=1024)
         async with asyncio.timeout(10), asyncio.TaskGroup() as tg:
             tg.create_task(scheduler.run(), name="infergy-scheduler")
+            listening = asyncio.Event()
             server = tg.create_task(
-                serve_http(app, "127.0.0.1", port, token_set=True), name="infergy-http"
+                serve_http(app, "127.0.0.1", port, token_set=True, listening=listening),
+                name="infergy-http",
             )
-            for _ in range(100):  # wait until it listens
-                try:
-                    status, body = await raw(
-                        port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-                    )
-                    break
-                except OSError:
-                    await asyncio.sleep(0.02)
+            await listening.wait()
+            status, body = await raw(
+                port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
             assert status == 200
             # an unnormalised traversal, as a hostile client would send it
             status, body = await raw(

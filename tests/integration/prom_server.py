@@ -178,10 +178,12 @@ class PrometheusServer:
 
 
 def values(result: list[dict[str, Any]]) -> dict[tuple[tuple[str, str], ...], float]:
-    """An instant vector as {sorted labels without job/instance: value}."""
+    """An instant vector as {sorted labels without name, job and instance: value}."""
     out = {}
     for item in result:
-        labels = {k: v for k, v in item["metric"].items() if k not in ("job", "instance")}
+        labels = {
+            k: v for k, v in item["metric"].items() if k not in ("__name__", "job", "instance")
+        }
         out[tuple(sorted(labels.items()))] = float(item["value"][1])
     return out
 

@@ -424,3 +424,33 @@ def test_real_meters_sim_and_nvml_over_fake_gpus(tmp_path: Path) -> None:
         sample(registry, "infergy_gpu_clock_event_active", gpu="gpu0", reason="hw_slowdown") == 0.0
     )
     (tmp_path / "exposition.json").write_text(json.dumps(exposition(registry)))
+
+
+class TailMeter(ScriptedMeter):
+    """A meter with the optional fast path: only samples after a time, never a whole trace."""
+
+    def samples_after(self, source: str, after_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        t, v, _u = self.buffers[source].arrays()
+        keep = t > after_ns
+        return t[keep], v[keep]
+
+
+def test_incremental_meters_are_polled_without_snapshots() -> None:
+    clock = SessionClock()
+    meter = TailMeter([info("gpu0", Semantics.COUNTER, 0.1)])
+    telemetry = LiveTelemetry([meter], clock=clock)
+    t0 = telemetry.started_ns
+    meter.buffers["gpu0"].extend(t0 + np.arange(11) * 100_000_000, 100.0 + 30.0 * np.arange(11))
+    telemetry.poll()
+    meter.buffers["gpu0"].extend(
+        t0 + np.arange(11, 21) * 100_000_000, 100.0 + 30.0 * np.arange(11, 21)
+    )
+    telemetry.poll()
+    registry = build_registry(telemetry)
+    assert meter.snapshots == 0
+    assert sample(
+        registry, "infergy_energy_joules_total", source="gpu0", device="counter"
+    ) == pytest.approx(600.0)
+    assert sample(
+        registry, "infergy_power_watts", source="gpu0", device="counter"
+    ) == pytest.approx(300.0)

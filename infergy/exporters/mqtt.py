@@ -55,6 +55,8 @@ __all__ = ["Backoff", "MqttHealth", "MqttPublisher", "MqttTopics", "tls_context"
 
 DRAIN_WINDOW = 32
 """Outbox entries in flight at once (pipelined QoS 1 publishes, acknowledged in order)."""
+MAX_QUEUED_REQUESTS = 256
+"""Incoming ``cmd/*`` messages buffered while one is being answered."""
 STABLE_S = 10.0
 """A connection that lasted this long resets the reconnect backoff to its minimum."""
 
@@ -203,6 +205,9 @@ class MqttPublisher:
             timeout=s.timeout_s,
             keepalive=s.keepalive_s,
             max_inflight_messages=DRAIN_WINDOW,
+            # requests are answered one at a time: a flood beyond this is discarded (aiomqtt
+            # logs it) instead of growing without bound
+            max_queued_incoming_messages=MAX_QUEUED_REQUESTS,
             tls_context=self._tls,
             logger=logging.getLogger("infergy.mqtt.client"),
         )

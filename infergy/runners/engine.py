@@ -42,6 +42,8 @@ class LoopStats:
     samples: int
     elapsed_s: float
     latencies_ns: list[int]
+    steady_samples_per_s: float = 0.0
+    """Throughput over the loop's second half (clock ramp-up and lazy init excluded)."""
 
     @property
     def samples_per_s(self) -> float:
@@ -82,17 +84,19 @@ def tight_loop(
     """
     lock = threading.Lock()
     lat: list[int] = []
+    ends: list[int] = []
     deadline = time.monotonic_ns() + round(duration_s * 1e9)
     errors: list[BaseException] = []
 
     def loop(slot: int, worker: int) -> None:
-        backend, mine, calls = backends[slot], [], 0
+        backend, mine, mine_end, calls = backends[slot], [], [], 0
         try:
             while calls < min_calls or time.monotonic_ns() < deadline:
                 t0 = time.monotonic_ns()
                 backend.infer(batch, worker)
                 t1 = time.monotonic_ns()
                 mine.append(t1 - t0)
+                mine_end.append(t1)
                 calls += 1
                 if recorder is not None:
                     recorder.issued(batch)
@@ -101,6 +105,7 @@ def tight_loop(
             errors.append(err)
         with lock:
             lat.extend(mine)
+            ends.extend(mine_end)
 
     threads = [
         threading.Thread(target=loop, args=(s, w), name=f"infergy-loop-{s}.{w}", daemon=True)
@@ -112,10 +117,14 @@ def tight_loop(
         t.start()
     for t in threads:
         t.join()
-    elapsed_s = (time.monotonic_ns() - t_start) / 1e9
+    t_end = time.monotonic_ns()
+    elapsed_s = (t_end - t_start) / 1e9
     if errors:
         raise errors[0]
-    return LoopStats(len(lat), len(lat) * batch, elapsed_s, lat)
+    mid = (t_start + t_end) // 2
+    late = sum(1 for t in ends if t > mid)
+    steady = late * batch / ((t_end - mid) / 1e9) if late >= 2 else len(lat) * batch / elapsed_s
+    return LoopStats(len(lat), len(lat) * batch, elapsed_s, lat, steady)
 
 
 def versions() -> dict[str, str]:
@@ -203,17 +212,18 @@ class Engine:
             if cfg.scenario is Scenario.SINGLE_STREAM:
                 st = tight_loop(self.backends[:1], batch=1, workers_per_device=1,
                                 duration_s=duration_s, recorder=rec, min_calls=20)  # fmt: skip
-                cal = Calibration(st.samples_per_s, st.median_ns, st.median_ns, 8 * st.median_ns)
+                m = st.median_ns
+                cal = Calibration(st.steady_samples_per_s, m, m, 8 * m)
             elif cfg.scenario is Scenario.MULTI_STREAM:
                 st = tight_loop(self.backends[:1], batch=ms_batch, workers_per_device=1,
                                 duration_s=duration_s, recorder=rec, min_calls=20)  # fmt: skip
                 per_query = st.median_ns * -(-MULTI_STREAM_SAMPLES_PER_QUERY // ms_batch)
-                cal = Calibration(st.samples_per_s, st.median_ns, st.median_ns, per_query)
+                cal = Calibration(st.steady_samples_per_s, st.median_ns, st.median_ns, per_query)
             else:
                 st = tight_loop(self.backends, batch=cfg.batch_size,
                                 workers_per_device=cfg.workers_per_device,
                                 duration_s=duration_s, recorder=rec)  # fmt: skip
-                cal = Calibration(st.samples_per_s, st.median_ns, st.median_ns, st.median_ns)
+                cal = Calibration(st.steady_samples_per_s, st.median_ns, st.median_ns, st.median_ns)
         except InfergyError:
             raise
         except Exception as err:

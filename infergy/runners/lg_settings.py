@@ -5,8 +5,9 @@ LoadGen generates the whole query schedule before the run from the *expected* la
 ("Ran out of generated queries"); if much slower, an Offline run lasts far longer than asked.
 So warmup measures the real figures (:class:`Calibration`) and the settings are derived from
 them: SingleStream/MultiStream expect 0.8x the measured latency (a few more queries than
-needed, never too few), Offline expects 1.1x the measured capacity (the run ends near
-``min_duration``), Server targets ``target_qps`` (default: half the capacity).
+needed, never too few), Offline expects 1.2x the measured capacity (a run at par lasts
+1.32x ``min_duration``: margin for a warmup that underestimated), Server targets
+``target_qps`` (default: half the capacity).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ LG_SCENARIO = {
 }
 MAX_GENERATED_SAMPLES = 20_000_000
 """LoadGen holds the schedule in memory (~0.35 kB a query, libs.md): refuse beyond this."""
+OFFLINE_QPS_MARGIN = 1.2
+"""Offline expects this much more than warmup measured: a run faster than expected ends before
+min_duration (INVALID); one slower lasts longer (1.1 x 1.2 = 1.32 x min_duration at par)."""
 SERVER_MAX_LOAD = 1.5
 """A Server target above this multiple of the measured capacity cannot be met."""
 
@@ -79,7 +83,7 @@ def build_settings(cfg: WorkloadConfig, cal: Calibration) -> dict[str, Any]:
         s["multi_stream_samples_per_query"] = MULTI_STREAM_SAMPLES_PER_QUERY
         generated = 2 * duration_ms * 1_000_000 // expected * MULTI_STREAM_SAMPLES_PER_QUERY
     elif sc is Scenario.OFFLINE:
-        qps = max(cfg.target_qps or 0.0, 1.1 * cal.capacity_sps, 1.0)
+        qps = max(cfg.target_qps or 0.0, OFFLINE_QPS_MARGIN * cal.capacity_sps, 1.0)
         s["offline_expected_qps"] = qps
         generated = int(1.1 * cfg.duration_s * qps)
     else:

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from infergy.core.trace import Scenario
+from infergy.errors import InfergyError
 
 Backend = Literal["onnxruntime", "torch", "tensorrt"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -62,7 +63,7 @@ class JobSpec(BaseModel):
     def _scenario(cls, value: str) -> str:
         try:
             return Scenario.parse(value).value
-        except ValueError:
+        except (ValueError, InfergyError):
             msg = f"unknown scenario {value!r}; use one of {', '.join(sorted(_SCENARIOS))}"
             raise ValueError(msg) from None
 

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import platform
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,6 +106,25 @@ class _State:
     progress: Progress | None = None
 
 
+@contextlib.asynccontextmanager
+async def _unwrapped() -> AsyncIterator[None]:
+    """Re-raise a TaskGroup's error as itself: callers expect ``InfergyError``, not a group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        errors = list(_leaves(group))
+        first = next((e for e in errors if isinstance(e, InfergyError)), errors[0])
+        raise first from None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            yield from _leaves(e)
+        else:
+            yield e
+
+
 class Session:
     """One measurement: ``await Session(...).run()``; see the module docstring.
 
@@ -160,17 +179,22 @@ class Session:
         clock = SessionClock()
         st = _State(clock, clock.now_ns())
         self.aborted: SessionOutcome | None = None
-        cfg = self._workload_config()
         out_dir = self.settings.output.dir / self.run_id
         self._phase(st, "prepare", None)
+        gpu_backend = (self.spec.backend or "onnxruntime") in ("torch", "tensorrt")
         meter_set = await self._meters_factory(
-            self.spec.meter, self.settings, clock, gpus=cfg.gpus or None, env=self._env
+            self.spec.meter,
+            self.settings,
+            clock,
+            gpus=None if self.spec.gpus is None else tuple(self.spec.gpus),
+            env=self._env,
         )
         self.meter_set = meter_set
+        cfg = self._workload_config(meter_set if gpu_backend else None)
         try:
             for note in meter_set.notes:
                 self.observer.note(note)
-            async with asyncio.TaskGroup() as tg:
+            async with _unwrapped(), asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(m.run(), name=f"meter[{m.name}]") for m in meter_set.meters]
                 try:
                     outcome = await self._measure(st, cfg, out_dir, meter_set)
@@ -257,9 +281,15 @@ class Session:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _workload_config(self) -> WorkloadConfig:
+    def _workload_config(self, meter_set: MeterSet | None) -> WorkloadConfig:
+        """The runner's config; a GPU backend without ``gpus`` takes every metered GPU."""
         spec = self.spec
         backend = spec.backend or "onnxruntime"
+        gpus = spec.gpus
+        if gpus is None and meter_set is not None:
+            nvml = meter_set.nvml()
+            gpus = tuple(g.index for g in nvml.gpus.values()) if nvml is not None else (0,)
+            gpus = tuple(range(len(gpus)))  # CUDA ordinals of the visible GPUs
         return WorkloadConfig(
             backend=backend,
             model=spec.model,
@@ -268,7 +298,7 @@ class Session:
             scenario=spec.scenario_enum,
             duration_s=spec.duration,
             target_qps=spec.target_qps,
-            gpus=tuple(spec.gpus or ()),
+            gpus=tuple(gpus or ()),
         )
 
     def _phase(self, st: _State, name: str, duration_s: float | None) -> None:

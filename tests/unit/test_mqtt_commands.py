@@ -179,11 +179,6 @@ def test_arbitrary_job_fields_get_a_reply_with_ok_or_errors(fields: dict[str, An
     json.loads(reply.payload())
 
 
-@pytest.mark.xfail(
-    reason="JobSpec._scenario catches ValueError, but Scenario.parse raises TraceError: the"
-    " error escapes pydantic and loses its field (fix in infergy/daemon/jobs.py)",
-    strict=True,
-)
 def test_an_unknown_scenario_is_a_field_error(handler: CommandHandler) -> None:
     reply = handle(handler, "run", {"request_id": "s", "scenario": "nope"})
     assert reply is not None and reply.body["errors"][0]["loc"] == ["scenario"]

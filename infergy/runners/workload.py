@@ -189,8 +189,11 @@ class Workload:
         )  # fmt: skip
 
     def partial(self) -> QueryLog:
-        """Queries completed so far in the current (or last) phase, on the session clock."""
-        if self._phase_file is None:
+        """Queries of the measured run completed so far, on the session clock.
+
+        Empty before :meth:`run` started (warmup queries are not part of a run).
+        """
+        if self._phase_file is None or self._phase_file.name != "queries-run.bin":
             return QueryLog(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
         records = read_records(self._phase_file)
 

@@ -91,7 +91,6 @@ class Workload:
             end_ns = clock.now_ns()
         return LoadResult(scenario, start_ns, end_ns, queries, queries * batch, latencies)
 
-
     def _graph(self, x: Any) -> Any:
         """The model on ``x`` captured once as a CUDA graph; calling it replays the graph."""
         if getattr(self, "_replay", None) is None:

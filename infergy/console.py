@@ -34,7 +34,7 @@ def _sig(value: float | None, digits: int = 4) -> str:
 def render_result(console: Console, result: Mapping[str, Any]) -> None:
     """Print one result: header, per-source power and efficiency, then problems."""
     status = str(result["status"])
-    perf = result["performance"]
+    perf = result.get("performance") or {}
     win = result["window"]
     head = Text.assemble(
         ("run ", "dim"),
@@ -60,8 +60,9 @@ def render_result(console: Console, result: Mapping[str, Any]) -> None:
             " / ".join(_num(lat.get(k), ".3f") for k in ("p50", "p90", "p99")) + " ms",
         )
     )
-    console.print(_power_table(result["power"]))
-    console.print(_efficiency_table(result["efficiency"], str(result["scenario"])))
+    if result.get("power"):
+        console.print(_power_table(result["power"]))
+        console.print(_efficiency_table(result["efficiency"], str(result["scenario"])))
     _render_problems(console, result.get("problems") or [])
 
 

@@ -421,7 +421,12 @@ class Session:
                 "end_unix_ns": now,
                 "duration_s": (now - st.started_ns) / NS_PER_S,
             },
-            "performance": None,
+            "performance": {
+                "queries": 0 if partial is None else len(partial),
+                "samples": None,
+                "samples_per_second": None,
+                "latency_ms": None,
+            },
             "power": {},
             "efficiency": {},
             "provenance": identity["provenance"],

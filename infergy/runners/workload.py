@@ -129,6 +129,9 @@ class Workload:
                 sys.executable, "-m", "infergy.runners.child", str(state_dir),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
                 limit=1 << 24,
+                # Its own session: a terminal's Ctrl-C reaches only us, and we end it in order
+                # (aborting LoadGen, keeping the records) instead of it dying mid-write.
+                start_new_session=True,
             )  # fmt: skip
         finally:
             log.close()

@@ -1,0 +1,82 @@
+"""``infergy run`` with the real runner (ONNX Runtime, real LoadGen) and the emulated analyzer.
+
+Issue 6's CI acceptance: a 20-s CPU session against the emulated analyzer scripted to a known
+power profile (energy within 0.5 %, coverage 1.0), and SIGINT during the measured run (an
+``aborted`` result stored with its partial traces, exit code 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infergy.daemon.session import Session
+from infergy.store import Store
+from tests.integration.test_session import _settings, _spec, _truth_j
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_20_s_cpu_session_matches_the_scripted_profile(tmp_path: Path) -> None:
+    profile = "t_s,watts\n0,95\n5,95\n9,210\n14,210\n18,150\n120,150\n"
+    settings = _settings(tmp_path, profile)
+    spec = _spec(scenario="single-stream", duration=20.0, idle=2.0, warmup=2.0)
+    session = Session("cpu20", spec, settings)  # the real runner: onnxruntime "tiny" + LoadGen
+    outcome = asyncio.run(session.run())
+    r = outcome.result
+    assert r["status"] == "ok", r["problems"]
+    assert r["window"]["duration_s"] >= 20.0
+    assert r["loadgen"]["validity"] == "VALID"
+    ac = r["power"]["ac"]
+    assert ac["coverage"] == pytest.approx(1.0)
+    assert ac["energy_joules"] == pytest.approx(_truth_j(session, r), rel=5e-3)
+    assert r["performance"]["queries"] > 1000
+    assert r["provenance"]["software"]["workload"]["backend"] == "onnxruntime"
+
+
+def test_sigint_during_the_measured_run_stores_an_aborted_run(tmp_path: Path) -> None:
+    config = tmp_path / "infergy.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "store.db"}"\n[output]\ndir = "{tmp_path / "out"}"\n'
+        "[meters]\nrapl = false\n",
+        encoding="utf-8",
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "infergy.cli", "run", "--config", str(config),
+           "--backend", "onnxruntime", "--scenario", "single-stream", "--duration", "20",
+           "--idle", "1", "--warmup", "1", "--meter", "sim"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            text=True, cwd=tmp_path)  # fmt: skip
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        seen.append(line)
+        if "measured run" in line or time.monotonic() > deadline:
+            break
+    time.sleep(8.0)  # LoadGen first generates its schedule (seconds), then issues
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    text = "".join(seen) + out
+    assert proc.returncode == 1, text
+    assert "Traceback" not in text
+    assert "aborted" in text
+    with Store.open(tmp_path / "store.db") as store:
+        runs = store.list_runs()
+        assert [r.status for r in runs] == ["aborted"]
+        result = store.get_result(runs[0].run_id)
+        traces = store.get_traces(runs[0].run_id)
+        queries = store.get_queries(runs[0].run_id)
+    assert len(traces["ac"]) > 20
+    assert queries is not None and len(queries) > 100, text
+    assert not any("could not stop the analyzer" in p for p in result["problems"])
+    assert json.dumps(result)

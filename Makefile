@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 ## run: one measurement session on the defaults (~30 s): with a GPU, the GPU backend and NVML;
 ## without one, ONNX Runtime on the CPU and the emulated analyzer (labelled SIMULATED)
 run: $(STAMP)
-	$(BIN)/infergy run --duration 20 --idle 3 --warmup 3 --out $(OUT)
+	$(BIN)/infergy run --scenario single-stream --duration 20 --idle 3 --warmup 3 --out $(OUT)
 
 ## examples: analyze the shipped recordings (a published MLPerf run; a simulated two-GPU run)
 examples: $(STAMP)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from infergy.core.trace import Semantics, Trace
 
@@ -103,7 +104,9 @@ class RingBuffer:
     """A bounded, thread-safe buffer of samples of one source (oldest dropped first).
 
     Appends come from a sampling task or a worker thread; snapshots from anywhere. Memory is
-    fixed at construction: three float64/int64 arrays of ``capacity``.
+    fixed at construction: three float64/int64 arrays of ``capacity``. Samples are stored in
+    append order, which is time order as long as timestamps never go backwards; the buffer
+    remembers the last time they did, so :meth:`after` can binary-search when it may.
     """
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, *, with_uncertainty: bool = False) -> None:
@@ -115,6 +118,8 @@ class RingBuffer:
         self._v = np.zeros(capacity, dtype=np.float64)
         self._u = np.zeros(capacity, dtype=np.float64) if with_uncertainty else None
         self._n = 0  # total appended
+        self._last_t = 0  # newest timestamp (valid when _n > 0), a Python int for cheap compares
+        self._descent_n = 0  # append number of the last sample older than its predecessor
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -139,16 +144,42 @@ class RingBuffer:
             self._v[i] = value
             if self._u is not None:
                 self._u[i] = uncertainty
+            if self._n and t_ns < self._last_t:
+                self._descent_n = self._n
+            self._last_t = int(t_ns)
             self._n += 1
 
     def extend(
         self, t_ns: Sequence[int] | np.ndarray, values: Sequence[float] | np.ndarray
     ) -> None:
-        """Add many samples at once (e.g. an NVML sample-buffer read)."""
-        t = np.asarray(t_ns, dtype=np.int64)
-        v = np.asarray(values, dtype=np.float64)
-        for ti, vi in zip(t.tolist(), v.tolist(), strict=True):
-            self.append(ti, vi)
+        """Add many samples at once (e.g. an NVML sample-buffer read), in at most two copies."""
+        t = np.asarray(t_ns, dtype=np.int64).ravel()
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if t.size != v.size:
+            msg = f"extend: {t.size} timestamps but {v.size} values"
+            raise ValueError(msg)
+        if t.size == 0:
+            return
+        with self._lock:
+            n, cap, m = self._n, self.capacity, int(t.size)
+            steps = np.flatnonzero(t[1:] < t[:-1])
+            if steps.size:
+                self._descent_n = n + int(steps[-1]) + 1
+            elif n and int(t[0]) < self._last_t:
+                self._descent_n = n
+            keep = min(m, cap)  # more than a ring's worth: only the newest fit
+            first = n + m - keep  # append number of the first sample kept
+            i = first % cap
+            head = min(keep, cap - i)
+            src = slice(m - keep, m - keep + head)
+            self._t[i : i + head], self._v[i : i + head] = t[src], v[src]
+            rest = slice(m - keep + head, m)  # what wraps around to the front
+            self._t[: keep - head], self._v[: keep - head] = t[rest], v[rest]
+            if self._u is not None:
+                self._u[i : i + head] = np.nan
+                self._u[: keep - head] = np.nan
+            self._last_t = int(t[-1])
+            self._n = n + m
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Copies of (t_ns, values, uncertainty), oldest first."""
@@ -180,6 +211,51 @@ class RingBuffer:
             t[lo:hi], v[lo:hi], semantics, nominal_period_ns, None if u is None else u[lo:hi]
         )
         return trace
+
+    def after(self, after_ns: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Copies of (t_ns, values) of the samples with ``t_ns > after_ns``, oldest first.
+
+        The same samples as the tail of :meth:`trace` (a repeated timestamp keeps its last
+        sample), in O(log n + k) for k newer samples: the ring is binary-searched in place
+        instead of copied whole. While a sample older than its predecessor is still held (a
+        clock step), the ring is not sorted and this falls back to sorting a full copy.
+        """
+        with self._lock:
+            n, cap = self._n, self.capacity
+            if n == 0:
+                return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+            sorted_ring = self._descent_n <= max(0, n - cap)
+            if sorted_ring:
+                if after_ns >= self._last_t:
+                    return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+                # physical [lo, hi) ranges in time order: the older part first once wrapped
+                start = n % cap if n > cap else 0
+                parts = [(start, cap), (0, start)] if n > cap else [(0, n)]
+                chunks: list[tuple[int, int]] = []
+                for lo, hi in parts:
+                    if lo == hi:
+                        continue
+                    if chunks:  # every sample after the first match is newer
+                        chunks.append((lo, hi))
+                        continue
+                    if int(self._t[hi - 1]) <= after_ns:
+                        continue  # all of this part is old
+                    first = lo + int(np.searchsorted(self._t[lo:hi], after_ns, side="right"))
+                    chunks.append((first, hi))
+                t = np.concatenate([self._t[lo:hi] for lo, hi in chunks])
+                v = np.concatenate([self._v[lo:hi] for lo, hi in chunks])
+        if not sorted_ring:
+            t_all, v_all, _u = self.arrays()
+            order = np.argsort(t_all, kind="stable")
+            t, v = t_all[order], v_all[order]
+            lo = int(np.searchsorted(t, after_ns, side="right"))
+            t, v = t[lo:], v[lo:]
+        if t.size > 1:  # repeated timestamps keep the last sample, as Trace.from_unsorted does
+            keep = np.ones(t.size, dtype=bool)
+            keep[:-1] = t[1:] != t[:-1]
+            if not keep.all():
+                t, v = t[keep], v[keep]
+        return t, v
 
 
 @runtime_checkable

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 import numpy as np
+import numpy.typing as npt
 
 from infergy.core.trace import Trace
 from infergy.errors import GpuError, MeterError
@@ -165,6 +166,23 @@ class NvmlMeter:
     ) -> Trace:
         """The samples of ``source`` so far (optionally within [start, end]) as a Trace."""
         return self._sampler(source).trace(source, start_ns, end_ns)
+
+    def samples_after(
+        self, source: str, after_ns: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """(t_ns, values) of ``source`` with ``t_ns > after_ns``: snapshot's samples, no full copy.
+
+        Values are what :meth:`snapshot` holds (the counter in J, NaN marking a lost GPU).
+        """
+        sampler = self._sampler(source)
+        # The sampler owns its buffers; it has no accessor of its own yet (nvml_sampler.py is
+        # at the module size limit), so read them here, the way GpuSampler.trace does.
+        spec = sampler._specs.get(source)
+        if spec is None:
+            known = ", ".join(self._by_source) or "none"
+            msg = f"the NVML meter has no source {source!r} (it has: {known})"
+            raise MeterError(msg)
+        return sampler._buffers[spec.buffer].after(after_ns)
 
     def health(self) -> dict[str, MeterHealth]:
         """Health per source."""

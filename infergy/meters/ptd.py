@@ -36,6 +36,7 @@ import random
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
 
 from infergy.core.clock import MIN_EXCHANGES, OffsetEstimate, offset_by_bracketing
 from infergy.core.trace import Semantics, Trace
@@ -138,11 +139,7 @@ class PtdMeter:
         self, source: str, start_ns: int | None = None, end_ns: int | None = None
     ) -> Trace:
         """The samples of ``source`` on the host clock (the clock offset applied)."""
-        buffer = self._buffers.get(source)
-        if buffer is None:
-            msg = f"the ptd meter has no source {source!r} (it has: {', '.join(self._buffers)})"
-            raise MeterError(msg)
-        off = self.clock_offset.offset_ns if self.clock_offset.accepted else 0
+        buffer, off = self._source(source)
         trace = buffer.trace(
             Semantics.INTERVAL_MEAN,
             self.interval_ms * 1_000_000,
@@ -150,6 +147,22 @@ class PtdMeter:
             None if end_ns is None else end_ns + off,
         )
         return trace.shifted(off)
+
+    def samples_after(
+        self, source: str, after_ns: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """(t_ns, watts) with host-clock ``t_ns > after_ns``, on the host clock like snapshot."""
+        buffer, off = self._source(source)
+        t, v = buffer.after(after_ns + off)  # the buffer holds analyzer-clock times
+        return t - np.int64(off), v
+
+    def _source(self, source: str) -> tuple[RingBuffer, int]:
+        """Its buffer and the offset: analyzer clock - host clock (0 until one is accepted)."""
+        buffer = self._buffers.get(source)
+        if buffer is None:
+            msg = f"the ptd meter has no source {source!r} (it has: {', '.join(self._buffers)})"
+            raise MeterError(msg)
+        return buffer, self.clock_offset.offset_ns if self.clock_offset.accepted else 0
 
     def health(self) -> Mapping[str, MeterHealth]:
         """Health per source."""

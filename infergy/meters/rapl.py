@@ -20,6 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from infergy.core.trace import NS_PER_S, Semantics, Trace
 from infergy.errors import MeterError
 from infergy.meters.base import DEFAULT_CAPACITY, MeterHealth, RingBuffer, SessionClock, SourceInfo
@@ -213,11 +216,21 @@ class RaplMeter:
         self, source: str, start_ns: int | None = None, end_ns: int | None = None
     ) -> Trace:
         """The samples of ``cpu`` or ``cpu.dram`` so far as a counter Trace (J)."""
-        if source not in self._buffers:
+        period_ns = round(self.interval_s * NS_PER_S)
+        return self._buffer(source).trace(Semantics.COUNTER, period_ns, start_ns, end_ns)
+
+    def samples_after(
+        self, source: str, after_ns: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """(t_ns, joules) of the samples with ``t_ns > after_ns`` (no full-buffer copy)."""
+        return self._buffer(source).after(after_ns)
+
+    def _buffer(self, source: str) -> RingBuffer:
+        buffer = self._buffers.get(source)
+        if buffer is None:
             msg = f"the RAPL meter has no source {source!r} (it has: {', '.join(self._buffers)})"
             raise MeterError(msg)
-        period_ns = round(self.interval_s * NS_PER_S)
-        return self._buffers[source].trace(Semantics.COUNTER, period_ns, start_ns, end_ns)
+        return buffer
 
     def health(self) -> Mapping[str, MeterHealth]:
         """Health per source."""

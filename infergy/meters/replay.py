@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
 
 from infergy.core.trace import Semantics, Trace
 from infergy.errors import InputError, MeterError
@@ -123,10 +124,20 @@ class ReplayMeter:
         self, source: str, start_ns: int | None = None, end_ns: int | None = None
     ) -> Trace:
         """The samples played so far, on the session clock."""
+        self._check(source)
+        return self._buffer.trace(self.recording.trace.semantics, self._period_ns, start_ns, end_ns)
+
+    def samples_after(
+        self, source: str, after_ns: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """(t_ns, values) of the played samples with ``t_ns > after_ns`` (no full copy)."""
+        self._check(source)
+        return self._buffer.after(after_ns)
+
+    def _check(self, source: str) -> None:
         if source != self.source:
             msg = f"the replay meter has no source {source!r} (it has: {self.source})"
             raise MeterError(msg)
-        return self._buffer.trace(self.recording.trace.semantics, self._period_ns, start_ns, end_ns)
 
     def health(self) -> Mapping[str, MeterHealth]:
         """Health of the one source (down once the recording ended)."""

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from infergy.core.trace import NS_PER_S, Semantics, Trace
 from infergy.errors import ConfigError, MeterError
@@ -146,11 +147,21 @@ class SimMeter:
         self, source: str, start_ns: int | None = None, end_ns: int | None = None
     ) -> Trace:
         """The simulated samples so far."""
+        self._check(source)
+        period_ns = round(self.model.period_s * NS_PER_S)
+        return self._buffer.trace(Semantics.INTERVAL_MEAN, period_ns, start_ns, end_ns)
+
+    def samples_after(
+        self, source: str, after_ns: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """(t_ns, values) of the samples with ``t_ns > after_ns`` (no full-buffer copy)."""
+        self._check(source)
+        return self._buffer.after(after_ns)
+
+    def _check(self, source: str) -> None:
         if source != self.source:
             msg = f"the simulated meter has no source {source!r} (it has: {self.source})"
             raise MeterError(msg)
-        period_ns = round(self.model.period_s * NS_PER_S)
-        return self._buffer.trace(Semantics.INTERVAL_MEAN, period_ns, start_ns, end_ns)
 
     def health(self) -> Mapping[str, MeterHealth]:
         """Health of the one source."""

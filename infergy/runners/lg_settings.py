@@ -3,8 +3,9 @@
 LoadGen generates the whole query schedule before the run from the *expected* latency or QPS
 (libs.md): if the SUT is faster than expected it runs out of queries and the run is INVALID
 ("Ran out of generated queries"); if much slower, an Offline run lasts far longer than asked.
-So warmup measures the real figures (:class:`Calibration`) and the settings are derived from
-them: SingleStream/MultiStream expect 0.8x the measured latency (a few more queries than
+So warmup measures the real figures (:class:`Calibration`; for Offline and Server through a
+short LoadGen Offline run on the same SUT, see ``Engine.warmup``) and the settings are derived
+from them: SingleStream/MultiStream expect 0.8x the measured latency (a few more queries than
 needed, never too few), Offline expects 1.2x the measured capacity (a run at par lasts
 1.32x ``min_duration``: margin for a warmup that underestimated), Server targets
 ``target_qps`` (default: half the capacity).
@@ -14,6 +15,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from infergy.core.trace import MULTI_STREAM_SAMPLES_PER_QUERY, Scenario
 from infergy.errors import LoadgenSettingsError
@@ -43,12 +47,15 @@ class Calibration:
         batch_latency_ns: median time of one full batch.
         single_latency_ns: median time of one batch-1 call (SingleStream's query).
         multi_latency_ns: median time of one MultiStream query (8 samples).
+        loop_capacity_sps: Offline/Server: the tight loop's samples/s when ``capacity_sps``
+            came from a LoadGen calibration run (None: the capacity is the loop's).
     """
 
     capacity_sps: float
     batch_latency_ns: int
     single_latency_ns: int
     multi_latency_ns: int
+    loop_capacity_sps: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As a dict."""
@@ -111,6 +118,49 @@ def build_settings(cfg: WorkloadConfig, cal: Calibration) -> dict[str, Any]:
         )
         raise LoadgenSettingsError(msg, hint="shorten --duration or use a larger batch")
     return s
+
+
+CALIBRATION_OVERGENERATE = 2.5
+"""A calibration run generates this many times what the tight loop would do in its time: the
+loop is an upper bound, so the run never runs dry before its cut-off."""
+
+
+def calibration_settings(cfg: WorkloadConfig, run_s: float, loop_sps: float) -> dict[str, Any]:
+    """TestSettings of the warmup's Offline calibration run (cut off after ``run_s``).
+
+    LoadGen generates ``1.1 x min_duration x offline_expected_qps`` samples; the SUT abandons
+    what is left at the deadline, so only the throughput until then matters.
+    """
+    duration_ms = max(1, round(run_s * 1000))
+    samples = min(CALIBRATION_OVERGENERATE * loop_sps * run_s, MAX_GENERATED_SAMPLES / 4)
+    return {
+        "scenario": LG_SCENARIO[Scenario.OFFLINE],
+        "min_duration_ms": duration_ms,
+        "max_duration_ms": max(3 * duration_ms, duration_ms + 30_000),
+        "min_query_count": 1,
+        "offline_expected_qps": max(1.0, samples / 1.1 / run_s),
+        "qsl_rng_seed": cfg.seed,
+        "sample_index_rng_seed": cfg.seed,
+        "schedule_rng_seed": cfg.seed,
+    }
+
+
+def steady_capacity(records: npt.NDArray[np.int64], deadline_ns: int) -> float:
+    """Samples/s of a calibration run's records over the second half before ``deadline_ns``.
+
+    ``records`` rows are (issue_ns, complete_ns, samples, slot). The first half (LoadGen
+    building its query, workers starting, clocks ramping) is left out, as in the tight loop.
+    Returns 0.0 when nothing completed by the deadline.
+    """
+    done = records[records[:, 1] <= deadline_ns]
+    if len(done) == 0:
+        return 0.0
+    start, end = int(records[:, 0].min()), int(done[:, 1].max())
+    mid = (start + end) // 2
+    late = done[done[:, 1] > mid]
+    if len(late) >= 2 and end > mid:
+        return float(late[:, 2].sum()) / ((end - mid) / 1e9)
+    return float(done[:, 2].sum()) / ((end - start) / 1e9) if end > start else 0.0
 
 
 def apply_settings(lg: Any, values: dict[str, Any]) -> Any:

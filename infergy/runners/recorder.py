@@ -94,6 +94,11 @@ class QueryRecorder:
             self.status.values[IN_FLIGHT] += samples
             self.status.values[QUERIES_ISSUED] += 1
 
+    def abandoned(self, samples: int) -> None:
+        """``samples`` issued samples will not run (no record; no longer in flight)."""
+        with self._lock:
+            self.status.values[IN_FLIGHT] -= samples
+
     def _row(self) -> I64:
         chunk, row = divmod(self._n, CHUNK_ROWS)
         if chunk == len(self._chunks):

@@ -120,6 +120,14 @@ class WorkPool:
         self._count -= self.max_batch - room
         return parts
 
+    def take_all(self) -> list[int]:
+        """Remove and return every pending sample id (a calibration run cut short)."""
+        with self._cond:
+            ids = [i for seg in self._pending for i in seg.ids[seg.pos :]]
+            self._pending.clear()
+            self._count = 0
+            return ids
+
     def close(self) -> None:
         """No more work: workers drain what is pending, then stop."""
         with self._cond:
@@ -196,6 +204,18 @@ class Sut:
         done_ns = time.monotonic_ns()
         self.recorder.completed(issue_ns, done_ns, len(ids), slot)
         self.complete(ids)
+
+    def abandon(self) -> int:
+        """Complete every pending sample at once without running it; returns how many.
+
+        Ends the warmup's calibration run at its deadline: LoadGen has no abort, so the
+        samples not yet taken are reported done (unrecorded; that run's result is discarded).
+        """
+        ids = self.pool.take_all()
+        if ids:
+            self.recorder.abandoned(len(ids))
+            self._complete_safely(ids)
+        return len(ids)
 
     def _complete_safely(self, ids: Sequence[int]) -> None:
         try:

@@ -10,7 +10,15 @@ import pytest
 from infergy.core.trace import Scenario
 from infergy.errors import LoadgenSettingsError
 from infergy.runners import WorkloadConfig
-from infergy.runners.lg_settings import Calibration, apply_settings, build_settings
+from infergy.runners.lg_settings import (
+    CALIBRATION_OVERGENERATE,
+    MAX_GENERATED_SAMPLES,
+    Calibration,
+    apply_settings,
+    build_settings,
+    calibration_settings,
+    steady_capacity,
+)
 from infergy.runners.outcome import build_outcome
 
 CAL = Calibration(
@@ -118,3 +126,30 @@ def test_outcome_without_logs_or_queries(tmp_path: Path) -> None:
     assert out.validity == "UNKNOWN" and len(out.queries) == 0
     assert any("unreadable" in p for p in out.problems)
     assert any("no query" in p for p in out.problems)
+
+
+def test_calibration_run_settings_overgenerate_what_the_loop_would_do() -> None:
+    s = calibration_settings(cfg(Scenario.SERVER), 2.0, 10_000.0)
+    assert s["scenario"] == "Offline" and s["min_duration_ms"] == 2000
+    generated = 1.1 * 2.0 * s["offline_expected_qps"]  # LoadGen's Offline sample count
+    assert generated == pytest.approx(CALIBRATION_OVERGENERATE * 10_000 * 2.0)
+    assert s["sample_index_rng_seed"] == 5
+    huge = calibration_settings(cfg(Scenario.OFFLINE), 10.0, 1e9)
+    assert 1.1 * 10.0 * huge["offline_expected_qps"] <= MAX_GENERATED_SAMPLES
+    assert Calibration(1.0, 1, 1, 1).loop_capacity_sps is None
+
+
+def _rows(*rows: tuple[int, int, int]) -> np.ndarray:
+    return np.array([(i, c, n, 0) for i, c, n in rows], dtype=np.int64)
+
+
+def test_steady_capacity_uses_the_second_half_before_the_deadline() -> None:
+    ms = 1_000_000
+    # one query issued at 0; a slow start (ramp), then 10 samples every 10 ms
+    rows = [(0, 50 * ms, 1)] + [(0, t * ms, 10) for t in range(60, 1001, 10)]
+    rows += [(0, 1200 * ms, 10_000)]  # completed after the deadline: ignored
+    sps = steady_capacity(_rows(*rows), deadline_ns=1000 * ms)
+    assert sps == pytest.approx(1000.0, rel=0.02)
+    assert steady_capacity(_rows((0, 2000 * ms, 5)), deadline_ns=1000 * ms) == 0.0
+    # too few late records: the whole span
+    assert steady_capacity(_rows((0, 500 * ms, 100)), 1000 * ms) == pytest.approx(200.0)

@@ -197,3 +197,23 @@ def test_a_failing_completion_is_caught() -> None:
     )
     sut.issue([1])  # must not raise: LoadGen would crash the process
     assert sut.failure.count == 2  # the issue path, then the safety completion
+
+
+def test_abandon_completes_what_is_pending_at_once_without_running_it() -> None:
+    backend = FakeBackend(call_s=0.01)
+    rec, done = QueryRecorder(StatusBoard()), Done()
+    done.expect = 1000
+    sut = Sut([backend], workers_per_device=1, recorder=rec, complete=done, pooled=True,
+              batching_timeout_ns=0, max_batch=10)  # fmt: skip
+    sut.issue(list(range(1000)))
+    time.sleep(0.035)  # a few batches run
+    abandoned = sut.abandon()
+    assert done.all.wait(1)
+    sut.close()
+    ran = sum(backend.batches)
+    assert 10 <= ran <= 100 and abandoned + ran == 1000
+    assert sorted(done.ids) == list(range(1000))  # every sample completed exactly once
+    r = rec.records()
+    assert r[:, 2].sum() == ran  # only what ran is recorded
+    assert rec.status.read() == (0, len(r), ran)  # nothing left in flight
+    assert sut.abandon() == 0 and sut.pool.take_all() == []

@@ -25,6 +25,7 @@ from infergy.exporters.files import write_run_files
 from infergy.ptd_bridge.commands import register as register_ptd
 from infergy.recordings import AnalyzeRequest, analyze_recordings
 from infergy.run_command import register as register_run
+from infergy.serve_command import register as register_serve
 from infergy.store import Store, default_store_path
 
 EXIT_DEGRADED = 3
@@ -43,6 +44,7 @@ app = typer.Typer(
 runs_app = typer.Typer(help="List, show and export the runs kept in the results store.")
 app.add_typer(runs_app, name="runs")
 register_run(app)
+register_serve(app)
 register_doctor(app)
 register_ptd(app)
 

@@ -198,6 +198,10 @@ class Store:
         run_row = (run_id, time.time_ns() if created_unix_ns is None else created_unix_ns, status)
         trace_rows = [_trace_row(run_id, source, trace) for source, trace in sorted(traces.items())]
         with self._op(f"save run {run_id}"), self._transaction():
+            # A checkpoint of this run (status "running") is replaced by the run itself.
+            self._conn.execute(
+                "DELETE FROM runs WHERE run_id = ? AND status = ?", (run_id, RUNNING)
+            )
             try:
                 self._conn.execute(
                     "INSERT INTO runs VALUES (?,?,?,?,?,?,?)", (*run_row, *meta, result_json)
@@ -210,6 +214,52 @@ class Store:
                 columns = [_delta(queries.issue_ns), queries.latency_ns, queries.samples]
                 row = (run_id, len(queries), CODEC, _pack(columns))
                 self._conn.execute("INSERT INTO queries VALUES (?,?,?,?)", row)
+
+    def checkpoint_run(
+        self,
+        result: Mapping[str, Any],
+        traces: Mapping[str, Trace],
+        queries: QueryLog | None,
+        *,
+        created_unix_ns: int | None = None,
+    ) -> None:
+        """Keep what a run in progress has so far (status ``running``), replacing the last one.
+
+        ``infergy serve`` checkpoints its sessions, so a process killed mid-run leaves its data
+        behind; :meth:`mark_interrupted` turns such leftovers into ``aborted`` runs at startup.
+        """
+        if result.get("status") != RUNNING:
+            msg = f"a checkpoint has status {RUNNING!r}, not {result.get('status')!r}"
+            raise StoreError(msg)
+        self.save_run(result, traces, queries, created_unix_ns=created_unix_ns)
+
+    def mark_interrupted(self, reason: str) -> list[str]:
+        """Mark every ``running`` run ``aborted`` (with ``reason`` added to its problems).
+
+        Returns:
+            The run ids changed.
+        """
+        with self._op("mark interrupted runs"), self._transaction():
+            rows = self._conn.execute(
+                "SELECT run_id, result_json FROM runs WHERE status = ?", (RUNNING,)
+            ).fetchall()
+            for run_id, text in rows:
+                result = json.loads(text)
+                result["status"] = "aborted"
+                result["problems"] = [*result.get("problems", []), reason]
+                self._conn.execute(
+                    "UPDATE runs SET status = ?, result_json = ? WHERE run_id = ?",
+                    ("aborted", json.dumps(result, ensure_ascii=False), run_id),
+                )
+        return [r[0] for r in rows]
+
+    def find_result(self, run_id: str) -> dict[str, Any] | None:
+        """The stored result of ``run_id``, or None when there is none (no error for unknown)."""
+        with self._op(f"read run {run_id}"):
+            row = self._conn.execute(
+                "SELECT result_json FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     def list_runs(self, limit: int = 50, status: str | None = None) -> list[RunSummary]:
         """The most recently stored runs, newest first; only those with ``status`` if given."""
@@ -373,6 +423,8 @@ class Store:
 _META = ("scenario", "model", "backend")
 # synchronous=FULL: a committed run survives power loss, not only a crash. (The busy timeout is
 # sqlite3.connect's.)
+RUNNING = "running"
+"""The status of a checkpointed run still in progress."""
 _PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON")
 
 

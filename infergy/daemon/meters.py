@@ -237,11 +237,11 @@ class MeterSet:
 
     # -- reading back --------------------------------------------------------------------------
 
-    def source_inputs(self) -> list[SourceInput]:
-        """Every source's trace so far, ready for :func:`infergy.core.analyze`."""
+    def source_inputs(self, start_ns: int | None = None) -> list[SourceInput]:
+        """Every source's trace so far (from ``start_ns`` if given), ready for the analysis."""
         inputs = []
         for meter, info in self.sources():
-            trace = meter.snapshot(info.name)
+            trace = meter.snapshot(info.name, start_ns)
             if len(trace) == 0:
                 self.notes.append(f"{info.name}: no sample was recorded")
                 continue

@@ -32,6 +32,9 @@ from infergy.meters.base import SessionClock
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_DEGRADED = 0, 1, 3
+SHARED_LEAD_NS = 5_000_000_000
+"""With shared meters, a session's traces start this long before it (an interval sample
+straddling the start is kept whole)."""
 IDLE_GUARD_S = 0.5
 """The idle baseline ends this long before the warm-up starts (meters' latency)."""
 
@@ -138,6 +141,8 @@ class Session:
         runners: opens the workload (``infergy.runners.Workload.open`` by default).
         persist: extra sinks called with the final outcome (files, MQTT, Prometheus).
         env: the environment (GPU selection).
+        shared_meters: meters that already sample (``infergy serve``): used, not opened/closed.
+        checkpoint_s: with a store, keep the run's data so far every this many seconds.
     """
 
     def __init__(
@@ -152,8 +157,12 @@ class Session:
         runners: RunnerFactory | None = None,
         persist: tuple[Callable[[SessionOutcome], None], ...] = (),
         env: Mapping[str, str] | None = None,
+        shared_meters: MeterSet | None = None,
+        checkpoint_s: float = 0.0,
     ) -> None:
         self.run_id, self.spec, self.settings = run_id, spec, settings
+        self._shared = shared_meters
+        self.checkpoint_s = checkpoint_s
         self.store = store
         self.observer: SessionObserver = observer or QuietObserver()
         if runners is None:
@@ -176,26 +185,38 @@ class Session:
             asyncio.CancelledError: the session was cancelled (the aborted result is stored
                 and available as :attr:`aborted`).
         """
-        clock = SessionClock()
+        shared = self._shared
+        clock = shared.clock if shared is not None else SessionClock()
         st = _State(clock, clock.now_ns())
         self.aborted: SessionOutcome | None = None
         out_dir = self.settings.output.dir / self.run_id
         self._phase(st, "prepare", None)
         gpu_backend = (self.spec.backend or "onnxruntime") in ("torch", "tensorrt")
-        meter_set = await self._meters_factory(
-            self.spec.meter,
-            self.settings,
-            clock,
-            gpus=None if self.spec.gpus is None else tuple(self.spec.gpus),
-            env=self._env,
-        )
+        if shared is not None:
+            meter_set = shared  # the service's meters: already sampling, not ours to close
+        else:
+            meter_set = await self._meters_factory(
+                self.spec.meter,
+                self.settings,
+                clock,
+                gpus=None if self.spec.gpus is None else tuple(self.spec.gpus),
+                env=self._env,
+            )
         self.meter_set = meter_set
         cfg = self._workload_config(meter_set if gpu_backend else None)
+        nvml = meter_set.nvml()
+        if nvml is not None and shared is not None:  # serve reads the counter slowly when idle
+            nvml.set_counter_poll_factor(self.settings.meters.nvml.counter_poll_factor)
         try:
             for note in meter_set.notes:
                 self.observer.note(note)
             async with _unwrapped(), asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(m.run(), name=f"meter[{m.name}]") for m in meter_set.meters]
+                own = meter_set.meters if shared is None else []
+                tasks = [tg.create_task(m.run(), name=f"meter[{m.name}]") for m in own]
+                if self.store is not None and self.checkpoint_s > 0:
+                    tasks.append(
+                        tg.create_task(self._checkpoints(st, cfg, meter_set), name="checkpoint")
+                    )
                 try:
                     outcome = await self._measure(st, cfg, out_dir, meter_set)
                 except asyncio.CancelledError:
@@ -209,8 +230,27 @@ class Session:
             if self.runner is not None:
                 with contextlib.suppress(InfergyError):
                     await self.runner.aclose()
-            await meter_set.aclose()
+            if shared is None:
+                await meter_set.aclose()
+            elif nvml is not None:
+                nvml.set_counter_poll_factor(self.settings.meters.nvml.idle_counter_poll_factor)
         return outcome
+
+    async def _checkpoints(self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet) -> None:
+        """Store what the run has so far every ``checkpoint_s`` (survives a killed process)."""
+        while True:
+            await asyncio.sleep(self.checkpoint_s)
+            partial = self.runner.partial() if self.runner is not None else None
+            try:
+                outcome = await asyncio.to_thread(
+                    self._bare_result, st, cfg, meter_set, partial, "running"
+                )
+                outcome.result["problems"].append(f"checkpoint during the {st.phase} phase")
+                await asyncio.to_thread(
+                    self.store.checkpoint_run, outcome.result, outcome.traces, outcome.queries
+                )
+            except InfergyError as err:
+                self.observer.note(f"checkpoint failed: {err}")
 
     async def _measure(
         self, st: _State, cfg: WorkloadConfig, out_dir: Path, meter_set: MeterSet
@@ -256,7 +296,8 @@ class Session:
             await asyncio.sleep(self.settings.session.tail_s)
         finally:
             ticker.cancel()
-        await meter_set.stop_analyzers()
+        if self._shared is None:  # a service's analyzers keep measuring between sessions
+            await meter_set.stop_analyzers()
         self._phase(st, "analyze", None)
         outcome = await asyncio.to_thread(self._analyze, st, cfg, meter_set, run)
         self._finish(outcome, out_dir, run.loadgen_dir)
@@ -266,8 +307,9 @@ class Session:
         self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet, out_dir: Path
     ) -> SessionOutcome:
         """Keep what was sampled: an ``aborted`` result, analysed over what ran."""
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(meter_set.stop_analyzers())
+        if self._shared is None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(meter_set.stop_analyzers())
         partial = self.runner.partial() if self.runner is not None else None
         st.notes.append(f"aborted during the {st.phase} phase; everything sampled is kept")
         try:
@@ -300,6 +342,10 @@ class Session:
             target_qps=spec.target_qps,
             gpus=tuple(gpus or ()),
         )
+
+    def _since_ns(self, st: _State) -> int | None:
+        """Where this session's samples start (shared meters hold the service's whole past)."""
+        return None if self._shared is None else st.started_ns - SHARED_LEAD_NS
 
     def _phase(self, st: _State, name: str, duration_s: float | None) -> None:
         st.phase = name
@@ -374,7 +420,7 @@ class Session:
         window = Window.of_queries(queries)
         a = self.settings.analysis
         analysis = analyze(
-            meter_set.source_inputs(),
+            meter_set.source_inputs(self._since_ns(st)),
             Workload.of_queries(cfg.scenario, queries),
             window,
             identity=self._identity(st, cfg, meter_set),
@@ -401,16 +447,21 @@ class Session:
         return SessionOutcome(result, analysis.traces, queries)
 
     def _bare_result(
-        self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet, partial: QueryLog | None
+        self,
+        st: _State,
+        cfg: WorkloadConfig,
+        meter_set: MeterSet,
+        partial: QueryLog | None,
+        status: str = "aborted",
     ) -> SessionOutcome:
-        """A result without figures (nothing could be analysed), traces kept."""
-        traces = {s.name: s.trace for s in meter_set.source_inputs()}
+        """A result without figures (nothing analysed yet, or nothing could be), traces kept."""
+        traces = {s.name: s.trace for s in meter_set.source_inputs(self._since_ns(st))}
         now = st.clock.now_ns()
         identity = self._identity(st, cfg, meter_set)
         result: dict[str, Any] = {
             "schema_version": 1,
             "run_id": self.run_id,
-            "status": "aborted",
+            "status": status,
             "problems": list(meter_set.notes) + st.notes,
             "scenario": cfg.scenario.value,
             **{k: identity[k] for k in ("backend", "model", "precision", "batch_size")},

@@ -458,3 +458,27 @@ def test_sigkill_mid_write_leaves_only_complete_runs(tmp_path: Path) -> None:
     assert {10, 11} <= committed
     listed = _check_after_crash(path, committed, in_flight=12, must_be_absent=False)
     assert listed >= {0, 1, 10, 11}
+
+
+def test_checkpoints_are_replaced_by_the_run_and_leftovers_marked_aborted(tmp_path: Path) -> None:
+    result, traces, queries = make_run(7, n=2_000)
+    running = result | {"status": "running"}
+    with Store.open(tmp_path / "s.db") as st:
+        st.checkpoint_run(running, {"gpu0": traces["gpu0"]}, None)
+        st.checkpoint_run(running, traces, queries)  # the newer checkpoint replaces the older
+        assert set(st.get_traces(result["run_id"])) == {"gpu0", "gpus", "ac"}
+        st.save_run(result, traces, queries)  # the finished run replaces its checkpoint
+        assert st.get_result(result["run_id"])["status"] == "ok"
+        with pytest.raises(StoreError):
+            st.save_run(result, traces, queries)  # a finished run is never replaced
+        other, t2, q2 = make_run(8, n=2_000)
+        st.checkpoint_run(other | {"status": "running"}, t2, q2)
+        with pytest.raises(StoreError):
+            st.checkpoint_run(other, t2, q2)  # only "running" is a checkpoint
+    with Store.open(tmp_path / "s.db") as st:  # a new process after a kill
+        assert st.mark_interrupted("the service stopped") == [other["run_id"]]
+        kept = st.get_result(other["run_id"])
+        assert kept["status"] == "aborted" and kept["problems"] == ["the service stopped"]
+        assert_same_trace(st.get_traces(other["run_id"])["ac"], t2["ac"])
+        assert st.find_result("nope") is None
+        assert st.find_result(other["run_id"]) == kept

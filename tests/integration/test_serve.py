@@ -1,0 +1,215 @@
+"""``infergy serve`` end to end, as a real process, with a real mosquitto and a real Prometheus.
+
+A run submitted over HTTP and one over MQTT, both results arriving on ``runs``; bad job specs
+and an oversized body; Prometheus scraping live power and the last-session gauges, with every
+dashboard query checked against it; SIGKILL mid-run and a restart (the interrupted run marked
+``aborted`` with its checkpointed data, the outbox intact); SIGTERM stopping cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from infergy.store import Store
+from tests.dashboard_exprs import check_dashboard
+from tests.integration.mosquitto import free_port, running_broker
+from tests.integration.prom_server import start_prometheus, values
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+JOB = {"backend": "onnxruntime", "scenario": "single-stream", "duration": 3, "idle": 1, "warmup": 1}
+NO_GPU_PANELS = (
+    "Power per source: counter rate beside sampled power",
+    "Samples/s per watt (last session)",
+    "mJ per query (last session)",
+    "Average power (last session)",
+    "Latency (last session)",
+    "Throughput (last session)",
+    "Sessions",
+    "Meters up",
+    "Sources",
+    "infergy build",
+)
+
+
+class Serve:
+    """An ``infergy serve`` subprocess on a free port."""
+
+    def __init__(self, tmp: Path, broker_port: int, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.tmp = tmp
+        self.config = tmp / "infergy.toml"
+        self.config.write_text(
+            f'node_name = "t1"\n[store]\npath = "{tmp / "store.db"}"\n'
+            f'[output]\ndir = "{tmp / "out"}"\n[meters]\nrapl = false\n'
+            f'[serve]\nlisten = "127.0.0.1:{self.port}"\nstop_timeout_s = 20\n'
+            f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker_port}\n'
+            "reconnect_min_s = 0.2\nreconnect_max_s = 1.0\n",
+            encoding="utf-8",
+        )
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> Serve:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        with (self.tmp / "serve.log").open("a", encoding="utf-8") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "infergy.cli", "serve", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, text=True, cwd=self.tmp,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/healthz")[0] in (200, 503):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"serve did not start: {self.log()}")
+
+    def log(self) -> str:
+        return (self.tmp / "serve.log").read_text(encoding="utf-8")
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=body, method=method,
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.request("GET", path)
+
+    def submit(self, job: dict[str, Any]) -> str:
+        status, body = self.request("POST", "/v1/runs", json.dumps(job).encode())
+        assert status == 202, body
+        return str(body["run_id"])
+
+    def wait_state(self, run_id: str, states: set[str], timeout_s: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status, body = self.get(f"/v1/runs/{run_id}")
+            if status == 200 and body.get("state", body.get("status")) in states:
+                return dict(body)
+            time.sleep(0.3)
+        raise AssertionError(f"{run_id} never reached {states}: {self.get('/v1/runs')}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout_s)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Any]:
+    with running_broker(tmp_path / "mqtt") as b:
+        yield b
+
+
+async def _collect_runs(
+    port: int, n: int, timeout_s: float, send: Any = None
+) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.subscribe("infergy/t1/runs", qos=1)
+        await client.subscribe("infergy/t1/reply/#", qos=1)
+        if send is not None:
+            await client.publish("infergy/t1/cmd/run", json.dumps(send), qos=1)
+        async with asyncio.timeout(timeout_s):
+            async for msg in client.messages:
+                body = json.loads(msg.payload)  # type: ignore[arg-type]
+                got.append({"topic": str(msg.topic), **body})
+                if len([g for g in got if g["topic"].endswith("/runs")]) >= n:
+                    return got
+    return got
+
+
+def test_runs_over_http_and_mqtt_arrive_on_runs_and_prometheus_sees_them(
+    tmp_path: Path, broker: Any
+) -> None:
+    serve = Serve(tmp_path, broker.port).start()
+    try:
+        # bad specs: field errors, oversized body
+        status, body = serve.request("POST", "/v1/runs", b'{"scenario": "sideways"}')
+        assert status == 422 and body["errors"][0]["loc"][-1] == "scenario"
+        status, _ = serve.request("POST", "/v1/runs", b"x" * 200_000)
+        assert status == 413
+        run_http = serve.submit(JOB)
+        got = asyncio.run(_collect_runs(broker.port, 2, 120, send={"request_id": "r1", **JOB}))
+        replies = [g for g in got if g["topic"].endswith("reply/r1")]
+        assert replies and replies[0]["ok"] is True
+        results = {g["run_id"]: g for g in got if g["topic"].endswith("/runs")}
+        assert set(results) == {run_http, replies[0]["run_id"]}
+        assert all(r["status"] == "ok" and r["power"]["ac"]["simulated"] for r in results.values())
+        assert serve.get(f"/v1/runs/{run_http}")[1]["state"] == "ok"
+
+        with start_prometheus(f"127.0.0.1:{serve.port}", tmp_path / "prom") as prom:
+            live = values(prom.wait_for_data('infergy_power_watts{source="ac"}'))
+            assert all(70 < w < 200 for w in live.values()), live
+            gauge = prom.wait_for_data("infergy_last_session_samples_per_second_per_watt")
+            assert values(gauge)
+            failures = check_dashboard(prom, require_data=NO_GPU_PANELS, timeout_s=30)
+            assert not failures, failures
+    finally:
+        rc = serve.stop()
+    assert rc == 0, serve.log()
+    assert "Traceback" not in serve.log()
+
+
+def test_sigkill_mid_run_then_restart_marks_it_aborted_and_keeps_the_outbox(
+    tmp_path: Path, broker: Any
+) -> None:
+    serve = Serve(tmp_path, broker.port).start()
+    broker.stop()  # the broker goes away: results wait in the outbox
+    short = serve.submit(JOB)
+    serve.wait_state(short, {"ok"})
+    long = serve.submit(JOB | {"duration": 120})
+    serve.wait_state(long, {"running"})
+    time.sleep(16)  # past the first checkpoint (every 10 s)
+    serve.stop(signal.SIGKILL)
+    with Store.open(tmp_path / "store.db") as store:
+        assert store.find_result(long)["status"] == "running"
+        assert store.outbox_count() >= 1  # the short run's result, not yet delivered
+    broker.restart()
+
+    async def restart() -> tuple[Serve, list[dict[str, Any]]]:
+        got: list[dict[str, Any]] = []
+        async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+            await client.subscribe("infergy/t1/runs", qos=1)
+            serve2 = await asyncio.to_thread(Serve(tmp_path, broker.port, serve.port).start)
+            async with asyncio.timeout(30):
+                async for msg in client.messages:
+                    got.append(json.loads(msg.payload))  # type: ignore[arg-type]
+                    if {short, long} <= {g["run_id"] for g in got}:
+                        break
+        return serve2, got
+
+    serve2, got = asyncio.run(restart())
+    try:
+        by_id = {g["run_id"]: g for g in got}
+        assert by_id[short]["status"] == "ok"  # the outbox survived the SIGKILL
+        assert by_id[long]["status"] == "aborted"  # and the interrupted run is published
+        status, body = serve2.get(f"/v1/runs/{long}")
+        assert status == 200 and body["state"] == "aborted", body
+        assert any("stopped during this run" in p for p in body["result"]["problems"])
+        with Store.open(tmp_path / "store.db") as store:
+            traces = store.get_traces(long)
+        assert len(traces["ac"]) > 50  # the checkpointed data is kept
+    finally:
+        assert serve2.stop() == 0

@@ -66,6 +66,7 @@ def build_outcome(
     failure: str | None = None,
     failures: int = 0,
     settings: dict[str, Any] | None = None,
+    backend_problems: list[str] | None = None,
 ) -> RunOutcome:
     """Assemble the outcome of one run (never raises on LoadGen's content).
 
@@ -79,13 +80,15 @@ def build_outcome(
         failure: the first error inside a callback or worker, if any.
         failures: how many there were.
         settings: the TestSettings values given to LoadGen.
+        backend_problems: what the backends reported at load (e.g. int8 calibrated on
+            generated inputs), one line each.
     """
 
     def to_session(t: I64) -> I64:
         return t + np.int64(mono_to_session_ns)
 
     queries, per_device = query_logs(records, to_session, device_names)
-    problems: list[str] = []
+    problems: list[str] = list(backend_problems or [])
     if failure:
         problems.append(f"{failures} inference error(s) during the run; first: {failure}")
     try:
@@ -158,3 +161,13 @@ def _check_counts(
     expected = detail.result_query_count
     if expected is not None and expected != len(queries):
         problems.append(f"recorded {len(queries)} queries but LoadGen counted {expected}")
+
+
+def backend_problems(describe: dict[str, Any]) -> list[str]:
+    """The ``problems`` every device's backend reported, each line once, in order."""
+    lines: list[str] = []
+    for device in describe.get("per_device") or []:
+        for line in device.get("problems") or []:
+            if line not in lines:
+                lines.append(str(line))
+    return lines

@@ -49,6 +49,9 @@ class WorkloadConfig:
         channels_last: torch: NHWC memory format for convolution models.
         compile: torch: ``torch.compile(mode="max-autotune")`` (minutes, cached in cache_dir).
         intra_op_threads: onnxruntime CPU threads (0: onnxruntime's default).
+        calibration_data: tensorrt int8: a directory of ``.npy`` files or one ``.npz``, each
+            array a batch of preprocessed inputs ``(N, *sample shape)``
+            (:mod:`infergy.runners.calib_data`); None calibrates on generated inputs.
     """
 
     backend: str
@@ -68,6 +71,7 @@ class WorkloadConfig:
     channels_last: bool = True
     compile: bool = False
     intra_op_threads: int = 0
+    calibration_data: Path | None = None
 
     def validate(self) -> WorkloadConfig:
         """Check the values that need no backend; returns a normalised copy.
@@ -90,13 +94,18 @@ class WorkloadConfig:
              f"GPU indices must be distinct and >= 0, got {list(self.gpus)}"),
             (self.target_latency_ms is None or self.target_latency_ms > 0,
              "target latency must be > 0 ms"),
+            (self.calibration_data is None or self.precision == "int8",
+             f"calibration data is for int8 builds; precision is {self.precision}"),
         ]  # fmt: skip
         for ok, msg in checks:
             if not ok:
                 raise WorkloadError(msg, hint=hint)
         return replace(
-            self, scenario=Scenario(self.scenario), gpus=tuple(int(g) for g in self.gpus)
-        )
+            self, scenario=Scenario(self.scenario), gpus=tuple(int(g) for g in self.gpus),
+            calibration_data=(
+                None if self.calibration_data is None else Path(self.calibration_data).expanduser()
+            ),
+        )  # fmt: skip
 
     @property
     def device_names(self) -> list[str]:
@@ -113,7 +122,9 @@ class WorkloadConfig:
         d = asdict(self)
         d["scenario"] = self.scenario.value
         d["gpus"] = list(self.gpus)
-        d["cache_dir"] = None if self.cache_dir is None else str(self.cache_dir)
+        for name in ("cache_dir", "calibration_data"):
+            value = getattr(self, name)
+            d[name] = None if value is None else str(value)
         return d
 
     @classmethod
@@ -122,7 +133,8 @@ class WorkloadConfig:
         d = dict(d)
         d["scenario"] = Scenario.parse(str(d["scenario"]))
         d["gpus"] = tuple(d.get("gpus") or ())
-        d["cache_dir"] = None if d.get("cache_dir") is None else Path(d["cache_dir"])
+        for name in ("cache_dir", "calibration_data"):
+            d[name] = None if d.get(name) is None else Path(d[name])
         return cls(**d)
 
 

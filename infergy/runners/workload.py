@@ -44,7 +44,7 @@ from infergy import errors
 from infergy.core.trace import QueryLog
 from infergy.errors import InfergyError, WorkloadFailedError
 from infergy.meters.base import SessionClock
-from infergy.runners.outcome import build_outcome, query_logs
+from infergy.runners.outcome import backend_problems, build_outcome, query_logs
 from infergy.runners.recorder import StatusBoard, read_records
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
@@ -189,6 +189,7 @@ class Workload:
             mono_to_session_ns=self._mono_to_session,
             mono_to_wall_ns=int(reply["wall_offset_ns"]), failure=reply.get("failure"),
             failures=int(reply.get("failures") or 0), settings=reply.get("settings"),
+            backend_problems=backend_problems(self._describe),
         )  # fmt: skip
 
     def partial(self) -> QueryLog:

@@ -5,9 +5,11 @@ Written against the TensorRT 10/11 Python API (``tensors`` API: ``set_input_shap
 (present on the GPU machines; ``torch.cuda.Stream.cuda_stream`` is the raw handle TensorRT
 takes). Build path (full ``tensorrt`` only): ONNX -> ``OnnxParser`` -> one optimization
 profile ``(1, batch, batch)`` on the batch axis -> fp32 / fp16 (``BuilderFlag.FP16``) / int8
-(``BuilderFlag.INT8`` with an entropy calibrator over random inputs of the model's shape:
-scales only matter for accuracy, which infergy does not claim) -> ``build_serialized_network``
--> the plan cache (:mod:`.trt_plan`). Runtime path: the plan is checked against this runtime
+(``BuilderFlag.INT8`` with an entropy calibrator over the user's ``calibration_data``
+(:mod:`infergy.runners.calib_data`), else over random inputs of the model's shape, reported
+as a problem: the scales then only serve performance, not accuracy) ->
+``build_serialized_network`` -> the plan cache (:mod:`.trt_plan`; int8 keys include the
+data's hash). Runtime path: the plan is checked against this runtime
 and GPU before deserialization, ``engine_host_code_allowed`` is set for version-compatible
 plans (the lean runtime), and each worker gets its own execution context, stream and
 buffers, plus optional CUDA graphs per fixed batch.
@@ -33,6 +35,7 @@ from infergy.runners.backends.trt_plan import (
     read_sidecar,
     write_plan,
 )
+from infergy.runners.calib_data import GENERATED, CalibrationSet, calibration_identity
 from infergy.runners.models import ModelSpec
 from infergy.runners.types import WorkloadConfig
 
@@ -64,13 +67,26 @@ class _Logger:
         self.logger = Logger()
 
 
+GENERATED_CALIBRATION_PROBLEM = (
+    "int8 calibration used generated (random) inputs, not supplied data: the int8 scales fit "
+    "no real input distribution (performance figures only; give --calibration-data)"
+)
+
+
 def build_plan(
-    trt: Any, torch: Any, onnx: Path, precision: str, profile: tuple[int, int, int]
+    trt: Any,
+    torch: Any,
+    onnx: Path,
+    precision: str,
+    profile: tuple[int, int, int],
+    *,
+    calibration: CalibrationSet | None = None,
 ) -> bytes:
     """Build a serialized engine from an ONNX file (full TensorRT only).
 
     Raises:
-        ModelError: the ONNX file does not parse, or the build fails.
+        ModelError: the ONNX file does not parse, the calibration data does not fit the
+            network's input, or the build fails.
         PrecisionError: the GPU/TensorRT cannot do the precision asked.
     """
     log = _Logger(trt)
@@ -100,7 +116,10 @@ def build_plan(
             )
         config.set_flag(trt.BuilderFlag.INT8)
         config.set_flag(trt.BuilderFlag.FP16)  # layers int8 cannot take fall back to fp16
-        calibrator = _calibrator(trt, torch, (opt, *sample))
+        if calibration is not None:
+            calibration.check_sample_shape(sample, onnx.name)
+        calibrator = _calibrator(trt, torch, (opt, *sample), _np_dtype(trt, inp.dtype),
+                                 calibration)  # fmt: skip
         config.int8_calibrator = calibrator
         config.set_calibration_profile(prof)
     elif precision == "bf16":
@@ -112,28 +131,53 @@ def build_plan(
     return bytes(plan)
 
 
-def _calibrator(trt: Any, torch: Any, shape: tuple[int, ...]) -> Any:
-    """An entropy calibrator over random inputs (deterministic; no accuracy claimed)."""
+def _np_dtype(trt: Any, dt: Any) -> Any:
+    """The numpy type of a TensorRT input (float32 when TensorRT cannot say)."""
+    try:
+        return trt.nptype(dt)
+    except (TypeError, AttributeError):
+        return "float32"
+
+
+def _calibrator(
+    trt: Any, torch: Any, shape: tuple[int, ...], dtype: Any, data: CalibrationSet | None
+) -> Any:
+    """An entropy calibrator over ``data`` in batches of ``shape[0]``, else random inputs.
+
+    Random inputs are deterministic and give scales that fit no real input (accuracy is not
+    claimed; the backend reports it as a problem).
+    """
 
     class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
-            gen = torch.Generator(device="cuda").manual_seed(0)
-            self.data = torch.randn(shape, device="cuda", generator=gen)
-            self.left = CALIBRATION_BATCHES
+            self.current: Any = None  # the device batch TensorRT reads (kept alive until next)
+            if data is None:
+                gen = torch.Generator(device="cuda").manual_seed(0)
+                self.data = torch.randn(shape, device="cuda", generator=gen)
+                self.left = CALIBRATION_BATCHES
+            else:
+                self.source = data.batches(int(shape[0]), dtype)
 
         def get_batch_size(self) -> int:
             return int(shape[0])
 
         def get_batch(self, names: list[str]) -> list[int] | None:
             del names
-            if self.left == 0:
+            if data is None:
+                if self.left == 0:
+                    return None
+                self.left -= 1
+                return [int(self.data.data_ptr())]
+            batch = next(self.source, None)
+            if batch is None:
+                self.current = None
                 return None
-            self.left -= 1
-            return [int(self.data.data_ptr())]
+            self.current = torch.from_numpy(batch).to("cuda")  # synchronous host-to-device copy
+            return [int(self.current.data_ptr())]
 
         def read_calibration_cache(self) -> None:
-            return None
+            return None  # the plan cache keyed by the data's hash is the cache
 
         def write_calibration_cache(self, cache: Any) -> None:
             del cache
@@ -159,6 +203,8 @@ class TensorRTBackend:
         self._notes: list[str] = []
         self._gpu_name = ""
         self._input = ""
+        self._problems: list[str] = []
+        self._calibration: dict[str, Any] | None = None
 
     def load(self) -> None:
         """Get a plan (cache, build or the user's), deserialize it, make contexts and buffers."""
@@ -167,6 +213,11 @@ class TensorRTBackend:
         self._gpu_name = name
         if self.spec.kind == "plan":
             assert self.spec.path is not None
+            if self.cfg.calibration_data is not None:
+                self._problems.append(
+                    f"calibration data {self.cfg.calibration_data} unused: the plan "
+                    f"{self.spec.name} was built beforehand"
+                )
             trt = self._trt = import_trt(need_builder=False)
             self._notes += check_plan(read_sidecar(self.spec.path), trt.__version__, cc)
             path = self.spec.path
@@ -190,15 +241,22 @@ class TensorRTBackend:
         if module is not None:
             self._trt = import_trt(need_builder=False)
             version = self._trt.__version__
+        calibrated_on, calibration = calibration_identity(self.cfg)  # checks the data first
+        if calibrated_on == GENERATED:
+            self._problems.append(GENERATED_CALIBRATION_PROBLEM)
+        if calibration is not None:
+            self._calibration = calibration.describe()
         key = PlanKey(self.spec.sha256, version, gpu_name, cc, self.cfg.precision,
-                      (1, self.batch_size, self.batch_size))  # fmt: skip
+                      (1, self.batch_size, self.batch_size),
+                      calibration=calibrated_on)  # fmt: skip
         path = key.plan_path(self.cfg.resolved_cache_dir)
         if path.exists() and read_sidecar(path) == key:
             self._notes.append(f"plan from cache {path.name}")
             return path
         trt = self._trt = import_trt(need_builder=True)  # raises when only the lean runtime
         with self._torch.cuda.device(self.gpu):
-            data = build_plan(trt, self._torch, self.spec.path, self.cfg.precision, key.profile)
+            data = build_plan(trt, self._torch, self.spec.path, self.cfg.precision, key.profile,
+                              calibration=calibration)  # fmt: skip
         write_plan(path, data, key)
         self._notes.append(f"plan built and cached as {path.name}")
         return path
@@ -297,6 +355,7 @@ class TensorRTBackend:
             "plan": None if self._plan_path is None else str(self._plan_path),
             "precision": self.cfg.precision, "device": self.device, "device_name": self._gpu_name,
             "cuda_graphs": bool(self._fixed), "contexts": len(self._workers), "notes": self._notes,
+            "calibration_data": self._calibration, "problems": self._problems,
         }  # fmt: skip
 
     def close(self) -> None:

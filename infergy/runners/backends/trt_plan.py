@@ -7,8 +7,9 @@ a mismatched plan fails inside TensorRT, and the lean runtime without a usable G
 for, and :func:`check_plan` compares it with the runtime *before* TensorRT sees the bytes.
 
 The cache key is (model sha256, TensorRT version, GPU name and compute capability,
-precision, optimization profile, version-compatible flag): a change to any of them builds a
-new plan instead of loading a wrong one.
+precision, optimization profile, version-compatible flag, and for int8 what it was calibrated
+on: the supplied data's sha256 or ``generated``): a change to any of them builds a new plan
+instead of loading a wrong one.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class PlanKey:
         precision: ``fp32`` | ``fp16`` | ``int8``.
         profile: the dynamic-batch profile ``(min, opt, max)``.
         version_compatible: built with ``BuilderFlag.VERSION_COMPATIBLE`` (lean runtime).
+        calibration: int8 only: the calibration data's sha256, or ``generated`` (random
+            inputs); None for other precisions.
     """
 
     model_sha256: str
@@ -48,10 +51,14 @@ class PlanKey:
     precision: str
     profile: tuple[int, int, int]
     version_compatible: bool = False
+    calibration: str | None = None
 
     def digest(self) -> str:
         """A stable short hash of the key (the plan's file name)."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if d["calibration"] is None:
+            del d["calibration"]  # fp32/fp16 plans keep the names they were cached under
+        text = json.dumps(d, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def plan_path(self, cache_dir: Path) -> Path:

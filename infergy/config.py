@@ -139,6 +139,8 @@ class MeterSettings(_Section):
     """The analyzer's sample interval asked of the PTD server."""
     rapl: bool = True
     """Use RAPL (CPU package energy) when readable."""
+    simulated_gpus: int = Field(default=0, ge=0, le=64)
+    """Replace NVML by this many simulated GPUs (labelled SIMULATED): demos and soak tests."""
     nvml: NvmlSettings = NvmlSettings()
     emulator: EmulatorSettings = EmulatorSettings()
 

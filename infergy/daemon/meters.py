@@ -25,6 +25,7 @@ from infergy.core.clock import OffsetEstimate
 from infergy.core.trace import Trace
 from infergy.errors import ConfigError, InfergyError
 from infergy.meters.base import Meter, SessionClock, SourceInfo
+from infergy.meters.gpu_sim import SimulatedGpu
 from infergy.meters.nvml import NvmlMeter
 from infergy.meters.nvml_probe import NvmlMeterConfig
 from infergy.meters.ptd import PtdMeter
@@ -69,6 +70,7 @@ class MeterSet:
     _emulated: _Emulated | None = None
     _emulator: AnalyzerEmulator | None = None
     _in_flight_saturation: int = 1
+    _sim_gpus: list[SimulatedGpu] = field(default_factory=list)
 
     # -- construction --------------------------------------------------------------------------
 
@@ -113,7 +115,9 @@ class MeterSet:
         gpus: Sequence[int] | None,
         env: Mapping[str, str] | None,
     ) -> None:
-        if item == "nvml":
+        if item == "nvml" and settings.meters.simulated_gpus:
+            self.meters.append(await asyncio.to_thread(self._simulated_gpus, settings))
+        elif item == "nvml":
             self.meters.append(await asyncio.to_thread(self._nvml, settings, gpus, env))
         elif item == "rapl":
             self.meters.append(await asyncio.to_thread(RaplMeter, clock=self.clock))
@@ -131,20 +135,35 @@ class MeterSet:
             msg = f"unknown meter {item!r}"
             raise ConfigError(msg, hint="use nvml, rapl, sim or ptd://HOST:PORT")
 
-    def _nvml(
-        self, settings: Settings, gpus: Sequence[int] | None, env: Mapping[str, str] | None
-    ) -> NvmlMeter:
+    @staticmethod
+    def _nvml_config(settings: Settings) -> NvmlMeterConfig:
         nv = settings.meters.nvml
-        config = NvmlMeterConfig(
+        return NvmlMeterConfig(
             counter_poll_factor=nv.counter_poll_factor,
             samples_read_interval_s=nv.samples_read_interval_s,
             context_interval_s=nv.context_interval_s,
         )
+
+    def _nvml(
+        self, settings: Settings, gpus: Sequence[int] | None, env: Mapping[str, str] | None
+    ) -> NvmlMeter:
+        config = self._nvml_config(settings)
         environ = dict(os.environ if env is None else env)
         if gpus is not None and "CUDA_VISIBLE_DEVICES" not in environ:
             environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         meter = NvmlMeter.open(clock=self.clock, config=config, env=environ)
         self.notes.extend(f"nvml: {n}" for n in meter.notes)
+        return meter
+
+    def _simulated_gpus(self, settings: Settings) -> NvmlMeter:
+        """The real NVML meter over simulated boards (``[meters] simulated_gpus``)."""
+        self._sim_gpus = [SimulatedGpu(i) for i in range(settings.meters.simulated_gpus)]
+        meter = NvmlMeter(self._sim_gpus, clock=self.clock, config=self._nvml_config(settings))
+        self.simulated.update(info.name for info in meter.describe())
+        self.notes.append(
+            f"nvml: {len(self._sim_gpus)} SIMULATED GPUs ([meters] simulated_gpus): "
+            "their power follows the load; not a measurement"
+        )
         return meter
 
     async def _open_emulated(self, settings: Settings) -> None:
@@ -195,10 +214,12 @@ class MeterSet:
 
     def on_in_flight(self, samples: int) -> None:
         """Follow the load (called from runner threads): drives the emulated analyzer's power."""
+        activity = min(1.0, samples / self._in_flight_saturation)
+        for gpu in self._sim_gpus:
+            gpu.set_activity(activity)
         emu = self._emulated
         if emu is None or emu.scripted:
             return
-        activity = min(1.0, samples / self._in_flight_saturation)
         emu.emulator.set_watts(emu.idle_w + (emu.busy_w - emu.idle_w) * activity)
 
     @property

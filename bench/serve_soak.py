@@ -122,7 +122,8 @@ async def soak(duration_s: float, workdir: Path) -> dict[str, Any]:
         broker.kill()
         broker.wait()
     cpu_pct = [
-        100 * (b["cpu_s"] - a["cpu_s"]) / (b["t_s"] - a["t_s"]) for a, b in zip(usage, usage[1:])
+        100 * (b["cpu_s"] - a["cpu_s"]) / (b["t_s"] - a["t_s"])
+        for a, b in itertools.pairwise(usage)
     ]
     q = statistics.quantiles(scrapes_ms, n=100, method="inclusive")
     span = (power_msgs[-1] - power_msgs[0]) if len(power_msgs) > 1 else 0.0

@@ -175,6 +175,10 @@ class Service:
         """Ready when listening; on a stop request drain, flush, and end the TaskGroup."""
         async with asyncio.timeout(30):
             await listening.wait()
+        for _ in range(100):  # up to 10 s for the meters' first samples, so READY tells the truth
+            if self.health().get("meters") != "down":
+                break
+            await asyncio.sleep(0.1)
         parts = ", ".join(f"{k} {v}" for k, v in sorted(self.health().items()))
         self.notifier.ready(f"serving on {self.settings.serve.listen}: {parts}")
         logger.info("infergy %s ready on %s (%s)", __version__, self.settings.serve.listen, parts)

@@ -123,6 +123,9 @@ def build_settings(cfg: WorkloadConfig, cal: Calibration) -> dict[str, Any]:
 CALIBRATION_OVERGENERATE = 2.5
 """A calibration run generates this many times what the tight loop would do in its time: the
 loop is an upper bound, so the run never runs dry before its cut-off."""
+CALIBRATION_MAX_SAMPLES = 1_000_000
+"""At most this many (~350 MB of LoadGen schedule, ~1 s to abandon): a faster SUT just ends
+the calibration run early, which still measures its throughput."""
 
 
 def calibration_settings(cfg: WorkloadConfig, run_s: float, loop_sps: float) -> dict[str, Any]:
@@ -132,7 +135,7 @@ def calibration_settings(cfg: WorkloadConfig, run_s: float, loop_sps: float) -> 
     what is left at the deadline, so only the throughput until then matters.
     """
     duration_ms = max(1, round(run_s * 1000))
-    samples = min(CALIBRATION_OVERGENERATE * loop_sps * run_s, MAX_GENERATED_SAMPLES / 4)
+    samples = min(CALIBRATION_OVERGENERATE * loop_sps * run_s, CALIBRATION_MAX_SAMPLES)
     return {
         "scenario": LG_SCENARIO[Scenario.OFFLINE],
         "min_duration_ms": duration_ms,

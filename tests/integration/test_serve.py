@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,14 +50,17 @@ NO_GPU_PANELS = (
 class Serve:
     """An ``infergy serve`` subprocess on a free port."""
 
-    def __init__(self, tmp: Path, broker_port: int, port: int | None = None) -> None:
+    def __init__(
+        self, tmp: Path, broker_port: int, port: int | None = None, stop_timeout_s: float = 20
+    ) -> None:
         self.port = port or free_port()
+        self.env: dict[str, str] = {}
         self.tmp = tmp
         self.config = tmp / "infergy.toml"
         self.config.write_text(
             f'node_name = "t1"\n[store]\npath = "{tmp / "store.db"}"\n'
             f'[output]\ndir = "{tmp / "out"}"\n[meters]\nrapl = false\n'
-            f'[serve]\nlisten = "127.0.0.1:{self.port}"\nstop_timeout_s = 20\n'
+            f'[serve]\nlisten = "127.0.0.1:{self.port}"\nstop_timeout_s = {stop_timeout_s}\n'
             f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker_port}\n'
             "reconnect_min_s = 0.2\nreconnect_max_s = 1.0\n",
             encoding="utf-8",
@@ -64,7 +68,7 @@ class Serve:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> Serve:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1") | self.env
         with (self.tmp / "serve.log").open("a", encoding="utf-8") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "infergy.cli", "serve", "--config", str(self.config)],
@@ -213,3 +217,34 @@ def test_sigkill_mid_run_then_restart_marks_it_aborted_and_keeps_the_outbox(
         assert len(traces["ac"]) > 50  # the checkpointed data is kept
     finally:
         assert serve2.stop() == 0
+
+
+def test_sigterm_aborts_the_running_job_after_the_stop_timeout_and_notifies_systemd(
+    tmp_path: Path, broker: Any
+) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(30)
+    try:
+        serve = Serve(tmp_path, broker.port, stop_timeout_s=2)
+        serve.env = {"NOTIFY_SOCKET": str(sock_path)}
+        serve.start()
+        messages: list[str] = []
+        while not any("READY=1" in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+        long = serve.submit(JOB | {"duration": 120})
+        serve.wait_state(long, {"running"})
+        time.sleep(4)
+        t0 = time.monotonic()
+        assert serve.stop(signal.SIGTERM, timeout_s=60) == 0, serve.log()
+        assert time.monotonic() - t0 < 30
+        while not any("STOPPING=1" in m for m in messages):
+            messages.append(sock.recv(4096).decode())
+    finally:
+        sock.close()
+    assert any("STATUS=" in m for m in messages)
+    with Store.open(tmp_path / "store.db") as store:
+        result = store.find_result(long)
+    assert result is not None and result["status"] == "aborted"
+    assert "Traceback" not in serve.log()

@@ -1,0 +1,42 @@
+"""The service's pieces that need no servers: SIGHUP reload and health."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from infergy.config import load_settings
+from infergy.daemon.service import Service
+
+
+def test_reload_applies_session_settings_and_names_what_needs_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "infergy.toml"
+    path.write_text('[analysis]\nidle_s = 10\n[serve]\nlisten = "127.0.0.1:8765"\n')
+    service = Service(load_settings(path, {}), config_path=path, env={})
+    path.write_text('[analysis]\nidle_s = 3\n[serve]\nlisten = "127.0.0.1:9999"\n')
+    with caplog.at_level(logging.INFO):
+        service.reload()
+    assert service.settings.analysis.idle_s == 3
+    assert "analysis, serve changed; serve apply after a restart" in caplog.text
+
+
+def test_a_bad_config_on_reload_keeps_the_running_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "infergy.toml"
+    path.write_text("[analysis]\nidle_s = 4\n")
+    service = Service(load_settings(path, {}), config_path=path, env={})
+    path.write_text("[analysis]\nidle_s = -1\nunknown = 2\n")
+    with caplog.at_level(logging.ERROR):
+        service.reload()
+    assert service.settings.analysis.idle_s == 4
+    assert "reload refused" in caplog.text
+
+
+def test_health_before_start_lists_the_always_up_parts() -> None:
+    service = Service(load_settings(None, {}), env={})
+    assert service.health() == {"store": "up", "api": "up"}

@@ -12,7 +12,7 @@ Times are seconds; unknown fields are rejected.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,7 +36,11 @@ class JobSpec(BaseModel):
     """Inference backend; ``None`` picks torch on a GPU machine, else onnxruntime."""
     model: str = "auto"
     """``auto`` (the backend's built-in model), a built-in name, or a path to .onnx / .plan."""
-    scenario: str = "offline"
+    scenario: str = Field(
+        default="offline",
+        examples=sorted(_SCENARIOS),
+        description="offline, server, single-stream or multi-stream (LoadGen spellings too)",
+    )
     """LoadGen scenario: offline, server, single-stream or multi-stream."""
     precision: Precision = "fp32"
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 1
@@ -51,7 +55,7 @@ class JobSpec(BaseModel):
     """Idle baseline in seconds before the run; ``None`` takes ``analysis.idle_s``."""
     warmup: Annotated[float, Field(ge=0, le=3600)] = 5.0
     """Unmeasured warm-up in seconds."""
-    meter: tuple[str, ...] = ()
+    meter: tuple[Annotated[str, Field(pattern=_METER.pattern)], ...] = ()
     """Meters: ``nvml``, ``rapl``, ``sim``, ``ptd://HOST:PORT``; empty = chosen automatically."""
     strict: bool = False
     """Exit 3 (CLI) / mark the job failed when the result is degraded."""
@@ -67,11 +71,14 @@ class JobSpec(BaseModel):
             msg = f"unknown scenario {value!r}; use one of {', '.join(sorted(_SCENARIOS))}"
             raise ValueError(msg) from None
 
-    @field_validator("meter")
+    @field_validator("meter", mode="before")
     @classmethod
-    def _meters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _meters(cls, value: Any) -> Any:
+        # before the schema's pattern check, so the error says what is allowed, in words
+        if not isinstance(value, list | tuple):
+            return value
         for item in value:
-            if not _METER.match(item):
+            if isinstance(item, str) and not _METER.match(item):
                 msg = f"bad meter {item!r}; use nvml, rapl, sim or ptd://HOST:PORT"
                 raise ValueError(msg)
         if len(set(value)) != len(value):

@@ -205,6 +205,12 @@ def run(
         bool, typer.Option("--json", help="Print the result JSON on stdout.")
     ] = False,
     strict: Annotated[bool, typer.Option(help="Exit 3 when the result is degraded.")] = False,
+    calibration_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="int8 (TensorRT): calibration inputs, a folder of .npy batches or a .npz."
+        ),
+    ] = None,
     label: Annotated[str | None, typer.Option(help="Free text kept with the result.")] = None,
     config: ConfigOpt = None,
 ) -> int:
@@ -229,6 +235,7 @@ def run(
             "batch_size": batch_size, "duration": duration, "target_qps": target_qps,
             "gpus": gpu_list, "idle": idle, "warmup": warmup, "meter": tuple(meter or ()),
             "strict": strict, "label": label,
+            "calibration_data": None if calibration_data is None else str(calibration_data),
         }
     )  # fmt: skip
     return run_session_cli(choose_backend(spec), settings, json_out=json_out)

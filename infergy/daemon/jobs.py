@@ -59,6 +59,8 @@ class JobSpec(BaseModel):
     """Meters: ``nvml``, ``rapl``, ``sim``, ``ptd://HOST:PORT``; empty = chosen automatically."""
     strict: bool = False
     """Exit 3 (CLI) / mark the job failed when the result is degraded."""
+    calibration_data: Annotated[str, Field(max_length=4096)] | None = None
+    """int8 (TensorRT): a directory of .npy batches or one .npz on the measuring host."""
     label: Annotated[str, Field(max_length=200)] | None = None
     """Free text stored with the result."""
 

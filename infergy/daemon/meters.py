@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from infergy.core.analysis import SourceInput
 from infergy.core.clock import OffsetEstimate
 from infergy.core.trace import Trace
 from infergy.errors import ConfigError, InfergyError
-from infergy.meters.base import Meter, SessionClock, SourceInfo
+from infergy.meters.base import DEFAULT_CAPACITY, Meter, SessionClock, SourceInfo
 from infergy.meters.gpu_sim import SimulatedGpu
 from infergy.meters.nvml import NvmlMeter
 from infergy.meters.nvml_probe import NvmlMeterConfig
@@ -36,10 +38,36 @@ from infergy.ptd_bridge.emulator import AnalyzerEmulator
 from infergy.ptd_bridge.server import PtdBridge
 from infergy.ptd_bridge.watts_profile import WattsProfile
 
+FOLLOW_PERIOD_S = 0.02
+"""Simulated devices follow the load's mean activity over this period."""
 EMULATED_INTERVAL_MS = 100
 """The emulated analyzer updates at 10 Hz (a WT310's fastest documented rate)."""
 _EMULATED_DEVICE = {"wt310": 49, "wt310e": 49, "wt333e": 49, "wt210": 8}
 """PTDaemon device type numbers of the emulated models."""
+
+
+class _ActivityMean:
+    """The exact time-average of a piecewise-constant activity since the last take."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value = 0.0
+        self._since_ns = self._taken_ns = time.monotonic_ns()
+        self._integral = 0.0  # activity x ns since the last take
+
+    def set(self, value: float) -> None:
+        now = time.monotonic_ns()
+        with self._lock:
+            self._integral += self._value * (now - self._since_ns)
+            self._value, self._since_ns = value, now
+
+    def take_mean(self) -> float:
+        now = time.monotonic_ns()
+        with self._lock:
+            total = self._integral + self._value * (now - self._since_ns)
+            span = now - self._taken_ns
+            self._integral, self._since_ns, self._taken_ns = 0.0, now, now
+        return total / span if span > 0 else self._value
 
 
 @dataclass
@@ -70,7 +98,12 @@ class MeterSet:
     _emulated: _Emulated | None = None
     _emulator: AnalyzerEmulator | None = None
     _in_flight_saturation: int = 1
+    capacity: int = DEFAULT_CAPACITY
+    """Samples kept per source."""
     _sim_gpus: list[SimulatedGpu] = field(default_factory=list)
+    _activity: _ActivityMean = field(default_factory=_ActivityMean)
+    _follower: threading.Thread | None = None
+    _follow_stop: threading.Event = field(default_factory=threading.Event)
 
     # -- construction --------------------------------------------------------------------------
 
@@ -83,6 +116,7 @@ class MeterSet:
         *,
         gpus: Sequence[int] | None = None,
         env: Mapping[str, str] | None = None,
+        capacity: int = DEFAULT_CAPACITY,
     ) -> MeterSet:
         """Open the requested meters, or choose them (``requested`` empty).
 
@@ -90,6 +124,7 @@ class MeterSet:
             MeterError: an explicitly requested meter cannot be opened (with the reason).
         """
         self = cls(clock)
+        self.capacity = capacity
         auto = not requested
         try:
             wanted = list(requested) or _automatic(settings)
@@ -120,7 +155,8 @@ class MeterSet:
         elif item == "nvml":
             self.meters.append(await asyncio.to_thread(self._nvml, settings, gpus, env))
         elif item == "rapl":
-            self.meters.append(await asyncio.to_thread(RaplMeter, clock=self.clock))
+            rapl = await asyncio.to_thread(RaplMeter, clock=self.clock, capacity=self.capacity)
+            self.meters.append(rapl)
         elif item == "sim":
             await self._open_emulated(settings)
         elif item.startswith("ptd://"):
@@ -128,7 +164,7 @@ class MeterSet:
             meter = PtdMeter(
                 clock=self.clock, host=host.strip("[]"), port=int(port),
                 interval_ms=settings.meters.ptd_interval_ms, autostart=True,
-                connect_timeout_s=10.0,
+                connect_timeout_s=10.0, capacity=self.capacity,
             )  # fmt: skip
             self.meters.append(meter)
         else:
@@ -151,14 +187,20 @@ class MeterSet:
         environ = dict(os.environ if env is None else env)
         if gpus is not None and "CUDA_VISIBLE_DEVICES" not in environ:
             environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
-        meter = NvmlMeter.open(clock=self.clock, config=config, env=environ)
+        meter = NvmlMeter.open(clock=self.clock, config=config, env=environ, capacity=self.capacity)
         self.notes.extend(f"nvml: {n}" for n in meter.notes)
         return meter
 
     def _simulated_gpus(self, settings: Settings) -> NvmlMeter:
         """The real NVML meter over simulated boards (``[meters] simulated_gpus``)."""
         self._sim_gpus = [SimulatedGpu(i) for i in range(settings.meters.simulated_gpus)]
-        meter = NvmlMeter(self._sim_gpus, clock=self.clock, config=self._nvml_config(settings))
+        self._start_follower()
+        meter = NvmlMeter(
+            self._sim_gpus,
+            clock=self.clock,
+            config=self._nvml_config(settings),
+            capacity=self.capacity,
+        )
         self.simulated.update(info.name for info in meter.describe())
         self.notes.append(
             f"nvml: {len(self._sim_gpus)} SIMULATED GPUs ([meters] simulated_gpus): "
@@ -191,12 +233,13 @@ class MeterSet:
             tmp.cleanup()
             raise
         self._emulator = emulator
+        self._start_follower()
         self._emulated = _Emulated(
             emulator, bridge, tmp, console, em.idle_w, em.busy_w, profile is not None
         )
         meter = PtdMeter(
             clock=self.clock, port=bridge.port, interval_ms=EMULATED_INTERVAL_MS,
-            mark="infergy-sim", connect_timeout_s=10.0,
+            mark="infergy-sim", connect_timeout_s=10.0, capacity=self.capacity,
         )  # fmt: skip
         self.meters.append(meter)
         self.simulated.add(meter.source)
@@ -213,14 +256,31 @@ class MeterSet:
         self._in_flight_saturation = max(1, samples_in_flight)
 
     def on_in_flight(self, samples: int) -> None:
-        """Follow the load (called from runner threads): drives the emulated analyzer's power."""
-        activity = min(1.0, samples / self._in_flight_saturation)
-        for gpu in self._sim_gpus:
-            gpu.set_activity(activity)
-        emu = self._emulated
-        if emu is None or emu.scripted:
-            return
-        emu.emulator.set_watts(emu.idle_w + (emu.busy_w - emu.idle_w) * activity)
+        """Follow the load (called from runner threads, up to ~10^5 times a second): cheap.
+
+        The simulated devices see the exact time-average of this over each
+        :data:`FOLLOW_PERIOD_S` (:meth:`_follow`), so energy is conserved however fast it flips.
+        """
+        self._activity.set(min(1.0, samples / self._in_flight_saturation))
+
+    def _follow(self) -> None:
+        """Thread: every FOLLOW_PERIOD_S, hand the mean activity to the simulated devices."""
+        last = 0.0
+        while not self._follow_stop.wait(FOLLOW_PERIOD_S):
+            activity = self._activity.take_mean()
+            if activity == last:
+                continue  # idle stays idle: no knots, no history
+            last = activity
+            for gpu in self._sim_gpus:
+                gpu.set_activity(activity)
+            emu = self._emulated
+            if emu is not None and not emu.scripted:
+                emu.emulator.set_watts(emu.idle_w + (emu.busy_w - emu.idle_w) * activity)
+
+    def _start_follower(self) -> None:
+        if self._follower is None:
+            self._follower = threading.Thread(target=self._follow, name="sim-follow", daemon=True)
+            self._follower.start()
 
     @property
     def emulator(self) -> AnalyzerEmulator | None:
@@ -327,6 +387,9 @@ class MeterSet:
 
     async def aclose(self) -> None:
         """Close every meter and the emulator (idempotent)."""
+        self._follow_stop.set()
+        if self._follower is not None:
+            await asyncio.to_thread(self._follower.join, 5)
         for meter in self.meters:
             if isinstance(meter, NvmlMeter):
                 with contextlib.suppress(InfergyError):

@@ -40,6 +40,11 @@ from infergy.meters.base import SessionClock
 from infergy.store import Store, default_store_path
 
 logger = logging.getLogger(__name__)
+SERVICE_CAPACITY = 1 << 18
+"""Samples kept per source by the service: 87 min at 50 Hz (a session longer than that loses
+its oldest samples, and its coverage says so); 4 MiB per source, committed at startup."""
+PTD_RESTART_S = 3600.0
+"""Between sessions, the analyzer's measurement is restarted this often (bounded PTD state)."""
 CHECKPOINT_S = 10.0
 """How often a running session's data is checkpointed into the store."""
 _RESTART_ONLY = ("serve", "meters", "mqtt", "store", "node_name")
@@ -107,7 +112,9 @@ class Service:
         s = self.settings
         token = s.serve.api_token()
         clock = SessionClock()
-        self.meter_set = meters = await MeterSet.open((), s, clock, env=self.env)
+        self.meter_set = meters = await MeterSet.open(
+            (), s, clock, env=self.env, capacity=SERVICE_CAPACITY
+        )
         try:
             nvml = meters.nvml()
             if nvml is not None:
@@ -164,6 +171,7 @@ class Service:
                         if self.mqtt is not None:
                             tg.create_task(self.mqtt.run(), name="mqtt")
                         tg.create_task(self._lifecycle(listening), name="lifecycle")
+                        tg.create_task(self._restart_analyzers(), name="ptd-restarts")
                 except BaseExceptionGroup as group:
                     _raise_first(group)
         finally:
@@ -191,6 +199,20 @@ class Service:
             self.notifier.status("stopping: flushing the MQTT outbox")
             await self.mqtt.flush(10.0)
         raise _StopError
+
+    async def _restart_analyzers(self) -> None:
+        """Every PTD_RESTART_S while idle: a new PTD measurement (the server frees the old)."""
+        assert self.meter_set is not None and self.scheduler is not None
+        while True:
+            await asyncio.sleep(PTD_RESTART_S)
+            if self.scheduler.counts().get("running"):
+                continue
+            for meter in self.meter_set.ptd_meters():
+                try:
+                    async with asyncio.timeout(30):
+                        await meter.restart_measurement()
+                except (InfergyError, TimeoutError) as err:
+                    logger.warning("%s: could not restart the measurement: %s", meter.source, err)
 
     def request_stop(self) -> None:
         """Stop gracefully (what SIGTERM does)."""

@@ -341,6 +341,7 @@ class Session:
             duration_s=spec.duration,
             target_qps=spec.target_qps,
             gpus=tuple(gpus or ()),
+            calibration_data=None if spec.calibration_data is None else Path(spec.calibration_data),
         )
 
     def _since_ns(self, st: _State) -> int | None:

@@ -21,6 +21,8 @@ from infergy.meters.gpu import FieldReading, GpuIdentity, PowerSamples
 COUNTER_PERIOD_S = 0.1
 SAMPLE_PERIOD_S = 0.02
 BUFFER_SAMPLES = 120
+MAX_CHANGES = 4096
+KEEP_S = 10.0
 
 
 class SimulatedGpu:
@@ -62,14 +64,17 @@ class SimulatedGpu:
     def set_activity(self, fraction: float) -> None:
         """How busy the board is from now on (clamped to [0, 1])."""
         now = self._now_s()
+        value = min(1.0, max(0.0, float(fraction)))
         with self._lock:
+            if value == self._activity[-1]:
+                return  # nothing changes: the history stays as short as the load is steady
             energy = self._energy_locked(now)
             self._change_s.append(now)
-            self._activity.append(min(1.0, max(0.0, float(fraction))))
+            self._activity.append(value)
             self._energy_at_change_j.append(energy)
-            if len(self._change_s) > 100_000:  # keep the last minutes: the buffer reads 2.4 s back
-                keep = 50_000
-                del self._change_s[:-keep], self._activity[:-keep], self._energy_at_change_j[:-keep]
+            if len(self._change_s) > MAX_CHANGES:  # bounded: nothing reads back more than 2.4 s
+                cut = max(0, bisect.bisect_right(self._change_s, now - KEEP_S) - 1)
+                del self._change_s[:cut], self._activity[:cut], self._energy_at_change_j[:cut]
 
     # -- the model -----------------------------------------------------------------------------
 

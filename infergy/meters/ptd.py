@@ -388,6 +388,17 @@ class PtdMeter:
             await self._set_range("V", volts)
             await self._set_range("A", amps)
 
+    async def restart_measurement(self) -> None:
+        """``Stop`` then ``Go`` again, ranges unchanged (bounds the PTD server's state).
+
+        A long-running service does this now and then: a PTD server keeps every sample of a
+        measurement until the next ``Go``.
+        """
+        await self.poll()
+        await self._stop_measurement()
+        await self.poll()
+        await self._go()
+
     async def _stop_measurement(self) -> None:
         await self._session().stop()
 

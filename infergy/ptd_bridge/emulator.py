@@ -101,7 +101,7 @@ class AnalyzerEmulator:
         self._slow_delay_s, self._slow_until = 0.0, 0.0
         self._delayed: deque[tuple[float, bytes]] = deque()
         self._garbage_left = 0
-        self._updates: deque[tuple[int, int, float]] = deque(maxlen=1 << 20)
+        self._updates: deque[tuple[int, int, float]] = deque(maxlen=1 << 16)  # 1.8 h at 10 Hz
         self.counters = {"replies": 0, "garbage_sent": 0, "dropped_bytes": 0, "unplugs": 0}
 
     # -- lifecycle ------------------------------------------------------------------------------

@@ -61,6 +61,9 @@ class BridgeServer:
         self.max_clients = max_clients
         self.clients = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        """The client handlers alive (awaited at shutdown: Python 3.11 logs a spurious error
+        for a handler cancelled by the loop's own shutdown)."""
         uname = os.uname()
         self._os_name = f"{uname.sysname} {uname.release} {uname.version} {uname.machine}"
         self._version = version_field(datetime.datetime.now(datetime.UTC).date())
@@ -71,6 +74,8 @@ class BridgeServer:
         task = asyncio.current_task()
         if task is not None:
             task.set_name(f"ptd-bridge.client[{host}:{port}]")
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
         self.out.console(f"Accepted connection from {host}:{port}")
         self.clients += 1
         self._writers.add(writer)
@@ -278,6 +283,8 @@ class PtdBridge:
         if self._listener is not None:
             self._listener.close()
             self.server.close_clients()
+            if self.server.tasks:  # closed writers end them: let them finish on their own
+                await asyncio.wait(set(self.server.tasks), timeout=2)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2):
                     await self._listener.wait_closed()

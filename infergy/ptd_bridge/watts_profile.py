@@ -17,6 +17,10 @@ from collections.abc import Sequence
 from infergy.errors import InputError
 from infergy.formats._common import read_text_file
 
+MAX_KNOTS = 20_000
+"""Beyond this many knots, a live profile forgets what is older than :data:`KEEP_S`."""
+KEEP_S = 120.0
+
 
 class WattsProfile:
     """Power (W) as a function of emulator time (s since the emulator started).
@@ -121,7 +125,26 @@ class WattsProfile:
             msg = f"watts must be finite and >= 0, got {watts}"
             raise InputError(msg)
         before = self.watts_at(t_s)
+        if t_s >= self._t[-1]:  # the live case (a step from now on): append, O(1)
+            c = self._cum[-1] + (t_s - self._t[-1]) * (before + self._w[-1]) / 2
+            self._t += [t_s, t_s]
+            self._w += [before, watts]
+            self._cum += [c, c]
+            if len(self._t) > MAX_KNOTS:
+                self._forget_before(t_s - KEEP_S)
+            return
         keep = bisect.bisect_left(self._t, t_s)
         self._t = [*self._t[:keep], t_s, t_s]
         self._w = [*self._w[:keep], before, watts]
         self._recompute()
+
+    def _forget_before(self, t_s: float) -> None:
+        """Drop knots older than ``t_s`` (bounded memory for a profile set live for days).
+
+        The cumulative energies of the knots kept stay absolute, so energies between times
+        after ``t_s`` are unchanged; nothing reads before it (the instrument looks back at most
+        a few update intervals).
+        """
+        cut = max(0, bisect.bisect_right(self._t, t_s) - 1)
+        if cut:
+            del self._t[:cut], self._w[:cut], self._cum[:cut]

@@ -60,6 +60,7 @@ class GpuIdentity:
         pci_bus_id: ``00000000:19:00.0``.
         mig_enabled: MIG mode (True/False), or None where NVML cannot tell.
         mig_instances: the MIG device UUIDs of this board that ``CUDA_VISIBLE_DEVICES`` named.
+        simulated: True for a simulated board (``infergy.meters.gpu_sim``): not a measurement.
     """
 
     index: int
@@ -68,6 +69,7 @@ class GpuIdentity:
     pci_bus_id: str
     mig_enabled: bool | None = None
     mig_instances: tuple[str, ...] = ()
+    simulated: bool = False
 
 
 @dataclass(frozen=True, eq=False)

@@ -50,6 +50,7 @@ class SimulatedGpu:
             name="Simulated GPU (SIMULATED)",
             pci_bus_id=f"00000000:{0x40 + index:02X}:00.0",
             mig_enabled=False,
+            simulated=True,
         )
         self._lock = threading.Lock()
         self._t0_ns = time.monotonic_ns()

@@ -327,6 +327,7 @@ def source_infos(
             semantics=spec.semantics,
             nominal_period_ns=spec.nominal_period_ns,
             unit=spec.unit,
+            simulated=ident.simulated,
             details=base | {"signal": spec.signal},
         )
         for name, spec in specs.items()

@@ -43,5 +43,6 @@ def test_the_nvml_meter_over_simulated_gpus_integrates_the_activity() -> None:
         e = window_energy(meter.snapshot(source), w)
         assert e.energy_j == pytest.approx(truth, rel=0.03), source
     assert meter.gpus["gpu1"].name == "Simulated GPU (SIMULATED)"
+    assert all(info.simulated for info in meter.describe())
     ctx = meter.context("gpu0")
     assert ctx is not None and ctx.power_limit_w == 700.0

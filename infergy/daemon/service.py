@@ -93,7 +93,7 @@ class Service:
         Raises:
             InfergyError: a required part cannot start (the store, the HTTP listener).
         """
-        s = self.settings
+        self.settings = s = _rooted(self.settings, self.env)
         path = s.store.path or default_store_path(self.env)
         self.store = store = await asyncio.to_thread(Store.open, path)
         try:
@@ -324,6 +324,16 @@ class Service:
         if self.mqtt is not None:
             out["mqtt"] = "up" if self.mqtt.connected else "degraded"
         return out
+
+
+def _rooted(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """A relative ``[output] dir`` lives under the state directory (systemd's cwd is ``/``)."""
+    out = settings.output.dir
+    if out.is_absolute():
+        return settings
+    state = settings.serve.state_dir_or_default(env)
+    output = settings.output.model_copy(update={"dir": state / out})
+    return settings.model_copy(update={"output": output})
 
 
 def _raise_first(group: BaseExceptionGroup[BaseException]) -> None:

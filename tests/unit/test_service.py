@@ -40,3 +40,13 @@ def test_a_bad_config_on_reload_keeps_the_running_one(
 def test_health_before_start_lists_the_always_up_parts() -> None:
     service = Service(load_settings(None, {}), env={})
     assert service.health() == {"store": "up", "api": "up"}
+
+
+def test_a_relative_output_dir_lives_under_the_state_directory(tmp_path: Path) -> None:
+    from infergy.daemon.service import _rooted
+
+    settings = load_settings(None, {})
+    rooted = _rooted(settings, {"STATE_DIRECTORY": str(tmp_path)})
+    assert rooted.output.dir == tmp_path / "out"
+    absolute = load_settings(None, {}, overrides={"output": {"dir": str(tmp_path / "x")}})
+    assert _rooted(absolute, {}).output.dir == tmp_path / "x"

@@ -154,8 +154,9 @@ class SimulatedGpu:
         return round(30 + 40 * self.power_instant().power_mw / 1000 / self.busy_w)
 
     def clock_event_reasons(self) -> int:
-        """No clock events (0: none)."""
-        return 0
+        """NVML's GpuIdle (0x1) while idle, as real boards report it; else none."""
+        with self._lock:
+            return 0x1 if self._activity[-1] == 0.0 else 0
 
     def utilization_pct(self) -> tuple[int, int]:
         """Utilisation from the activity."""

@@ -242,8 +242,8 @@ def test_sampling_never_blocks_the_event_loop_for_more_than_5_ms():
 
     Two GPUs whose calls cost what they cost on an H100 (energy counter 4 ms, sample buffer
     0.4 ms, fields 25 µs): made on the loop, they hold the ticker up by 5-45 ms several times
-    a second. This VM alone shows a rare >5 ms scheduling hiccup with no meter running, so one
-    such tick is tolerated.
+    a second (hundreds of late ticks in 2 s). A loaded 2-core CI VM alone shows rare >5 ms
+    scheduling hiccups with no meter running, so 1 % of the ticks may be late.
     """
     delays = {"energy_mj": 0.004, "power_samples": 0.0004, "power_average": 25e-6}
     gpus = [FakeGpu(index=i, counter_period_s=0.02, delays_s=delays) for i in range(2)]
@@ -254,7 +254,9 @@ def test_sampling_never_blocks_the_event_loop_for_more_than_5_ms():
     assert sum(g.calls["energy_mj"] for g in gpus) > 150  # the meter really was busy
     late = [lag for lag in lags if lag > 0.005]
     assert len(lags) > 500
-    assert len(late) <= 1, f"{len(late)} ticks held up > 5 ms (max {max(lags) * 1e3:.1f} ms)"
+    assert len(late) <= len(lags) // 100, (
+        f"{len(late)} of {len(lags)} ticks held up > 5 ms (max {max(lags) * 1e3:.1f} ms)"
+    )
     meter.close()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from infergy.config import load_settings
-from infergy.daemon.service import Service
+from infergy.daemon.service import Service, _rooted
 
 
 def test_reload_applies_session_settings_and_names_what_needs_a_restart(
@@ -43,8 +43,6 @@ def test_health_before_start_lists_the_always_up_parts() -> None:
 
 
 def test_a_relative_output_dir_lives_under_the_state_directory(tmp_path: Path) -> None:
-    from infergy.daemon.service import _rooted
-
     settings = load_settings(None, {})
     rooted = _rooted(settings, {"STATE_DIRECTORY": str(tmp_path)})
     assert rooted.output.dir == tmp_path / "out"

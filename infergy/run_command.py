@@ -23,7 +23,8 @@ from infergy.config import Settings, load_settings
 from infergy.console import render_result
 from infergy.console_progress import ConsoleObserver
 from infergy.daemon.jobs import JobSpec
-from infergy.daemon.session import QuietObserver, Session, SessionObserver, SessionOutcome
+from infergy.daemon.session import Session
+from infergy.daemon.session_types import QuietObserver, SessionObserver, SessionOutcome
 from infergy.errors import InputError
 from infergy.recordings import new_run_id
 from infergy.store import Store, default_store_path

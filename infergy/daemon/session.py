@@ -15,117 +15,39 @@ import asyncio
 import contextlib
 import platform
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from infergy import __version__
 from infergy.config import Settings
 from infergy.core.analysis import AnalysisOptions, Workload, analyze
-from infergy.core.trace import NS_PER_S, QueryLog, Trace, Window
+from infergy.core.trace import NS_PER_S, QueryLog, Window
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.meters import MeterSet
 from infergy.daemon.provenance import gpu_provenance, software_versions
+from infergy.daemon.session_types import (
+    EXIT_DEGRADED,
+    EXIT_FAILED,
+    EXIT_OK,
+    QuietObserver,
+    SessionObserver,
+    SessionOutcome,
+    _State,
+    _unwrapped,
+)
 from infergy.errors import AnalysisError, InfergyError
 from infergy.meters.base import SessionClock
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
-EXIT_OK, EXIT_FAILED, EXIT_DEGRADED = 0, 1, 3
+RunnerFactory = Callable[..., Awaitable[Any]]
+MeterSetFactory = Callable[..., Awaitable[MeterSet]]
+
 SHARED_LEAD_NS = 5_000_000_000
 """With shared meters, a session's traces start this long before it (an interval sample
 straddling the start is kept whole)."""
 IDLE_GUARD_S = 0.5
 """The idle baseline ends this long before the warm-up starts (meters' latency)."""
-
-
-class SessionObserver(Protocol):
-    """What a session tells the outside world while it runs (console, service, tests)."""
-
-    def phase(self, name: str, duration_s: float | None) -> None:
-        """A phase starts (``prepare``, ``idle``, ``warmup``, ``run``, ``tail``, ``analyze``)."""
-
-    def progress(
-        self, queries: int, samples: int, elapsed_s: float, watts: Mapping[str, float]
-    ) -> None:
-        """Live figures, about twice a second."""
-
-    def note(self, text: str) -> None:
-        """Something the user should know (a meter skipped, a fallback taken)."""
-
-
-class QuietObserver:
-    """An observer that ignores everything."""
-
-    def phase(self, name: str, duration_s: float | None) -> None:
-        pass
-
-    def progress(
-        self, queries: int, samples: int, elapsed_s: float, watts: Mapping[str, float]
-    ) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-
-RunnerFactory = Callable[..., Awaitable[Any]]
-MeterSetFactory = Callable[..., Awaitable[MeterSet]]
-
-
-@dataclass
-class SessionOutcome:
-    """What a session produced (also when it was aborted)."""
-
-    result: dict[str, Any]
-    traces: dict[str, Trace] = field(default_factory=dict)
-    queries: QueryLog | None = None
-    files: list[Path] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        """``ok``, ``degraded``, ``failed`` or ``aborted``."""
-        return str(self.result["status"])
-
-    def exit_code(self, *, strict: bool) -> int:
-        """The command-line exit code (ARCHITECTURE.md: 0, 1 failed/aborted, 3 degraded+strict)."""
-        if self.status in ("failed", "aborted"):
-            return EXIT_FAILED
-        return EXIT_DEGRADED if strict and self.status != "ok" else EXIT_OK
-
-
-@dataclass
-class _State:
-    """What the session knows so far (read by the abort path)."""
-
-    clock: SessionClock
-    started_ns: int
-    phase: str = "prepare"
-    idle: Window | None = None
-    outcome: RunOutcome | None = None
-    run_started_ns: int | None = None
-    notes: list[str] = field(default_factory=list)
-    gpus_start: list[dict[str, Any]] = field(default_factory=list)
-    progress: Progress | None = None
-
-
-@contextlib.asynccontextmanager
-async def _unwrapped() -> AsyncIterator[None]:
-    """Re-raise a TaskGroup's error as itself: callers expect ``InfergyError``, not a group."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        errors = list(_leaves(group))
-        first = next((e for e in errors if isinstance(e, InfergyError)), errors[0])
-        raise first from None
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for e in group.exceptions:
-        if isinstance(e, BaseExceptionGroup):
-            yield from _leaves(e)
-        else:
-            yield e
 
 
 class Session:

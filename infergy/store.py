@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from infergy.core.trace import QueryLog, Semantics, Trace
 from infergy.errors import InputError, StoreError, TraceError
+from infergy.store_outbox import OutboxTable
 
 BUSY_TIMEOUT_S = 10.0
 """How long a write waits for another process's write lock before failing."""
@@ -113,18 +114,7 @@ class RunSummary:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
-class OutboxEntry:
-    """One queued MQTT message (``Store.outbox_peek``); ``topic`` is below the node's root."""
-
-    id: int
-    topic: str
-    payload: bytes
-    retain: bool
-    created_unix_ns: int
-
-
-class Store:
+class Store(OutboxTable):
     """An open results store: ``Store.open(path)``, best used as a context manager.
 
     Methods raise ``StoreError`` when the database fails, a run is unknown or stored data does
@@ -323,52 +313,6 @@ class Store:
         shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
         msg = f"store {self.path}: run id prefix {prefix!r} is ambiguous ({shown})"
         raise InputError(msg, hint="give more characters of the run id")
-
-    # -- the MQTT outbox (policy and payloads: infergy.exporters.outbox) ------------------------
-
-    def outbox_append(
-        self, messages: Sequence[tuple[str, bytes, bool]], *, max_entries: int
-    ) -> list[int | None]:
-        """Queue ``(topic, payload, retain)`` messages in one transaction; their ids, in order.
-
-        A retained message replaces the queued ones of its topic (a retained topic holds only
-        its latest value). A non-retained one is refused (``None``) while ``max_entries``
-        non-retained messages are queued: the oldest are kept.
-        """
-        ids: list[int | None] = []
-        now_ns = time.time_ns()
-        with self._op("queue outbox messages"), self._transaction():
-            for topic, payload, retain in messages:
-                if retain:
-                    sql = "DELETE FROM outbox WHERE topic = ? AND retain = 1"
-                    self._conn.execute(sql, (topic,))
-                else:
-                    sql = "SELECT count(*) FROM outbox WHERE retain = 0"
-                    if self._conn.execute(sql).fetchone()[0] >= max_entries:
-                        ids.append(None)
-                        continue
-                sql = (
-                    "INSERT INTO outbox (topic, payload, retain, created_unix_ns) VALUES (?,?,?,?)"
-                )
-                ids.append(self._conn.execute(sql, (topic, payload, int(retain), now_ns)).lastrowid)
-        return ids
-
-    def outbox_peek(self, limit: int) -> list[OutboxEntry]:
-        """The ``limit`` oldest queued messages, oldest first (they stay queued)."""
-        sql = "SELECT id, topic, payload, retain, created_unix_ns FROM outbox ORDER BY id LIMIT ?"
-        with self._op("read the outbox"):
-            rows = self._conn.execute(sql, (limit,)).fetchall()
-        return [OutboxEntry(i, t, bytes(p), bool(r), c) for i, t, p, r, c in rows]
-
-    def outbox_delete(self, ids: Sequence[int]) -> None:
-        """Remove delivered messages (unknown ids are ignored), in one transaction."""
-        with self._op("delete delivered outbox messages"), self._transaction():
-            self._conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-
-    def outbox_count(self) -> int:
-        """How many messages are queued."""
-        with self._op("count the outbox"):
-            return int(self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     @contextmanager
     def _op(self, action: str) -> Iterator[None]:

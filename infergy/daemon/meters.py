@@ -13,18 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import tempfile
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from infergy.config import Settings
 from infergy.core.analysis import SourceInput
 from infergy.core.clock import OffsetEstimate
 from infergy.core.trace import Trace
+from infergy.daemon.sim_devices import (
+    EMULATED_INTERVAL_MS,
+    ActivityMean,
+    Emulated,
+    open_emulated,
+)
 from infergy.errors import ConfigError, InfergyError
 from infergy.meters.base import DEFAULT_CAPACITY, Meter, SessionClock, SourceInfo
 from infergy.meters.gpu_sim import SimulatedGpu
@@ -32,55 +35,10 @@ from infergy.meters.nvml import NvmlMeter
 from infergy.meters.nvml_probe import NvmlMeterConfig
 from infergy.meters.ptd import PtdMeter
 from infergy.meters.rapl import RaplMeter, probe_rapl
-from infergy.ptd_bridge.analyzers.specs import device_type
-from infergy.ptd_bridge.bridge import BridgeConfig
 from infergy.ptd_bridge.emulator import AnalyzerEmulator
-from infergy.ptd_bridge.server import PtdBridge
-from infergy.ptd_bridge.watts_profile import WattsProfile
 
 FOLLOW_PERIOD_S = 0.02
 """Simulated devices follow the load's mean activity over this period."""
-EMULATED_INTERVAL_MS = 100
-"""The emulated analyzer updates at 10 Hz (a WT310's fastest documented rate)."""
-_EMULATED_DEVICE = {"wt310": 49, "wt310e": 49, "wt333e": 49, "wt210": 8}
-"""PTDaemon device type numbers of the emulated models."""
-
-
-class _ActivityMean:
-    """The exact time-average of a piecewise-constant activity since the last take."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._value = 0.0
-        self._since_ns = self._taken_ns = time.monotonic_ns()
-        self._integral = 0.0  # activity x ns since the last take
-
-    def set(self, value: float) -> None:
-        now = time.monotonic_ns()
-        with self._lock:
-            self._integral += self._value * (now - self._since_ns)
-            self._value, self._since_ns = value, now
-
-    def take_mean(self) -> float:
-        now = time.monotonic_ns()
-        with self._lock:
-            total = self._integral + self._value * (now - self._since_ns)
-            span = now - self._taken_ns
-            self._integral, self._since_ns, self._taken_ns = 0.0, now, now
-        return total / span if span > 0 else self._value
-
-
-@dataclass
-class _Emulated:
-    """The in-process emulated analyzer: emulator on a pty + PTD bridge on loopback."""
-
-    emulator: AnalyzerEmulator
-    bridge: PtdBridge
-    tmp: tempfile.TemporaryDirectory[str]
-    console: TextIO
-    idle_w: float
-    busy_w: float
-    scripted: bool
 
 
 @dataclass
@@ -95,13 +53,13 @@ class MeterSet:
     notes: list[str] = field(default_factory=list)
     simulated: set[str] = field(default_factory=set)
     """Source names whose readings are simulated (they say so in the result)."""
-    _emulated: _Emulated | None = None
+    _emulated: Emulated | None = None
     _emulator: AnalyzerEmulator | None = None
     _in_flight_saturation: int = 1
     capacity: int = DEFAULT_CAPACITY
     """Samples kept per source."""
     _sim_gpus: list[SimulatedGpu] = field(default_factory=list)
-    _activity: _ActivityMean = field(default_factory=_ActivityMean)
+    _activity: ActivityMean = field(default_factory=ActivityMean)
     _follower: threading.Thread | None = None
     _follow_stop: threading.Event = field(default_factory=threading.Event)
 
@@ -209,44 +167,21 @@ class MeterSet:
         return meter
 
     async def _open_emulated(self, settings: Settings) -> None:
-        em = settings.meters.emulator
-        profile = WattsProfile.from_csv(em.profile) if em.profile is not None else None
-        tmp = tempfile.TemporaryDirectory(prefix="infergy-emu-")
-        emulator = AnalyzerEmulator(
-            em.model, profile=profile, watts=em.idle_w, noise=em.noise,
-            rate_s=EMULATED_INTERVAL_MS / 1000, link=Path(tmp.name) / "ttyEMU0",
-        )  # fmt: skip
-        emulator.start()
-        config = BridgeConfig(
-            device_type(_EMULATED_DEVICE[em.model]), emulator.path,
-            interval_ms=EMULATED_INTERVAL_MS, reply_timeout_s=0.5, connect_timeout_s=5,
-            backoff_max_s=0.5,
-        )  # fmt: skip
-        # The bridge talks to its console like PTDaemon does: into a file, not our stdout.
-        console = (Path(tmp.name) / "bridge-console.txt").open("w", encoding="utf-8")
-        bridge = PtdBridge(config, port=0, host="127.0.0.1", console=console, clock=self.clock)
-        try:
-            await bridge.__aenter__()
-        except BaseException:
-            emulator.stop()
-            console.close()
-            tmp.cleanup()
-            raise
-        self._emulator = emulator
+        emulated = await open_emulated(settings, self.clock)
+        self._emulator = emulated.emulator
+        self._emulated = emulated
         self._start_follower()
-        self._emulated = _Emulated(
-            emulator, bridge, tmp, console, em.idle_w, em.busy_w, profile is not None
-        )
         meter = PtdMeter(
-            clock=self.clock, port=bridge.port, interval_ms=EMULATED_INTERVAL_MS,
+            clock=self.clock, port=emulated.bridge.port, interval_ms=EMULATED_INTERVAL_MS,
             mark="infergy-sim", connect_timeout_s=10.0, capacity=self.capacity,
         )  # fmt: skip
         self.meters.append(meter)
         self.simulated.add(meter.source)
-        what = "a scripted power profile" if profile is not None else "the workload's activity"
+        what = "a scripted power profile" if emulated.scripted else "the workload's activity"
+        model = settings.meters.emulator.model.upper()
         self.notes.append(
-            f"{meter.source}: SIMULATED wall power: an emulated {em.model.upper()} following "
-            f"{what} (no analyzer is configured); not a measurement"
+            f"{meter.source}: SIMULATED wall power: an emulated {model} following {what} "
+            "(no analyzer is configured); not a measurement"
         )
 
     # -- while running -------------------------------------------------------------------------

@@ -95,7 +95,11 @@ def test_broker_killed_mid_drain_and_restarted_loses_nothing(tmp_path: Path) -> 
                     pub.enqueue_result(result(i, pad=500))
                 async with background(pub.run()):
                     await until(lambda: len(sub.run_ids()) >= 100, what="the drain to start")
-                    broker.kill()
+                    # SIGTERM: mosquitto saves its sessions and exits mid-drain. (After a
+                    # SIGKILL it may lose messages it acknowledged but had not yet written to
+                    # disk: MQTT's delivery guarantee ends at the broker's PUBACK, and under CI
+                    # load that window is wide enough to make the test flaky.)
+                    broker.stop()
                     pending_at_kill = outbox.pending()
                     assert pending_at_kill > 0, "the kill came after the drain ended"
                     for i in range(n_before, n_before + n_during):

@@ -41,10 +41,12 @@ def gpu_provenance(meter_set: MeterSet) -> list[dict[str, Any]]:
     if nvml is None:
         return []
     out = []
+    versions = nvml.versions() or {}
     for source, ident in nvml.gpus.items():
         entry: dict[str, Any] = {"source": source, **asdict(ident)}
         ctx = nvml.context(source)
         entry["context"] = None if ctx is None else asdict(ctx)
-        entry["driver_version"] = getattr(nvml, "driver_version", None)
+        entry["driver_version"] = versions.get("driver")
+        entry["cuda_driver_version"] = versions.get("cuda_driver")
         out.append(entry)
     return out

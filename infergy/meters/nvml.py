@@ -205,6 +205,16 @@ class NvmlMeter:
         """Each GPU's identity by its source name (``gpu0`` -> index, UUID, name...)."""
         return {s.source: s.gpu.identity for s in self._samplers}
 
+    def versions(self) -> dict[str, str] | None:
+        """Driver, NVML and CUDA driver versions (None for simulated or injected GPUs)."""
+        if self._library is None:
+            return None
+        try:
+            v = self._library.versions()
+        except GpuError:
+            return None
+        return {"driver": v.driver, "nvml": v.nvml, "cuda_driver": v.cuda_driver}
+
     def context(self, gpu: str) -> GpuContext | None:
         """The latest context of one GPU (``gpu0``), or None before the first read."""
         return self._sampler(gpu).latest_context

@@ -63,7 +63,15 @@ def test_sigint_during_the_measured_run_stores_an_aborted_run(tmp_path: Path) ->
         seen.append(line)
         if "measured run" in line or time.monotonic() > deadline:
             break
-    time.sleep(8.0)  # LoadGen first generates its schedule (seconds), then issues
+    # LoadGen first generates its schedule (seconds on a slow machine), then issues: wait until
+    # the runner has recorded a few hundred measured queries (32-byte records, flushed often)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        records = list((tmp_path / "out").glob("*/runner/queries-run.bin"))
+        if records and records[0].stat().st_size >= 300 * 32:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     text = "".join(seen) + out

@@ -15,6 +15,7 @@ import pytest
 from infergy.config import Settings
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.session import Session
+from infergy.daemon.session_types import QuietObserver
 from infergy.store import Store
 from tests.fake_runner import FakeRunner
 
@@ -88,13 +89,21 @@ def test_session_analyzer_energy_matches_the_scripted_profile(tmp_path: Path) ->
 def test_session_unplug_mid_run_is_degraded_with_the_gap_listed(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
 
+    phases: list[str] = []
+
+    class Phases(QuietObserver):
+        def phase(self, name: str, duration_s: float | None) -> None:
+            phases.append(name)
+
     async def scenario() -> tuple[Session, dict]:
-        session = Session("s2", _spec(duration=4.0), settings, runners=FakeRunner.open)
+        session = Session(
+            "s2", _spec(duration=4.0), settings, runners=FakeRunner.open, observer=Phases()
+        )
         task = asyncio.create_task(session.run())
-        while session.meter_set is None or session.meter_set.emulator is None:
+        while "run" not in phases:
             await asyncio.sleep(0.01)
-        # idle 1 s + warm-up 1 s, then 1.5 s into the run: pull the plug for 1.2 s
-        await asyncio.sleep(3.8)
+        await asyncio.sleep(1.0)  # 1 s into the 4-s run: pull the plug for 1.2 s
+        assert session.meter_set is not None and session.meter_set.emulator is not None
         session.meter_set.emulator.unplug(1.2)
         outcome = await task
         return session, outcome.result
@@ -110,13 +119,21 @@ def test_session_unplug_mid_run_is_degraded_with_the_gap_listed(tmp_path: Path) 
 def test_session_cancelled_mid_run_stores_an_aborted_result(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     with Store.open(settings.store.path) as store:  # type: ignore[arg-type]
+        phases: list[str] = []
+
+        class Phases(QuietObserver):
+            def phase(self, name: str, duration_s: float | None) -> None:
+                phases.append(name)
 
         async def scenario() -> Session:
             session = Session(
-                "s3", _spec(duration=30.0), settings, store=store, runners=FakeRunner.open
-            )
+                "s3", _spec(duration=30.0), settings, store=store, runners=FakeRunner.open,
+                observer=Phases(),
+            )  # fmt: skip
             task = asyncio.create_task(session.run())
-            await asyncio.sleep(4.0)
+            while "run" not in phases:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.5)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import platform
-import socket
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from infergy import __version__
 from infergy.config import Settings
 from infergy.core.analysis import AnalysisOptions, Workload, analyze
 from infergy.core.trace import NS_PER_S, QueryLog, Window
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.meters import MeterSet
-from infergy.daemon.provenance import gpu_provenance, software_versions
+from infergy.daemon.provenance import gpu_provenance
+from infergy.daemon.session_result import bare_result, result_identity
 from infergy.daemon.session_types import (
     EXIT_DEGRADED,
     EXIT_FAILED,
@@ -292,35 +290,15 @@ class Session:
                 self.observer.progress(0, 0, elapsed, watts)
 
     def _identity(self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet) -> dict[str, Any]:
-        software = software_versions()
-        if self.runner is not None:
-            with contextlib.suppress(InfergyError):
-                software["workload"] = self.runner.describe()
-        devices = [f"gpu{i}" for i in cfg.gpus] if cfg.gpus else ["cpu"]
-        return {
-            "run_id": self.run_id,
-            "backend": cfg.backend,
-            "model": cfg.model,
-            "precision": cfg.precision,
-            "batch_size": cfg.batch_size,
-            "devices": devices,
-            "host": socket.gethostname(),
-            "provenance": {
-                "infergy_version": __version__,
-                "command": "run",
-                "job": self.spec.model_dump(mode="json"),
-                "config": self.settings.dump_masked(),
-                "software": software,
-                "platform": platform.platform(),
-                "gpus": st.gpus_start,
-                "gpus_at_end": gpu_provenance(meter_set),
-                "meters": meter_set.describe(),
-                "session_clock": {"wall0_ns": st.clock.wall0_ns, "mono0_ns": st.clock.mono0_ns},
-                "idle_window": None
-                if st.idle is None
-                else {"start_unix_ns": st.idle.start_ns, "end_unix_ns": st.idle.end_ns},
-            },
-        }
+        return result_identity(
+            self.run_id,
+            spec=self.spec,
+            settings=self.settings,
+            runner=self.runner,
+            st=st,
+            cfg=cfg,
+            meter_set=meter_set,
+        )
 
     def _analyze(
         self,
@@ -379,32 +357,9 @@ class Session:
     ) -> SessionOutcome:
         """A result without figures (nothing analysed yet, or nothing could be), traces kept."""
         traces = {s.name: s.trace for s in meter_set.source_inputs(self._since_ns(st))}
-        now = st.clock.now_ns()
         identity = self._identity(st, cfg, meter_set)
-        result: dict[str, Any] = {
-            "schema_version": 1,
-            "run_id": self.run_id,
-            "status": status,
-            "problems": list(meter_set.notes) + st.notes,
-            "scenario": cfg.scenario.value,
-            **{k: identity[k] for k in ("backend", "model", "precision", "batch_size")},
-            "devices": identity["devices"],
-            "host": identity["host"],
-            "window": {
-                "start_unix_ns": st.started_ns,
-                "end_unix_ns": now,
-                "duration_s": (now - st.started_ns) / NS_PER_S,
-            },
-            "performance": {
-                "queries": 0 if partial is None else len(partial),
-                "samples": None,
-                "samples_per_second": None,
-                "latency_ms": None,
-            },
-            "power": {},
-            "efficiency": {},
-            "provenance": identity["provenance"],
-        }
+        problems = list(meter_set.notes) + st.notes
+        result = bare_result(identity, st, cfg, partial, status=status, problems=problems)
         return SessionOutcome(result, traces, partial)
 
     def _finish(self, outcome: SessionOutcome, out_dir: Path, loadgen_dir: Path | None) -> None:

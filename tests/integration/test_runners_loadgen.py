@@ -78,7 +78,16 @@ def test_multi_stream(tmp_path: Path) -> None:
 
 def test_server(tmp_path: Path) -> None:
     out, desc, extra = asyncio.run(
-        _run(tmp_path, Scenario.SERVER, batch_size=4, target_qps=300.0, batching_timeout_ms=1.0)
+        # a generous latency bound: this checks the harness, and a loaded 2-core CI machine
+        # can miss a tight p99 bound (LoadGen then says INVALID: "Reduce target QPS")
+        _run(
+            tmp_path,
+            Scenario.SERVER,
+            batch_size=4,
+            target_qps=300.0,
+            batching_timeout_ms=1.0,
+            target_latency_ms=250.0,
+        )
     )
     _common(out, desc, extra, tmp_path)
     _edges_ok(out)

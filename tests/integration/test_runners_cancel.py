@@ -70,15 +70,14 @@ def test_event_loop_stays_responsive_during_a_run(tmp_path: Path) -> None:
             tmp_path / "out",
             on_in_flight=counts.append,
         )
-        lag = 0.0
+        lags: list[float] = []
         stop = asyncio.Event()
 
         async def ticker() -> None:
-            nonlocal lag
             while not stop.is_set():
                 t = time.monotonic()
                 await asyncio.sleep(0.005)
-                lag = max(lag, time.monotonic() - t - 0.005)
+                lags.append(time.monotonic() - t - 0.005)
 
         try:
             await wl.warmup(0.5)
@@ -89,10 +88,13 @@ def test_event_loop_stays_responsive_during_a_run(tmp_path: Path) -> None:
         finally:
             await wl.aclose()
         assert len(out.queries) > 0 and counts
-        return lag
+        return lags
 
-    lag = asyncio.run(scenario())
-    assert lag < 0.020, f"event loop lagged {lag * 1000:.1f} ms"
+    lags = asyncio.run(scenario())
+    # Work on the loop would lag it again and again; a loaded CI VM alone adds rare hiccups.
+    p99 = float(np.percentile(lags, 99))
+    assert p99 < 0.020, f"event loop lagged {p99 * 1000:.1f} ms (p99), max {max(lags) * 1e3:.1f}"
+    assert max(lags) < 0.2
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,10 @@ from typing import Any
 
 from infergy.errors import ModelError, PlanMismatchError, WorkloadError
 
-TRT_MODULES = ("tensorrt", "tensorrt_lean")
-"""The full package (builder + runtime) first, then the lean runtime (runtime only)."""
+TRT_MODULES = ("tensorrt", "tensorrt_lean", "tensorrt_lean_bindings")
+"""The full package (builder + runtime) first, then the lean runtime (runtime only): the
+``tensorrt-lean`` meta-package's ``tensorrt_lean``, or ``tensorrt_lean_bindings`` when only
+the ``tensorrt-lean-cu13-{libs,bindings}`` wheels are installed (found on a GPU machine)."""
 
 
 @dataclass(frozen=True)

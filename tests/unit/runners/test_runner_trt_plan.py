@@ -82,5 +82,5 @@ def test_import_errors_are_infergy_errors(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_find_trt_module_sees_what_is_installed() -> None:
     found = trt_plan.find_trt_module()
-    expected = next((m for m in ("tensorrt", "tensorrt_lean") if importlib.util.find_spec(m)), None)
+    expected = next((m for m in trt_plan.TRT_MODULES if importlib.util.find_spec(m)), None)
     assert found == expected

@@ -39,6 +39,7 @@ from infergy.meters.gpu import GpuDevice
 from infergy.meters.nvml_device import NvmlLibrary, NvmlVersions
 from infergy.meters.nvml_probe import NvmlMeterConfig, probe_gpu
 from infergy.meters.rapl import DEFAULT_ROOT, probe_rapl
+from infergy.runners.backends.trt_plan import find_trt_module
 
 SERIAL_PATTERNS = ("ttyUSB*", "ttyACM*", "usbtmc*")
 _STYLE = {"ok": "green", "missing": "yellow", "none": "dim", "warn": "yellow", "error": "red"}
@@ -229,7 +230,7 @@ def _child_json(code: str, timeout_s: float = 120.0) -> dict[str, Any]:
 
 def check_tensorrt() -> Check:
     """TensorRT (the lean runtime first): importable, and its version."""
-    module = next((m for m in ("tensorrt_lean", "tensorrt") if importlib.util.find_spec(m)), None)
+    module = find_trt_module()
     if module is None:
         return Check("tensorrt", "missing", "TensorRT not installed",
                      "pip install 'infergy[tensorrt]' (needs an NVIDIA driver)")  # fmt: skip

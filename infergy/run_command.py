@@ -25,7 +25,8 @@ from infergy.console_progress import ConsoleObserver
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.session import Session
 from infergy.daemon.session_types import QuietObserver, SessionObserver, SessionOutcome
-from infergy.errors import InputError
+from infergy.errors import InfergyError, InputError
+from infergy.meters.nvml_device import NvmlLibrary
 from infergy.recordings import new_run_id
 from infergy.store import Store, default_store_path
 
@@ -41,16 +42,11 @@ _EPILOG = (
 
 
 def _gpu_present() -> bool:
-    """Whether NVML sees a GPU (cheap, read-only)."""
+    """Whether NVML sees a visible GPU (cheap, read-only)."""
     try:
-        import pynvml  # noqa: PLC0415
-
-        pynvml.nvmlInit()
-        try:
-            return bool(pynvml.nvmlDeviceGetCount() > 0)
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
+        with NvmlLibrary() as nvml:
+            return bool(nvml.visible_gpus()[0])
+    except InfergyError:
         return False
 
 

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from infergy.config import Settings
 from infergy.core.analysis import SourceInput
 from infergy.core.clock import OffsetEstimate
@@ -356,9 +358,8 @@ def _automatic(settings: Settings) -> list[str]:
 
 def _recent_watts(trace: Trace) -> float | None:
     """Mean power of a short trace (counter: energy delta over time)."""
-    t, v = trace.t_ns, trace.values
-    ok = v == v  # noqa: PLR0124 (NaN check without numpy's warnings)
-    t, v = t[ok], v[ok]
+    ok = np.isfinite(trace.values)
+    t, v = trace.t_ns[ok], trace.values[ok]
     if t.size == 0:
         return None
     if trace.semantics.value == "counter":

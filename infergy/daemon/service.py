@@ -32,6 +32,7 @@ from infergy.daemon.meters import MeterSet
 from infergy.daemon.notify import Notifier
 from infergy.daemon.scheduler import Job, JobScheduler
 from infergy.daemon.session import Session, SessionOutcome
+from infergy.daemon.session_types import unwrapped
 from infergy.errors import ConfigError, InfergyError, JobError
 from infergy.exporters.outbox import Outbox
 from infergy.exporters.prometheus import build_registry, render_metrics
@@ -153,27 +154,27 @@ class Service:
                 result_lookup=self._lookup,
             )
             listening = asyncio.Event()
-            with contextlib.suppress(_StopError), self._signals():
-                try:
-                    async with asyncio.TaskGroup() as tg:
-                        for m in meters.meters:
-                            tg.create_task(m.run(), name=f"meter[{m.name}]")
-                        tg.create_task(telemetry.run(), name="telemetry")
-                        tg.create_task(scheduler.run(), name="scheduler")
-                        tg.create_task(
-                            serve_http(
-                                app, s.serve.host, s.serve.port,
-                                token_set=token is not None, listening=listening,
-                            ),
-                            name="http",
-                        )  # fmt: skip
-                        tg.create_task(self.notifier.watchdog(), name="watchdog")
-                        if self.mqtt is not None:
-                            tg.create_task(self.mqtt.run(), name="mqtt")
-                        tg.create_task(self._lifecycle(listening), name="lifecycle")
-                        tg.create_task(self._restart_analyzers(), name="ptd-restarts")
-                except BaseExceptionGroup as group:
-                    _raise_first(group)
+            with self._signals():
+                async with (
+                    unwrapped(ignore=(_StopError, asyncio.CancelledError)),
+                    asyncio.TaskGroup() as tg,
+                ):
+                    for m in meters.meters:
+                        tg.create_task(m.run(), name=f"meter[{m.name}]")
+                    tg.create_task(telemetry.run(), name="telemetry")
+                    tg.create_task(scheduler.run(), name="scheduler")
+                    tg.create_task(
+                        serve_http(
+                            app, s.serve.host, s.serve.port,
+                            token_set=token is not None, listening=listening,
+                        ),
+                        name="http",
+                    )  # fmt: skip
+                    tg.create_task(self.notifier.watchdog(), name="watchdog")
+                    if self.mqtt is not None:
+                        tg.create_task(self.mqtt.run(), name="mqtt")
+                    tg.create_task(self._lifecycle(listening), name="lifecycle")
+                    tg.create_task(self._restart_analyzers(), name="ptd-restarts")
         finally:
             await meters.stop_analyzers()
             await meters.aclose()
@@ -264,7 +265,7 @@ class Service:
         assert self.meter_set is not None and self.telemetry is not None
         available = {m.name for m in self.meter_set.meters}
         wanted = {"ptd" if m.startswith("ptd://") else m for m in spec.meter}
-        missing = sorted(wanted - available - {"sim"} - ({"ptd"} if "ptd" in available else set()))
+        missing = sorted(wanted - available - {"sim"})
         if missing:
             msg = f"this service does not sample {', '.join(missing)}"
             raise JobError(msg, hint=f"it samples: {', '.join(sorted(available))}")
@@ -334,19 +335,3 @@ def _rooted(settings: Settings, env: Mapping[str, str]) -> Settings:
     state = settings.serve.state_dir_or_default(env)
     output = settings.output.model_copy(update={"dir": state / out})
     return settings.model_copy(update={"output": output})
-
-
-def _raise_first(group: BaseExceptionGroup[BaseException]) -> None:
-    """End quietly on ``_StopError``; otherwise re-raise the first real error as itself."""
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        e = stack.pop()
-        if isinstance(e, BaseExceptionGroup):
-            stack.extend(e.exceptions)
-        else:
-            leaves.append(e)
-    errors = [e for e in leaves if not isinstance(e, _StopError | asyncio.CancelledError)]
-    if errors:
-        first = next((e for e in errors if isinstance(e, InfergyError)), errors[0])
-        raise first from None

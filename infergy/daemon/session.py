@@ -32,9 +32,10 @@ from infergy.daemon.session_types import (
     SessionObserver,
     SessionOutcome,
     _State,
-    _unwrapped,
+    unwrapped,
 )
 from infergy.errors import AnalysisError, InfergyError
+from infergy.exporters.files import write_run_files
 from infergy.meters.base import SessionClock
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
@@ -130,7 +131,7 @@ class Session:
         try:
             for note in meter_set.notes:
                 self.observer.note(note)
-            async with _unwrapped(), asyncio.TaskGroup() as tg:
+            async with unwrapped(), asyncio.TaskGroup() as tg:
                 own = meter_set.meters if shared is None else []
                 tasks = [tg.create_task(m.run(), name=f"meter[{m.name}]") for m in own]
                 if self.store is not None and self.checkpoint_s > 0:
@@ -249,9 +250,8 @@ class Session:
         backend = spec.backend or "onnxruntime"
         gpus = spec.gpus
         if gpus is None and meter_set is not None:
-            nvml = meter_set.nvml()
-            gpus = tuple(g.index for g in nvml.gpus.values()) if nvml is not None else (0,)
-            gpus = tuple(range(len(gpus)))  # CUDA ordinals of the visible GPUs
+            nvml = meter_set.nvml()  # CUDA ordinals of the metered (visible) GPUs
+            gpus = tuple(range(len(nvml.gpus))) if nvml is not None else (0,)
         return WorkloadConfig(
             backend=backend,
             model=spec.model,
@@ -366,8 +366,6 @@ class Session:
         """Persist: store, then files and plots, then the extra sinks. Failures become problems."""
         if self.store is not None:
             self.store.save_run(outcome.result, outcome.traces, outcome.queries)
-        from infergy.exporters.files import write_run_files  # noqa: PLC0415 (keeps imports light)
-
         try:
             outcome.files = write_run_files(
                 out_dir.parent, outcome.result, outcome.traces, outcome.queries, loadgen_dir

@@ -86,14 +86,19 @@ class _State:
 
 
 @contextlib.asynccontextmanager
-async def _unwrapped() -> AsyncIterator[None]:
-    """Re-raise a TaskGroup's error as itself: callers expect ``InfergyError``, not a group."""
+async def unwrapped(ignore: tuple[type[BaseException], ...] = ()) -> AsyncIterator[None]:
+    """Re-raise a TaskGroup's error as itself: callers expect ``InfergyError``, not a group.
+
+    The first ``InfergyError`` among the group's leaves wins, else the first leaf; leaves of
+    the ``ignore`` types are dropped, and a group of nothing else ends quietly.
+    """
     try:
         yield
     except BaseExceptionGroup as group:
-        errors = list(_leaves(group))
-        first = next((e for e in errors if isinstance(e, InfergyError)), errors[0])
-        raise first from None
+        errors = [e for e in _leaves(group) if not isinstance(e, ignore)]
+        if errors:
+            first = next((e for e in errors if isinstance(e, InfergyError)), errors[0])
+            raise first from None
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:

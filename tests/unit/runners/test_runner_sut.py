@@ -217,3 +217,40 @@ def test_abandon_completes_what_is_pending_at_once_without_running_it() -> None:
     assert r[:, 2].sum() == ran  # only what ran is recorded
     assert rec.status.read() == (0, len(r), ran)  # nothing left in flight
     assert sut.abandon() == 0 and sut.pool.take_all() == []
+
+
+def test_deferred_completion_reports_every_sample_off_the_worker() -> None:
+    """Offline: the worker records and moves on; a completer thread tells LoadGen."""
+    backend = FakeBackend(call_s=0.001)
+    rec, done = QueryRecorder(StatusBoard()), Done()
+    done.expect = 500
+    threads: set[str] = set()
+
+    def complete(ids: Sequence[int]) -> None:
+        threads.add(threading.current_thread().name)
+        done(ids)
+
+    sut = Sut([backend], workers_per_device=2, recorder=rec, complete=complete, pooled=True,
+              batching_timeout_ns=0, max_batch=16, defer_complete=True)  # fmt: skip
+    sut.issue(list(range(500)))
+    assert done.all.wait(5)
+    sut.close()
+    assert threads == {"infergy-completer"}
+    assert sorted(done.ids) == list(range(500))  # each exactly once
+    assert rec.records()[:, 2].sum() == 500 and sut.alive_threads == 0
+
+
+def test_deferred_completion_failure_is_caught_and_close_still_joins() -> None:
+    def bad_complete(ids: Sequence[int]) -> None:
+        raise ValueError("lg gone")
+
+    sut = Sut([FakeBackend()], workers_per_device=1, recorder=QueryRecorder(StatusBoard()),
+              complete=bad_complete, pooled=True, batching_timeout_ns=0, max_batch=4,
+              defer_complete=True)  # fmt: skip
+    sut.issue(list(range(10)))
+    deadline = time.monotonic() + 5
+    while sut.failure.count < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    sut.close()
+    assert sut.failure.count == 3 and "lg gone" in (sut.failure.first or "")
+    assert sut.alive_threads == 0

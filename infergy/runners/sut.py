@@ -207,23 +207,29 @@ class Sut:
             self.recorder.issued(len(ids))
             if self.pooled:
                 self.pool.put(ids, issue_ns)
-            else:
-                self._inline(ids, issue_ns)
+                return
+            slot, done_ns = self._inline(ids)
         except BaseException as err:
             self.failure.add("issue", err)
             self._complete_safely(ids)
+            return
+        # LoadGen first: its latency clock stops in this call; our record already has done_ns.
+        self._complete_safely(ids)
+        try:
+            self.recorder.completed(issue_ns, done_ns, len(ids), slot)
+        except BaseException as err:
+            self.failure.add("record", err)
 
     def flush(self) -> None:
         """``flush_queries``: nothing is held back beyond the batching timeout."""
 
-    def _inline(self, ids: Sequence[int], issue_ns: int) -> None:
+    def _inline(self, ids: Sequence[int]) -> tuple[int, int]:
+        """Runs the query on the next device; returns (slot, completion ns)."""
         slot = next(self._turn)
         backend = self.backends[slot]
         for lo in range(0, len(ids), self.max_batch):
             backend.infer(min(self.max_batch, len(ids) - lo), 0)
-        done_ns = time.monotonic_ns()
-        self.recorder.completed(issue_ns, done_ns, len(ids), slot)
-        self.complete(ids)
+        return slot, time.monotonic_ns()
 
     def abandon(self) -> int:
         """Complete every pending sample at once without running it; returns how many.

@@ -88,3 +88,36 @@ def test_resolve_model_errors(
     with pytest.raises(ModelError, match=needle) as err:
         resolve_model(backend, str(p))
     assert err.value.exit_code == 2 and err.value.hint
+
+
+class _StopError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("preset", [None, "/elsewhere"])
+def test_torch_compile_cache_dir_is_set_before_torch_is_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str | None
+) -> None:
+    """Inductor writes its default cache dir into the environment the first time anything asks
+    (on the H100 an eager model build did): ours must be in place before torch is imported,
+    and a directory the user set must win."""
+    import infergy.runners.backends.torch_backend as tb  # noqa: PLC0415 (torch-free until load)
+
+    if preset is None:
+        monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    else:
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", preset)
+    seen: list[str | None] = []
+
+    def fake_import() -> None:
+        import os  # noqa: PLC0415
+
+        seen.append(os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
+        raise _StopError
+
+    monkeypatch.setattr(tb, "import_torch", fake_import)
+    cfg = WorkloadConfig(backend="torch", precision="fp16", gpus=(0,), compile=True,
+                         cache_dir=tmp_path)  # fmt: skip
+    with pytest.raises(_StopError):
+        tb.TorchBackend(cfg, resolve_model("torch", "resnet50"), 0).load()
+    assert seen == [preset or str(tmp_path / "torchinductor")]

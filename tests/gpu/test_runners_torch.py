@@ -85,6 +85,26 @@ def test_cuda_graph_and_eager_paths(tmp_path: Path) -> None:
     eager.close()
 
 
+def test_resnet50_server_batches_poisson_arrivals(tmp_path: Path) -> None:
+    """Server at a target under capacity: VALID, arrivals batched, latency bound met."""
+    cfg = _cfg(tmp_path, batch_size=32, scenario=Scenario.SERVER, target_qps=2000.0,
+               workers_per_device=2, batching_timeout_ms=2.0)  # fmt: skip
+    out, _ = _run(tmp_path, cfg)
+    assert out.validity == "VALID", out.problems
+    q = out.queries
+    assert np.all(q.samples == 1)  # a Server query is one sample, recorded per sample
+    issued_s = (int(q.issue_ns.max()) - int(q.issue_ns.min())) / 1e9
+    assert 1500 < len(q.issue_ns) / issued_s < 2500  # LoadGen's Poisson arrivals at ~2000/s
+    assert out.loadgen["latency_ns"]["p99"] < 15_000_000  # ResNet-50 Server bound: 15 ms
+
+
+def test_resnet50_multi_stream(tmp_path: Path) -> None:
+    out, _ = _run(tmp_path, _cfg(tmp_path, batch_size=8, scenario=Scenario.MULTI_STREAM))
+    assert out.validity == "VALID", out.problems
+    q = out.queries
+    assert np.all(q.samples == 8) and np.all(q.issue_ns[1:] >= q.complete_ns[:-1])
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_two_gpus_share_the_offline_load(tmp_path: Path) -> None:
     out, _ = _run(tmp_path, _cfg(tmp_path, batch_size=64, gpus=(0, 1)))

@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from infergy.core.trace import Semantics, Trace
+from infergy.errors import MeterError
 
 DEFAULT_CAPACITY = 1 << 20
 """Samples kept per source: ~5.8 h at 50 Hz; older samples are dropped first (and counted)."""
@@ -284,3 +285,32 @@ class Meter(Protocol):
     def health(self) -> Mapping[str, MeterHealth]:
         """Health per source name."""
         ...
+
+
+class OneSourceMeter:
+    """The data-out half shared by meters with one buffered source (sim, replay).
+
+    Subclasses set ``name`` (used in errors), ``source``, ``_buffer`` and ``_health``.
+    """
+
+    name: str
+    source: str
+    _buffer: RingBuffer
+    _health: MeterHealth
+
+    def samples_after(
+        self, source: str, after_ns: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """(t_ns, values) of the samples with ``t_ns > after_ns`` (no full-buffer copy)."""
+        self._check(source)
+        return self._buffer.after(after_ns)
+
+    def _check(self, source: str) -> None:
+        if source != self.source:
+            msg = f"the {self.name} meter has no source {source!r} (it has: {self.source})"
+            raise MeterError(msg)
+
+    def health(self) -> Mapping[str, MeterHealth]:
+        """Health of the one source."""
+        self._health.dropped = self._buffer.dropped
+        return {self.source: self._health}

@@ -175,14 +175,10 @@ class NvmlMeter:
         Values are what :meth:`snapshot` holds (the counter in J, NaN marking a lost GPU).
         """
         sampler = self._sampler(source)
-        # The sampler owns its buffers; it has no accessor of its own yet (nvml_sampler.py is
-        # at the module size limit), so read them here, the way GpuSampler.trace does.
-        spec = sampler._specs.get(source)
-        if spec is None:
-            known = ", ".join(self._by_source) or "none"
-            msg = f"the NVML meter has no source {source!r} (it has: {known})"
-            raise MeterError(msg)
-        return sampler._buffers[spec.buffer].after(after_ns)
+        try:
+            return sampler.samples_after(source, after_ns)
+        except KeyError:
+            raise self._unknown(source) from None
 
     def health(self) -> dict[str, MeterHealth]:
         """Health per source."""
@@ -231,7 +227,9 @@ class NvmlMeter:
             (s for s in self._samplers if s.source == source), None
         )
         if sampler is None:
-            known = ", ".join(self._by_source) or "none"
-            msg = f"the NVML meter has no source {source!r} (it has: {known})"
-            raise MeterError(msg)
+            raise self._unknown(source)
         return sampler
+
+    def _unknown(self, source: str) -> MeterError:
+        known = ", ".join(self._by_source) or "none"
+        return MeterError(f"the NVML meter has no source {source!r} (it has: {known})")

@@ -1,8 +1,8 @@
 """One GPU's sampling for the NVML meter: what is read, how often, how it is time-stamped.
 
 Per GPU, one asyncio task schedules the reads and one dedicated worker thread makes them (NVML
-calls block: an energy-counter read takes ~3 ms of CPU on an H100), so the event loop never
-waits on NVML and one slow GPU never delays another. Each tick reads the signals that are due:
+calls block), so the event loop never waits on NVML and one slow GPU never delays another. Each
+tick reads the signals that are due:
 
 - ``counter``: ``nvmlDeviceGetTotalEnergyConsumption`` (mJ -> J) once per update period of the
   counter (measured at open; ``counter_poll_factor`` reads every n-th), mid-way between its
@@ -126,6 +126,10 @@ class GpuSampler:
             spec.semantics, spec.nominal_period_ns, start_ns, end_ns
         )
 
+    def samples_after(self, source: str, after_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        """(t_ns, values) of one source with ``t_ns > after_ns`` (KeyError: not this GPU's)."""
+        return self._buffers[self._specs[source].buffer].after(after_ns)
+
     def health(self) -> dict[str, MeterHealth]:
         """Health per source (a source sharing a buffer shares its health)."""
         out = {}
@@ -136,8 +140,7 @@ class GpuSampler:
 
     def context_arrays(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(t_ns, values) of one context series (see :data:`CONTEXT_METRICS`)."""
-        t, v, _u = self._context[metric].arrays()
-        return t, v
+        return self._context[metric].arrays()[:2]
 
     def close(self) -> None:
         """Stop the worker thread (a call still inside NVML finishes on its own)."""
@@ -205,10 +208,8 @@ class GpuSampler:
         return (t_ns - self._clock.wall0_ns + self._clock.mono0_ns) / 1e9
 
     def _counter_due(self) -> float:
-        interval_ns = 1e9 * max(
-            self._counter.phase_period_ns / 1e9 * self._config.counter_poll_factor,
-            self._config.counter_min_interval_s,
-        )
+        period_s = self._counter.phase_period_ns / 1e9 * self._config.counter_poll_factor
+        interval_ns = 1e9 * max(period_s, self._config.counter_min_interval_s)
         return self._mono_s(self._counter.next_read_ns(self._clock.now_ns(), interval_ns))
 
     def _resync_due(self, after_s: float) -> float:

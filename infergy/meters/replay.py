@@ -13,18 +13,23 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Mapping
 
 import numpy as np
-import numpy.typing as npt
 
 from infergy.core.trace import Semantics, Trace
-from infergy.errors import InputError, MeterError
+from infergy.errors import InputError
 from infergy.formats import LoadedSource, load_power_source
-from infergy.meters.base import DEFAULT_CAPACITY, MeterHealth, RingBuffer, SessionClock, SourceInfo
+from infergy.meters.base import (
+    DEFAULT_CAPACITY,
+    MeterHealth,
+    OneSourceMeter,
+    RingBuffer,
+    SessionClock,
+    SourceInfo,
+)
 
 
-class ReplayMeter:
+class ReplayMeter(OneSourceMeter):
     """Plays one recorded trace back in (accelerated) real time; implements ``Meter``.
 
     Args:
@@ -126,20 +131,3 @@ class ReplayMeter:
         """The samples played so far, on the session clock."""
         self._check(source)
         return self._buffer.trace(self.recording.trace.semantics, self._period_ns, start_ns, end_ns)
-
-    def samples_after(
-        self, source: str, after_ns: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """(t_ns, values) of the played samples with ``t_ns > after_ns`` (no full copy)."""
-        self._check(source)
-        return self._buffer.after(after_ns)
-
-    def _check(self, source: str) -> None:
-        if source != self.source:
-            msg = f"the replay meter has no source {source!r} (it has: {self.source})"
-            raise MeterError(msg)
-
-    def health(self) -> Mapping[str, MeterHealth]:
-        """Health of the one source (down once the recording ended)."""
-        self._health.dropped = self._buffer.dropped
-        return {self.source: self._health}

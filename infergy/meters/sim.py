@@ -15,15 +15,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from infergy.core.trace import NS_PER_S, Semantics, Trace
-from infergy.errors import ConfigError, MeterError
-from infergy.meters.base import DEFAULT_CAPACITY, MeterHealth, RingBuffer, SessionClock, SourceInfo
+from infergy.errors import ConfigError
+from infergy.meters.base import (
+    DEFAULT_CAPACITY,
+    MeterHealth,
+    OneSourceMeter,
+    RingBuffer,
+    SessionClock,
+    SourceInfo,
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class PowerModel:
             raise ConfigError(msg, hint="need 0 <= idle_w <= busy_w, period_s > 0, noise >= 0")
 
 
-class SimMeter:
+class SimMeter(OneSourceMeter):
     """A simulated power source; implements :class:`~infergy.meters.base.Meter`.
 
     Args:
@@ -150,20 +155,3 @@ class SimMeter:
         self._check(source)
         period_ns = round(self.model.period_s * NS_PER_S)
         return self._buffer.trace(Semantics.INTERVAL_MEAN, period_ns, start_ns, end_ns)
-
-    def samples_after(
-        self, source: str, after_ns: int
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-        """(t_ns, values) of the samples with ``t_ns > after_ns`` (no full-buffer copy)."""
-        self._check(source)
-        return self._buffer.after(after_ns)
-
-    def _check(self, source: str) -> None:
-        if source != self.source:
-            msg = f"the simulated meter has no source {source!r} (it has: {self.source})"
-            raise MeterError(msg)
-
-    def health(self) -> Mapping[str, MeterHealth]:
-        """Health of the one source."""
-        self._health.dropped = self._buffer.dropped
-        return {self.source: self._health}

@@ -20,12 +20,11 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 
 import numpy as np
 import numpy.typing as npt
 
-from infergy.core.trace import F64, I64, NS_PER_S, Semantics, Trace
+from infergy.core.trace import F64, I64, Semantics, Trace
 from infergy.errors import InputError
 from infergy.formats._common import (
     median_spacing_ns,
@@ -33,16 +32,34 @@ from infergy.formats._common import (
     read_text_file,
     skipped_problem,
 )
+from infergy.formats.ptd_time import NS_PER_MS, format_ptd_time, parse_ptd_time
 
-NS_PER_MS = 1_000_000
+__all__ = [
+    "INVALID_ABOVE",
+    "NOTSET",
+    "NS_PER_MS",
+    "STATUS_LEVELS",
+    "PtdChannel",
+    "PtdLog",
+    "PtdStatus",
+    "Reading",
+    "format_console_line",
+    "format_multichannel_sample_line",
+    "format_ptd_time",
+    "format_sample_line",
+    "format_status_line",
+    "load_ptd_log",
+    "looks_like_ptd",
+    "parse_ptd_log",
+    "parse_ptd_time",
+]
+
 INVALID_ABOVE = 9.9e37
 """Yokogawa encodes overrange as 9.9E+37 and no data as 9.91E+37: anything this large is invalid."""
 STATUS_LEVELS = ("NOTICE", "WARNING", "ERROR")
 NOTSET = "notset"
 
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _TS = r"\d{2}-\d{2}-\d{4} \d{2}:\d{2}:\d{2}(?:\.\d{1,9})?"
-_TS_RE = re.compile(r"(\d{2})-(\d{2})-(\d{4}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?")
 _CONSOLE_RE = re.compile(rf"^({_TS})(?=[,:])")
 _DATEISH_RE = re.compile(r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 _CHANNEL_RE = re.compile(r"Ch\d+")
@@ -56,47 +73,6 @@ _GROUP_LABELS = ("Watts", "Volts", "Amps", "PF")
 
 Reading = tuple[float, float, float, float]
 """One channel's (watts, volts, amps, pf) as written."""
-
-
-def parse_ptd_time(text: str) -> int:
-    """Parse a PTD/LoadGen timestamp ``MM-DD-YYYY HH:MM:SS.fff`` (UTC) to int ns since the epoch.
-
-    Raises:
-        InputError: the text is not such a timestamp (a day-first date is named as such).
-    """
-    m = _TS_RE.fullmatch(text.strip())
-    if m is None:
-        msg = f"not a PTD timestamp (MM-DD-YYYY HH:MM:SS.fff): {text!r}"
-        raise InputError(msg)
-    month, day, year, hh, mm, ss = (int(g) for g in m.groups()[:6])
-    try:
-        if hh > 23 or mm > 59 or ss > 59:
-            raise ValueError
-        days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
-    except ValueError:
-        why = " (day first? PTD writes the month first)" if month > 12 and day <= 12 else ""
-        msg = f"invalid PTD timestamp {text.strip()!r}{why}"
-        raise InputError(msg) from None
-    frac_ns = int((m.group(7) or "").ljust(9, "0"))
-    return ((days * 86_400 + hh * 3_600 + mm * 60 + ss) * NS_PER_S) + frac_ns
-
-
-def format_ptd_time(t_ns: int) -> str:
-    """Format int ns since the epoch as ``MM-DD-YYYY HH:MM:SS.fff`` (UTC), dropping sub-ms digits.
-
-    The inverse of :func:`parse_ptd_time` at millisecond precision (sub-ms is floored).
-    """
-    ms = int(t_ns) // NS_PER_MS
-    s, frac_ms = divmod(ms, 1000)
-    days, sod = divmod(s, 86_400)
-    try:
-        d = date.fromordinal(days + _EPOCH_ORDINAL)
-    except (ValueError, OverflowError):
-        msg = f"timestamp {t_ns} ns is outside the years 1-9999"
-        raise InputError(msg) from None
-    hh, rem = divmod(sod, 3_600)
-    mi, ss = divmod(rem, 60)
-    return f"{d.month:02d}-{d.day:02d}-{d.year:04d} {hh:02d}:{mi:02d}:{ss:02d}.{frac_ms:03d}"
 
 
 @dataclass(frozen=True)

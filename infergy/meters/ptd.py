@@ -11,7 +11,8 @@ gaps, never zeros.
 MLPerf's two passes are methods a session calls: :meth:`PtdMeter.ranging` (autorange,
 ``<mark>_ranging``), :meth:`PtdMeter.testing` (voltage range at the largest volts seen,
 current range at 1.1x the largest amps seen, ``<mark>_testing``) and :meth:`PtdMeter.stop`
-(which restores the ranges found at connection, as power-dev does).
+(which restores the ranges found at connection, as power-dev does); they live in
+:mod:`infergy.meters.ptd_passes`, a mixin, and the meter keeps the largest volts and amps seen.
 
 Clock offset (PTD has no time command). Each estimate is one exchange: drain with ``RL``, time
 a non-waiting ``R*`` (round trip ``q``), then send ``RL,1``, which waits for the next sample
@@ -40,21 +41,17 @@ import numpy.typing as npt
 
 from infergy.core.clock import MIN_EXCHANGES, OffsetEstimate, offset_by_bracketing
 from infergy.core.trace import Semantics, Trace
-from infergy.errors import (
-    AnalyzerConnectionError,
-    AnalyzerProtocolError,
-    AnalyzerRangeError,
-    MeterError,
-)
+from infergy.errors import AnalyzerConnectionError, AnalyzerProtocolError, MeterError
 from infergy.meters.base import DEFAULT_CAPACITY, MeterHealth, RingBuffer, SessionClock, SourceInfo
 from infergy.meters.ptd_client import HALF_MS_NS, Exchange, PtdConnection, bracket, parse_samples
+from infergy.meters.ptd_passes import MlperfPasses
 from infergy.ptd_bridge import protocol as p
 from infergy.ptd_bridge.analyzers.specs import Accuracy, accuracy_for_driver
 
 _NO_OFFSET = OffsetEstimate(0, 0, "none", accepted=False, reason="not estimated yet")
 
 
-class PtdMeter:
+class PtdMeter(MlperfPasses):
     """Wall power from a PTD server; implements :class:`~infergy.meters.base.Meter`.
 
     Args:
@@ -219,6 +216,11 @@ class PtdMeter:
         for h in self._health.values():
             h.up = True
 
+    async def wait_connected(self, timeout_s: float | None = None) -> None:
+        """Wait until the meter is connected (for sessions that start it and go on)."""
+        async with asyncio.timeout(timeout_s or self.connect_timeout_s + 5):
+            await self._connected.wait()
+
     async def _disconnect(self) -> None:
         self._connected.clear()
         conn, self._conn = self._conn, None
@@ -315,94 +317,3 @@ class PtdMeter:
                 est.offset_ns, est.uncertainty_ns + HALF_MS_NS, "bracketing", est.accepted,
                 reason=est.reason,
             )  # fmt: skip
-
-    # -- MLPerf's ranging and testing passes ----------------------------------------------------
-
-    async def wait_connected(self, timeout_s: float | None = None) -> None:
-        """Wait until the meter is connected (for sessions that start it and go on)."""
-        async with asyncio.timeout(timeout_s or self.connect_timeout_s + 5):
-            await self._connected.wait()
-
-    async def ranging(self) -> None:
-        """Start the ranging pass: autorange on both quantities, ``Go`` with ``<mark>_ranging``.
-
-        Raises:
-            AnalyzerError: the server refused, or the connection dropped meanwhile (the meter
-                reconnects by itself; the pass can be started again).
-        """
-        await self.wait_connected()
-        await self.poll()
-        await self._stop_measurement()
-        await self.poll()  # what came before the stop is not part of the ranging pass
-        for quantity in ("V", "A"):
-            await self._set_range(quantity, None)
-        self._ranging_max = [0.0, 0.0]
-        self.phase = "ranging"
-        await self._go()
-
-    async def testing(self, *, current_margin: float = 1.1) -> tuple[float, float]:
-        """End ranging, fix the ranges from what it saw, start the testing pass.
-
-        The voltage range is set at the largest volts seen, the current range at
-        ``current_margin`` times the largest amps seen (MLPerf's rule).
-
-        Returns:
-            The (volts, amps) asked for with ``SR``.
-
-        Raises:
-            AnalyzerRangeError: no valid ranging sample, or the server refused the ranges.
-            AnalyzerConnectionError: the connection dropped meanwhile.
-        """
-        await self.wait_connected()
-        await self.poll()
-        await self._stop_measurement()
-        await self.poll()
-        volts, amps = self._ranging_max
-        if volts <= 0 or amps <= 0:
-            msg = "no valid sample in the ranging pass: cannot choose the testing ranges"
-            raise AnalyzerRangeError(msg, hint="run ranging() long enough for a few samples")
-        amps *= current_margin
-        await self._set_range("V", volts)
-        await self._set_range("A", amps)
-        self.testing_ranges = (volts, amps)
-        self.phase = "testing"
-        await self._go()
-        return volts, amps
-
-    async def stop(self) -> None:
-        """End the measurement (reading everything first) and restore the initial ranges."""
-        await self.wait_connected()
-        await self.poll()
-        await self._stop_measurement()
-        await self.poll()
-        conn = self._session()
-        self.summaries = {
-            "watts": await conn.request("Watts"),
-            "uncertainty": await conn.request("Uncertainty"),
-        }
-        self.phase = None
-        init = self.initial_ranges
-        if init is not None:  # power-dev's rule: a fixed range if one was set, else Auto
-            volts = init.volts_range_v if init.volts_auto == 0 and init.volts_range_v > 0 else None
-            amps = init.amps_range_a if init.amps_auto == 0 and init.amps_range_a > 0 else None
-            await self._set_range("V", volts)
-            await self._set_range("A", amps)
-
-    async def restart_measurement(self) -> None:
-        """``Stop`` then ``Go`` again, ranges unchanged (bounds the PTD server's state).
-
-        A long-running service does this now and then: a PTD server keeps every sample of a
-        measurement until the next ``Go``.
-        """
-        await self.poll()
-        await self._stop_measurement()
-        await self.poll()
-        await self._go()
-
-    async def _stop_measurement(self) -> None:
-        await self._session().stop()
-
-    async def _set_range(self, quantity: str, value: float | None) -> None:
-        conn = self._session()
-        await conn.set_range(quantity, value)
-        self._ranges = await conn.read_ranges()

@@ -1,4 +1,4 @@
-"""Building blocks of the MQTT publisher: topic names, health, backoff, TLS, power payloads.
+"""Building blocks of the MQTT publisher: topic names, health, TLS, power payloads.
 
 Kept apart from :mod:`infergy.exporters.mqtt` so each stays small; import them from there.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import ssl
 import time
 from collections.abc import Mapping
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from infergy.config import MqttSettings
 from infergy.errors import ConfigError
 
-__all__ = ["Backoff", "MqttHealth", "MqttTopics", "power_payload", "tls_context"]
+__all__ = ["MqttHealth", "MqttTopics", "power_payload", "tls_context"]
 
 
 @dataclass(frozen=True)
@@ -70,29 +69,6 @@ class MqttHealth:
     outbox_refused_total: int
     """Results not queued because the outbox was full (see ``Outbox``)."""
     last_error: str | None
-
-
-class Backoff:
-    """Exponential delays with jitter: ``min_s * 2**n``, capped at ``max_s``, times U(0.5, 1).
-
-    The jitter spreads the reconnects of many nodes after a broker restart; the lower half is
-    kept so that a down broker is not hammered.
-    """
-
-    def __init__(self, min_s: float, max_s: float, rng: random.Random | None = None) -> None:
-        self._min_s, self._max_s = min_s, max_s
-        self._rng = rng or random.Random()  # jitter, not cryptography
-        self._failures = 0
-
-    def next_delay_s(self) -> float:
-        """The delay before the next attempt; each call counts one more failure."""
-        base = min(self._max_s, self._min_s * 2.0 ** min(self._failures, 60))
-        self._failures += 1
-        return self._rng.uniform(base / 2, base)
-
-    def reset(self) -> None:
-        """Back to the minimum delay (after a stable connection)."""
-        self._failures = 0
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:

@@ -33,7 +33,6 @@ import dataclasses
 import functools
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,6 +40,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from infergy.core.backoff import Backoff
 from infergy.core.trace import Trace
 from infergy.errors import GpuError, GpuLostError, GpuNotSupportedError, GpuPermissionError
 from infergy.meters.base import MeterHealth, RingBuffer, SessionClock, SourceInfo
@@ -239,13 +239,11 @@ class GpuSampler:
         return await future
 
     async def _recover(self) -> None:
-        delay_s, attempt = self._config.recovery_initial_s, 0
+        backoff = Backoff(self._config.recovery_initial_s, self._config.recovery_max_s)
         while True:
-            await asyncio.sleep(delay_s * random.uniform(0.8, 1.2))  # jitter, not crypto
-            attempt += 1
-            if await self._call(self._reconnect, attempt):
+            await asyncio.sleep(backoff.next_delay_s())
+            if await self._call(self._reconnect, backoff.failures):
                 return
-            delay_s = min(2 * delay_s, self._config.recovery_max_s)
 
     # -- in the worker thread ----------------------------------------------------------------
 

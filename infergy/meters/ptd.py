@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
 
+from infergy.core.backoff import Backoff
 from infergy.core.clock import MIN_EXCHANGES, OffsetEstimate, offset_by_bracketing
 from infergy.core.trace import Semantics, Trace
 from infergy.errors import AnalyzerConnectionError, AnalyzerProtocolError, MeterError
@@ -175,7 +175,7 @@ class PtdMeter(MlperfPasses):
             AnalyzerProtocolError: the first server reached is not a PTD server.
         """
         first = True
-        attempt = 0
+        backoff = Backoff(0.1, self.backoff_max_s)
         lost_at: int | None = None
         try:
             while True:
@@ -184,7 +184,8 @@ class PtdMeter(MlperfPasses):
                     if lost_at is not None:
                         self.connection_gaps.append((lost_at, self._clock.now_ns()))
                         lost_at = None
-                    first, attempt = False, 0
+                    first = False
+                    backoff.reset()
                     await self._poll_forever()
                 except (AnalyzerConnectionError, AnalyzerProtocolError) as err:
                     if first:  # misconfigured or absent: the session should know at once
@@ -192,9 +193,7 @@ class PtdMeter(MlperfPasses):
                     self._mark_down("connection", str(err))
                     lost_at = lost_at or self._clock.now_ns()
                     await self._disconnect()
-                    cap = min(self.backoff_max_s, 0.1 * 2**attempt)
-                    await asyncio.sleep(cap * random.uniform(0.5, 1.0))
-                    attempt += 1
+                    await asyncio.sleep(backoff.next_delay_s())
         finally:
             await self._disconnect()
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from infergy.core.backoff import Backoff
 from infergy.errors import (
     AnalyzerConnectionError,
     AnalyzerError,
@@ -163,7 +163,7 @@ class Bridge:
         self.out.console(f"Attempting to connect to measurement device type {dt.number}...")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.connect_timeout_s
-        attempt = 0
+        backoff = self._backoff()
         while True:
             try:
                 analyzer = await self._open()
@@ -171,11 +171,11 @@ class Bridge:
             except AnalyzerRangeError:
                 raise
             except AnalyzerError as err:
-                if loop.time() + self._backoff(attempt) > deadline:
+                delay_s = backoff.next_delay_s()
+                if loop.time() + delay_s > deadline:
                     self.out.status("ERROR", f"Cannot connect to the analyzer: {err}")
                     raise
-                await asyncio.sleep(self._backoff(attempt))
-                attempt += 1
+                await asyncio.sleep(delay_s)
         idn = f"Analyzer identity response of {len(self.idn)} bytes: {self.idn}"
         self.out.status("NOTICE", idn)
         self.initial_ranges = await self._call(analyzer.read_ranges, timeout_s=self._reply_s)
@@ -304,16 +304,15 @@ class Bridge:
             await self._call(analyzer.close, timeout_s=self._reply_s)
         self.sampler.missed_until(self.clock.now_ns() - self.update_ms * _MS)
 
-    def _backoff(self, attempt: int) -> float:
-        cap = min(self.config.backoff_max_s, 0.2 * 2.0**attempt)
-        return cap * random.uniform(0.5, 1.0)
+    def _backoff(self) -> Backoff:
+        return Backoff(0.2, self.config.backoff_max_s)
 
     async def _reconnect(self) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        attempt = 0
+        backoff = self._backoff()
         while True:
-            end = loop.time() + self._backoff(attempt)
+            end = loop.time() + backoff.next_delay_s()
             while (left := end - loop.time()) > 0:  # keep the cadence: missed samples, live
                 await asyncio.sleep(min(left, self.update_ms / 1000))
                 self.sampler.missed_until(self.clock.now_ns() - self.update_ms * _MS)
@@ -321,7 +320,6 @@ class Bridge:
             try:
                 await self._open()
             except AnalyzerError:
-                attempt += 1
                 continue
             self.stats.reconnects += 1
             self.sampler.rephase()

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from infergy.config import SECRET_MASK, MqttSettings, Settings, load_settings
+from infergy.core.backoff import Backoff
 from infergy.errors import ConfigError
 from infergy.exporters.mqtt import MqttPublisher
-from infergy.exporters.mqtt_support import Backoff, MqttTopics, power_payload, tls_context
+from infergy.exporters.mqtt_support import MqttTopics, power_payload, tls_context
 from infergy.exporters.outbox import Outbox
 from infergy.store import Store
 

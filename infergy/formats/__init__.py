@@ -6,7 +6,8 @@ crash. Parsers take text and do no I/O; each format has a thin ``load_*(path)`` 
 the file (UTF-8, bad bytes replaced) and raises ``InputError`` (one line and a hint) when it cannot.
 
 - :mod:`infergy.formats.ptd`: PTDaemon's sample/status/console lines (``-l`` logs, ``spl.txt``,
-  ``ptd_logs.txt``, ``RL`` replies), its timestamps, and the writers the PTD bridge uses.
+  ``ptd_logs.txt``, ``RL`` replies) and the writers the PTD bridge uses; its timestamps (which
+  LoadGen's power_begin/power_end share) in :mod:`infergy.formats.ptd_time`.
 - :mod:`infergy.formats.loadgen`: MLPerf LoadGen's ``mlperf_log_detail.txt`` (window, scenario,
   results, errors) and ``mlperf_log_summary.txt``.
 - :mod:`infergy.formats.csv`: infergy's CSV contract for traces (``t_ns,watts_instant`` |

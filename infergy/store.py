@@ -8,14 +8,14 @@ forward on open, one transaction per step::
         store.save_run(result, traces, queries)
         latest = store.list_runs(limit=1)[0]
 
-Arrays are stored as zlib of their little-endian bytes, byte-shuffled (byte k of every value
-together), timestamps delta-encoded: regular sampling compresses to almost nothing. Every
-``sqlite3.Error`` leaves this module as a one-line ``StoreError`` with a hint.
+Arrays are stored compressed, timestamps delta-encoded. Every ``sqlite3.Error`` leaves this
+module as a one-line ``StoreError`` with a hint. Beside it: the tables and migrations
+(:mod:`infergy.store_schema`), the array codec (:mod:`infergy.store_codec`), the run listing
+(:mod:`infergy.store_summary`) and the MQTT outbox table (:mod:`infergy.store_outbox`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import sqlite3
@@ -28,42 +28,31 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-import numpy.typing as npt
 
 from infergy.core.trace import QueryLog, Semantics, Trace
 from infergy.errors import InputError, StoreError, TraceError
+from infergy.store_codec import CODEC, delta, pack, unpack
 from infergy.store_outbox import OutboxTable
+from infergy.store_schema import MIGRATIONS, PRAGMAS, SCHEMA_VERSION, user_version
+from infergy.store_summary import RunSummary, summarize
+
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "CODEC",
+    "RUNNING",
+    "SCHEMA_VERSION",
+    "RunSummary",
+    "Store",
+    "check_name",
+    "default_store_path",
+]
 
 BUSY_TIMEOUT_S = 10.0
 """How long a write waits for another process's write lock before failing."""
-CODEC = "zlib-shuffle-delta-1"
-"""Payload encoding of traces and query logs (``_pack``)."""
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HINT_CORRUPT = "the store file is damaged: move it away, or set [store] path to another file"
 _HINT_LIST = "list the stored runs with `infergy runs list`"
-
-# Step i (0-based) runs in one transaction and sets user_version to i + 1. Append, never edit.
-_MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        "CREATE TABLE runs (run_id TEXT PRIMARY KEY NOT NULL, created_unix_ns INTEGER NOT NULL,"
-        " status TEXT NOT NULL, scenario TEXT, model TEXT, backend TEXT,"
-        " result_json TEXT NOT NULL)",
-        "CREATE INDEX runs_by_created ON runs (created_unix_ns)",
-        "CREATE TABLE traces (run_id TEXT NOT NULL REFERENCES runs ON DELETE CASCADE,"
-        " source TEXT NOT NULL, semantics TEXT NOT NULL, nominal_period_ns INTEGER NOT NULL,"
-        " n_samples INTEGER NOT NULL, has_uncertainty INTEGER NOT NULL, codec TEXT NOT NULL,"
-        " payload BLOB NOT NULL, PRIMARY KEY (run_id, source))",
-        "CREATE TABLE queries (run_id TEXT PRIMARY KEY NOT NULL REFERENCES runs ON DELETE CASCADE,"
-        " n INTEGER NOT NULL, codec TEXT NOT NULL, payload BLOB NOT NULL)",
-    ),
-    (  # The MQTT outbox (infergy.exporters.outbox): published at QoS 1 in id order, then deleted.
-        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
-        " payload BLOB NOT NULL, retain INTEGER NOT NULL, created_unix_ns INTEGER NOT NULL)",
-    ),
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-"""The schema version this code writes."""
 
 
 def check_name(kind: str, name: object, max_len: int = 128) -> str:
@@ -93,27 +82,6 @@ def default_store_path(env: Mapping[str, str]) -> Path:
     return home / ".local" / "state" / "infergy" / "infergy.db"
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSummary:
-    """A stored run's identity and headline numbers, ``None`` where absent (``list_runs``)."""
-
-    run_id: str
-    created_unix_ns: int
-    status: str
-    scenario: str | None
-    model: str | None
-    backend: str | None
-    samples_per_second: float | None
-    headline_source: str | None
-    """The source the two efficiency figures below are of: ``ac`` first (``_headline_rank``)."""
-    samples_per_second_per_watt: float | None
-    joules_per_query: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (``infergy runs --json``)."""
-        return dataclasses.asdict(self)
-
-
 class Store(OutboxTable):
     """An open results store: ``Store.open(path)``, best used as a context manager.
 
@@ -141,7 +109,7 @@ class Store(OutboxTable):
         store = cls(conn, path)
         try:
             with store._op("open it"):
-                for pragma in _PRAGMAS:
+                for pragma in PRAGMAS:
                     conn.execute(pragma).fetchall()
                 store._migrate()
         except BaseException:
@@ -201,8 +169,8 @@ class Store(OutboxTable):
                 raise StoreError(msg, hint="run ids are unique: give this run a new id") from None
             self._conn.executemany("INSERT INTO traces VALUES (?,?,?,?,?,?,?,?)", trace_rows)
             if queries is not None:
-                columns = [_delta(queries.issue_ns), queries.latency_ns, queries.samples]
-                row = (run_id, len(queries), CODEC, _pack(columns))
+                columns = [delta(queries.issue_ns), queries.latency_ns, queries.samples]
+                row = (run_id, len(queries), CODEC, pack(columns))
                 self._conn.execute("INSERT INTO queries VALUES (?,?,?,?)", row)
 
     def checkpoint_run(
@@ -262,7 +230,7 @@ class Store(OutboxTable):
         )
         with self._op("list runs"):
             rows = self._conn.execute(sql, (status, limit)).fetchall()
-        return [_summary(row) for row in rows]
+        return [summarize(row) for row in rows]
 
     def get_result(self, run_id: str) -> dict[str, Any]:
         """The stored result object of a run."""
@@ -282,7 +250,7 @@ class Store(OutboxTable):
         with self._op(f"read the traces of run {run_id}"):
             rows = self._conn.execute(sql, (run_id,)).fetchall()
             for source, semantics, period_ns, n, has_u, codec, payload in rows:
-                t_delta, values, *u = _unpack(codec, payload, n, "iff" if has_u else "if")
+                t_delta, values, *u = unpack(codec, payload, n, "iff" if has_u else "if")
                 t_ns = np.cumsum(t_delta)
                 traces[source] = Trace(t_ns, values, Semantics(semantics), period_ns, *u)
         return traces
@@ -295,7 +263,7 @@ class Store(OutboxTable):
             row = self._conn.execute(sql, (run_id,)).fetchone()
             if row is None:
                 return None
-            issue_delta, latency_ns, samples = _unpack(row[1], row[2], row[0], "iii")
+            issue_delta, latency_ns, samples = unpack(row[1], row[2], row[0], "iii")
             issue_ns = np.cumsum(issue_delta)
             return QueryLog(issue_ns, issue_ns + latency_ns, samples)
 
@@ -349,7 +317,7 @@ class Store(OutboxTable):
         return row
 
     def _migrate(self) -> None:
-        while (version := _user_version(self._conn)) != SCHEMA_VERSION:
+        while (version := user_version(self._conn)) != SCHEMA_VERSION:
             if version > SCHEMA_VERSION:
                 msg = (
                     f"store {self.path} has schema version {version}, newer than this"
@@ -357,23 +325,16 @@ class Store(OutboxTable):
                 )
                 raise StoreError(msg, hint="upgrade infergy, or set [store] path elsewhere")
             with self._transaction():
-                if _user_version(self._conn) != version:  # another process migrated meanwhile
+                if user_version(self._conn) != version:  # another process migrated meanwhile
                     continue
-                for statement in _MIGRATIONS[version]:
+                for statement in MIGRATIONS[version]:
                     self._conn.execute(statement)
                 self._conn.execute(f"PRAGMA user_version = {version + 1}")
 
 
 _META = ("scenario", "model", "backend")
-# synchronous=FULL: a committed run survives power loss, not only a crash. (The busy timeout is
-# sqlite3.connect's.)
 RUNNING = "running"
 """The status of a checkpointed run still in progress."""
-_PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON")
-
-
-def _user_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _hint_for(err: sqlite3.Error) -> str:
@@ -385,70 +346,9 @@ def _hint_for(err: sqlite3.Error) -> str:
     return "check that the store's directory is writable and has free space"
 
 
-def _summary(row: tuple[str, int, str, str | None, str | None, str | None, str]) -> RunSummary:
-    try:
-        result = json.loads(row[6])
-    except ValueError:  # a listing shows what it can; get_result reports the damage
-        result = {}
-    efficiency = _section(result, "efficiency")
-    source = min(efficiency, key=_headline_rank, default=None)
-    figures = _section(efficiency, source) if source is not None else {}
-    return RunSummary(
-        *row[:6],  # run_id, created_unix_ns, status, scenario, model, backend
-        samples_per_second=_number(_section(result, "performance"), "samples_per_second"),
-        headline_source=source,
-        samples_per_second_per_watt=_number(figures, "samples_per_second_per_watt"),
-        joules_per_query=_number(figures, "joules_per_query"),
-    )
-
-
-def _headline_rank(source: str) -> tuple[int, str]:
-    """Wall power first (``ac``, ``ac1``...), then the GPU sum, single GPUs, the rest."""
-    order = (r"ac", r"ac\d+", r"gpus", r"gpu\d+")
-    return next((i for i, p in enumerate(order) if re.fullmatch(p, source)), len(order)), source
-
-
-def _section(data: object, key: str) -> dict[str, Any]:
-    value = data.get(key) if isinstance(data, dict) else None
-    return value if isinstance(value, dict) else {}
-
-
-def _number(data: dict[str, Any], key: str) -> float | None:
-    value = data.get(key)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def _trace_row(run_id: str, source: str, trace: Trace) -> tuple[object, ...]:
     check_name("source name", source, 64)
     u = [] if trace.uncertainty is None else [trace.uncertainty]
-    payload = _pack([_delta(trace.t_ns), trace.values, *u])
+    payload = pack([delta(trace.t_ns), trace.values, *u])
     meta = (str(trace.semantics), trace.nominal_period_ns, len(trace), len(u))
     return (run_id, source, *meta, CODEC, payload)
-
-
-def _delta(a: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """First value, then differences (wrapping int64 arithmetic, which ``cumsum`` undoes)."""
-    return np.diff(a, prepend=np.int64(0))
-
-
-def _pack(columns: list[npt.NDArray[Any]]) -> bytes:
-    """Compress 8-byte columns: little-endian, byte-shuffled, concatenated, zlib level 6."""
-    planes = [np.ascontiguousarray(c, dtype=c.dtype.newbyteorder("<")) for c in columns]
-    return zlib.compress(b"".join(p.view(np.uint8).reshape(-1, 8).T.tobytes() for p in planes))
-
-
-def _unpack(codec: str, payload: bytes, n: int, kinds: str) -> list[npt.NDArray[Any]]:
-    """Inverse of ``_pack``: ``n`` values per column, one column per ``kinds`` letter (i/f)."""
-    if codec != CODEC:
-        msg = f"unknown codec {codec!r} (this infergy reads {CODEC!r})"
-        raise ValueError(msg)
-    size = n * 8 * len(kinds)
-    raw = zlib.decompressobj().decompress(payload, size + 1)  # bounded: a bad n cannot balloon
-    if len(raw) != size:
-        msg = f"payload holds {len(raw)} bytes, expected {size}"
-        raise ValueError(msg)
-    planes = np.frombuffer(raw, dtype=np.uint8).reshape(len(kinds), 8, n)
-    return [
-        np.ascontiguousarray(plane.T).view(f"<{kind}8").ravel().astype(f"={kind}8")
-        for plane, kind in zip(planes, kinds, strict=True)
-    ]

@@ -22,6 +22,7 @@ import infergy.store as store_module
 from infergy.core.trace import NS_PER_S, QueryLog, Semantics, Trace
 from infergy.errors import InputError, StoreError
 from infergy.store import SCHEMA_VERSION, Store, default_store_path
+from infergy.store_codec import pack
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_750_000_000 * NS_PER_S
@@ -174,7 +175,7 @@ def test_a_failure_inside_the_transaction_leaves_nothing(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result, traces, queries = make_run(3, n=1_000)
-    real_pack, calls = store_module._pack, []
+    real_pack, calls = pack, []
 
     def failing_pack(columns: Any) -> bytes:
         calls.append(1)
@@ -182,12 +183,12 @@ def test_a_failure_inside_the_transaction_leaves_nothing(
             raise sqlite3.OperationalError("disk I/O error")
         return real_pack(columns)
 
-    monkeypatch.setattr(store_module, "_pack", failing_pack)
+    monkeypatch.setattr(store_module, "pack", failing_pack)  # where store.py looks it up
     with pytest.raises(StoreError, match="cannot save run run-0003: disk I/O error"):
         store.save_run(result, traces, queries)
     assert store.list_runs() == []
     assert store._conn.execute("SELECT count(*) FROM traces").fetchone()[0] == 0
-    monkeypatch.setattr(store_module, "_pack", real_pack)
+    monkeypatch.setattr(store_module, "pack", real_pack)
     store.save_run(result, traces, queries)  # the store is still usable
     assert [r.run_id for r in store.list_runs()] == ["run-0003"]
 

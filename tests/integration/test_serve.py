@@ -171,7 +171,10 @@ def test_sigkill_mid_run_then_restart_marks_it_aborted_and_keeps_the_outbox(
     serve = Serve(tmp_path, broker.port).start()
     broker.stop()  # the broker goes away: results wait in the outbox
     short = serve.submit(JOB)
-    serve.wait_state(short, {"ok"})
+    # Its quality is not what this test is about: on a starved machine the emulated analyzer
+    # misses samples and the run is rightly `degraded`; either way its result must survive.
+    body = serve.wait_state(short, {"ok", "degraded"})
+    short_state = body.get("state", body.get("status"))
     long = serve.submit(JOB | {"duration": 120})
     serve.wait_state(long, {"running"})
     time.sleep(16)  # past the first checkpoint (every 10 s)
@@ -196,7 +199,7 @@ def test_sigkill_mid_run_then_restart_marks_it_aborted_and_keeps_the_outbox(
     serve2, got = asyncio.run(restart())
     try:
         by_id = {g["run_id"]: g for g in got}
-        assert by_id[short]["status"] == "ok"  # the outbox survived the SIGKILL
+        assert by_id[short]["status"] == short_state  # the outbox survived the SIGKILL
         assert by_id[long]["status"] == "aborted"  # and the interrupted run is published
         status, body = serve2.get(f"/v1/runs/{long}")
         assert status == 200 and body["state"] == "aborted", body

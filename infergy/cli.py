@@ -235,7 +235,7 @@ def runs_export(
     run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")],
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder to write the run's files under (default: [output] dir)."),
+        typer.Option(help="Folder to write the run's files under (default: \\[output] dir)."),
     ] = None,
     config: ConfigOpt = None,
 ) -> int:

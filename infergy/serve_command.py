@@ -38,12 +38,12 @@ def serve(
     ] = None,
     listen: Annotated[
         str | None,
-        typer.Option(metavar="HOST:PORT", help="HTTP API address (overrides [serve] listen)."),
+        typer.Option(metavar="HOST:PORT", help="HTTP API address (overrides \\[serve] listen)."),
     ] = None,
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            help="The service's state: the store and results (overrides [serve] state_dir)."
+            help="The service's state: the store and results (overrides \\[serve] state_dir)."
         ),
     ] = None,
 ) -> int:

@@ -12,12 +12,14 @@ Times are seconds; unknown fields are rejected.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from infergy.core.trace import Scenario
 from infergy.errors import InfergyError
+from infergy.runners.types import WorkloadConfig
 
 Backend = Literal["onnxruntime", "torch", "tensorrt"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -61,6 +63,20 @@ class JobSpec(BaseModel):
     """Exit 3 (CLI) / mark the job failed when the result is degraded."""
     calibration_data: Annotated[str, Field(max_length=4096)] | None = None
     """int8 (TensorRT): a directory of .npy batches or one .npz on the measuring host."""
+    workers: Annotated[int, Field(ge=1, le=16)] = 1
+    """Executors per device for Offline/Server (CUDA streams / TensorRT execution contexts)."""
+    cuda_graphs: bool = True
+    """torch/TensorRT: replay CUDA graphs for the fixed batch shapes."""
+    channels_last: bool = True
+    """torch: NHWC memory format for convolution models."""
+    compile: bool = False
+    """torch: ``torch.compile(mode="max-autotune")``; minutes the first time, then cached."""
+    batching_timeout_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    """Server: how long a worker waits to fill a batch after the oldest pending sample."""
+    target_latency_ms: Annotated[float, Field(gt=0, le=60_000)] | None = None
+    """Server latency bound; ``None``: max(15 ms, 3 full batches + the batching timeout)."""
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    """LoadGen's RNG seeds and the input generator's (0 keeps LoadGen's defaults)."""
     label: Annotated[str, Field(max_length=200)] | None = None
     """Free text stored with the result."""
 
@@ -97,11 +113,26 @@ class JobSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _server_needs_qps(self) -> JobSpec:
+    def _consistent(self) -> JobSpec:
         if self.scenario == Scenario.SERVER.value and self.target_qps is None:
             msg = "the server scenario needs target_qps (queries per second to offer)"
             raise ValueError(msg)
+        if self.compile and self.backend not in (None, "torch"):
+            msg = f"compile is a torch option; the backend is {self.backend}"
+            raise ValueError(msg)
         return self
+
+    def workload_config(self, gpus: tuple[int, ...]) -> WorkloadConfig:
+        """The runner's config for this job on ``gpus`` (``()``: the CPU)."""
+        return WorkloadConfig(
+            backend=self.backend or "onnxruntime", model=self.model, precision=self.precision,
+            batch_size=self.batch_size, scenario=self.scenario_enum, duration_s=self.duration,
+            target_qps=self.target_qps, gpus=gpus, seed=self.seed,
+            batching_timeout_ms=self.batching_timeout_ms,
+            target_latency_ms=self.target_latency_ms, workers_per_device=self.workers,
+            cuda_graphs=self.cuda_graphs, channels_last=self.channels_last, compile=self.compile,
+            calibration_data=None if self.calibration_data is None else Path(self.calibration_data),
+        )  # fmt: skip
 
     @property
     def scenario_enum(self) -> Scenario:

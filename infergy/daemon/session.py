@@ -247,22 +247,11 @@ class Session:
     def _workload_config(self, meter_set: MeterSet | None) -> WorkloadConfig:
         """The runner's config; a GPU backend without ``gpus`` takes every metered GPU."""
         spec = self.spec
-        backend = spec.backend or "onnxruntime"
         gpus = spec.gpus
         if gpus is None and meter_set is not None:
             nvml = meter_set.nvml()  # CUDA ordinals of the metered (visible) GPUs
             gpus = tuple(range(len(nvml.gpus))) if nvml is not None else (0,)
-        return WorkloadConfig(
-            backend=backend,
-            model=spec.model,
-            precision=spec.precision,
-            batch_size=spec.batch_size,
-            scenario=spec.scenario_enum,
-            duration_s=spec.duration,
-            target_qps=spec.target_qps,
-            gpus=tuple(gpus or ()),
-            calibration_data=None if spec.calibration_data is None else Path(spec.calibration_data),
-        )
+        return spec.workload_config(tuple(gpus or ()))
 
     def _since_ns(self, st: _State) -> int | None:
         """Where this session's samples start (shared meters hold the service's whole past)."""

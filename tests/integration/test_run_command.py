@@ -88,3 +88,27 @@ def test_sigint_during_the_measured_run_stores_an_aborted_run(tmp_path: Path) ->
     assert queries is not None and len(queries) > 100, text
     assert not any("could not stop the analyzer" in p for p in result["problems"])
     assert json.dumps(result)
+
+
+def test_runner_tuning_flags_reach_the_runner(tmp_path: Path) -> None:
+    """--workers/--seed/--batching-timeout-ms travel flag -> JobSpec -> runner child, recorded."""
+    config = tmp_path / "infergy.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "store.db"}"\n[output]\ndir = "{tmp_path / "out"}"\n'
+        "[meters]\nrapl = false\n",
+        encoding="utf-8",
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "infergy.cli", "run", "--config", str(config),
+           "--backend", "onnxruntime", "--scenario", "server", "--target-qps", "200",
+           "--batch-size", "4", "--duration", "2", "--idle", "0", "--warmup", "1",
+           "--meter", "sim", "--workers", "2", "--seed", "7", "--batching-timeout-ms", "0.5",
+           "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
+                          timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout)
+    job = r["provenance"]["job"]
+    assert (job["workers"], job["seed"], job["batching_timeout_ms"]) == (2, 7, 0.5)
+    assert r["provenance"]["software"]["workload"]["workers_per_device"] == 2
+    assert r["loadgen"]["requested"]["qsl_rng_seed"] == 7

@@ -26,6 +26,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _cli(tmp_path: Path, *args: str) -> tuple[list[str], dict[str, str]]:
+    """``infergy run`` with a config of its own under ``tmp_path`` (store, output, no RAPL)."""
+    config = tmp_path / "infergy.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "store.db"}"\n[output]\ndir = "{tmp_path / "out"}"\n'
+        "[meters]\nrapl = false\n",
+        encoding="utf-8",
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return [sys.executable, "-m", "infergy.cli", "run", "--config", str(config), *args], env
+
+
 def test_a_20_s_cpu_session_matches_the_scripted_profile(tmp_path: Path) -> None:
     profile = "t_s,watts\n0,95\n5,95\n9,210\n14,210\n18,150\n120,150\n"
     settings = _settings(tmp_path, profile)
@@ -44,16 +56,8 @@ def test_a_20_s_cpu_session_matches_the_scripted_profile(tmp_path: Path) -> None
 
 
 def test_sigint_during_the_measured_run_stores_an_aborted_run(tmp_path: Path) -> None:
-    config = tmp_path / "infergy.toml"
-    config.write_text(
-        f'[store]\npath = "{tmp_path / "store.db"}"\n[output]\ndir = "{tmp_path / "out"}"\n'
-        "[meters]\nrapl = false\n",
-        encoding="utf-8",
-    )
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "infergy.cli", "run", "--config", str(config),
-           "--backend", "onnxruntime", "--scenario", "single-stream", "--duration", "20",
-           "--idle", "1", "--warmup", "1", "--meter", "sim"]  # fmt: skip
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--scenario", "single-stream",
+                    "--duration", "20", "--idle", "1", "--warmup", "1", "--meter", "sim")  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             text=True, cwd=tmp_path)  # fmt: skip
     assert proc.stdout is not None
@@ -92,18 +96,10 @@ def test_sigint_during_the_measured_run_stores_an_aborted_run(tmp_path: Path) ->
 
 def test_runner_tuning_flags_reach_the_runner(tmp_path: Path) -> None:
     """--workers/--seed/--batching-timeout-ms travel flag -> JobSpec -> runner child, recorded."""
-    config = tmp_path / "infergy.toml"
-    config.write_text(
-        f'[store]\npath = "{tmp_path / "store.db"}"\n[output]\ndir = "{tmp_path / "out"}"\n'
-        "[meters]\nrapl = false\n",
-        encoding="utf-8",
-    )
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "infergy.cli", "run", "--config", str(config),
-           "--backend", "onnxruntime", "--scenario", "server", "--target-qps", "200",
-           "--batch-size", "4", "--duration", "2", "--idle", "0", "--warmup", "1",
-           "--meter", "sim", "--workers", "2", "--seed", "7", "--batching-timeout-ms", "0.5",
-           "--json"]  # fmt: skip
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--scenario", "server",
+                    "--target-qps", "200", "--batch-size", "4", "--duration", "2", "--idle", "0",
+                    "--warmup", "1", "--meter", "sim", "--workers", "2", "--seed", "7",
+                    "--batching-timeout-ms", "0.5", "--json")  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
                           timeout=120, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

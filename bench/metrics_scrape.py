@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 from aiohttp import web
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import NS_PER_S
 from infergy.exporters.prometheus import build_registry, render_metrics
 from infergy.exporters.telemetry import LiveTelemetry
-from infergy.meters.base import SessionClock
 from infergy.meters.sim import PowerModel, SimMeter
 
 PROMETHEUS_ACCEPT = (

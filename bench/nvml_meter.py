@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _nvml_probes as probes
 import pynvml
 
+from infergy.core.clock import SessionClock
 from infergy.core.energy import window_energy
 from infergy.core.trace import Semantics, Trace, Window
-from infergy.meters.base import SessionClock
 from infergy.meters.nvml import NvmlMeter, NvmlMeterConfig
 from infergy.meters.nvml_device import NvmlLibrary
 

@@ -81,6 +81,10 @@ class AnalyzerConnectionError(AnalyzerError):
     """The analyzer cannot be reached (serial port, TCP) or went away."""
 
 
+class AnalyzerTimeoutError(AnalyzerConnectionError):
+    """The instrument (or a PTD server) did not answer in time (stalled, unplugged, too slow)."""
+
+
 class AnalyzerProtocolError(AnalyzerError):
     """The analyzer answered something that does not parse or is not allowed."""
 

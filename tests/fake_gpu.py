@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infergy.core.clock import SessionClock
 from infergy.errors import GpuLostError, GpuNotSupportedError
-from infergy.meters.base import SessionClock
 from infergy.meters.gpu import FieldReading, GpuIdentity, PowerSamples
 
 

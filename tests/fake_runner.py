@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import QueryLog
-from infergy.meters.base import SessionClock
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
 

@@ -1,4 +1,8 @@
-"""Clock offsets of sources on another host's clock (MEASUREMENT.md, "Clocks across hosts").
+"""The session clock (the one clock policy) and clock offsets of sources on another host's clock.
+
+:class:`SessionClock` is ARCHITECTURE.md's "Time" contract: every sample and query timestamp
+is CLOCK_REALTIME ns derived from monotonic through one pair taken at session start. The rest
+is MEASUREMENT.md, "Clocks across hosts".
 
 Sign convention: ``offset = source clock - host clock``, so ``host time = source time - offset``;
 a source whose clock runs 0.7 s ahead has an offset of +700 ms.
@@ -18,6 +22,7 @@ Two estimators:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +40,30 @@ MIN_PEAK_MARGIN = 0.05
 SIDE_LOBE_S = 1.0
 MIN_OBSERVATIONS = 10
 _MAX_CELLS = 2_000_000
+
+
+class SessionClock:
+    """The one clock policy (ARCHITECTURE.md, "Time"): CLOCK_REALTIME ns derived from monotonic.
+
+    One (wall, monotonic) pair is taken at construction; every timestamp after that is
+    ``wall0 + (monotonic - mono0)``, so an NTP step mid-run cannot tear a trace.
+    """
+
+    def __init__(self, wall_ns: int | None = None, monotonic_ns: int | None = None) -> None:
+        self.wall0_ns = time.time_ns() if wall_ns is None else wall_ns
+        self.mono0_ns = time.monotonic_ns() if monotonic_ns is None else monotonic_ns
+
+    def now_ns(self) -> int:
+        """Now, on the session's realtime scale."""
+        return self.from_monotonic(time.monotonic_ns())
+
+    def from_monotonic(self, monotonic_ns: int) -> int:
+        """A ``time.monotonic_ns()`` reading on the session's realtime scale."""
+        return self.wall0_ns + (monotonic_ns - self.mono0_ns)
+
+    def wall_offset_ns(self) -> int:
+        """How far the system's wall clock is from the session scale now (NTP drift/steps)."""
+        return time.time_ns() - self.now_ns()
 
 
 @dataclass(frozen=True)

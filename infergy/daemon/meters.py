@@ -22,7 +22,7 @@ import numpy as np
 
 from infergy.config import Settings
 from infergy.core.analysis import SourceInput
-from infergy.core.clock import OffsetEstimate
+from infergy.core.clock import OffsetEstimate, SessionClock
 from infergy.core.trace import Trace
 from infergy.daemon.sim_devices import (
     EMULATED_INTERVAL_MS,
@@ -31,7 +31,7 @@ from infergy.daemon.sim_devices import (
     open_emulated,
 )
 from infergy.errors import ConfigError, InfergyError
-from infergy.meters.base import DEFAULT_CAPACITY, Meter, SessionClock, SourceInfo
+from infergy.meters.base import DEFAULT_CAPACITY, Meter, SourceInfo
 from infergy.meters.gpu_sim import SimulatedGpu
 from infergy.meters.nvml import NvmlMeter
 from infergy.meters.nvml_probe import NvmlMeterConfig

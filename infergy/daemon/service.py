@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from infergy import __version__
 from infergy.config import Settings, load_settings
+from infergy.core.clock import SessionClock
 from infergy.daemon.http_api import build_app, serve_http
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.meters import MeterSet
@@ -37,7 +38,6 @@ from infergy.errors import ConfigError, InfergyError, JobError
 from infergy.exporters.outbox import Outbox
 from infergy.exporters.prometheus import build_registry, render_metrics
 from infergy.exporters.telemetry import LiveTelemetry
-from infergy.meters.base import SessionClock
 from infergy.store import Store, default_store_path
 
 logger = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ from typing import Any
 
 from infergy.config import Settings
 from infergy.core.analysis import AnalysisOptions, Workload, analyze
+from infergy.core.clock import SessionClock
 from infergy.core.trace import NS_PER_S, QueryLog, Window
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.meters import MeterSet
@@ -36,7 +37,6 @@ from infergy.daemon.session_types import (
 )
 from infergy.errors import AnalysisError, InfergyError
 from infergy.exporters.files import write_run_files
-from infergy.meters.base import SessionClock
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
 RunnerFactory = Callable[..., Awaitable[Any]]

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import QueryLog, Trace, Window
 from infergy.errors import InfergyError
-from infergy.meters.base import SessionClock
 from infergy.runners.types import Progress, RunOutcome
 
 EXIT_OK, EXIT_FAILED, EXIT_DEGRADED = 0, 1, 3

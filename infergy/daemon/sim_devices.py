@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from infergy.config import Settings
-from infergy.meters.base import SessionClock
+from infergy.core.clock import SessionClock
 from infergy.ptd_bridge.analyzers.specs import device_type
 from infergy.ptd_bridge.bridge import BridgeConfig
 from infergy.ptd_bridge.emulator import AnalyzerEmulator

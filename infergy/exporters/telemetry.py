@@ -34,11 +34,12 @@ import numpy as np
 import numpy.typing as npt
 
 from infergy import __version__
+from infergy.core.clock import SessionClock
 from infergy.core.trace import NS_PER_S
 from infergy.errors import InfergyError
 from infergy.exporters.live_power import LiveSource, split_source
 from infergy.exporters.session_stats import LastSession, SessionStats
-from infergy.meters.base import Meter, MeterHealth, SessionClock, SourceInfo
+from infergy.meters.base import Meter, MeterHealth, SourceInfo
 from infergy.meters.gpu import CLOCK_EVENT_REASONS, GpuContext, GpuIdentity, clock_event_names
 
 logger = logging.getLogger(__name__)

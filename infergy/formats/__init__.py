@@ -8,6 +8,8 @@ the file (UTF-8, bad bytes replaced) and raises ``InputError`` (one line and a h
 - :mod:`infergy.formats.ptd`: PTDaemon's sample/status/console lines (``-l`` logs, ``spl.txt``,
   ``ptd_logs.txt``, ``RL`` replies) and the writers the PTD bridge uses; its timestamps (which
   LoadGen's power_begin/power_end share) in :mod:`infergy.formats.ptd_time`.
+- :mod:`infergy.formats.ptd_protocol`: PTDaemon's TCP dialect (requests, exact reply strings,
+  reply parsers), the one module both the PTD bridge (server) and the ``ptd`` meter (client) use.
 - :mod:`infergy.formats.loadgen`: MLPerf LoadGen's ``mlperf_log_detail.txt`` (window, scenario,
   results, errors) and ``mlperf_log_summary.txt``.
 - :mod:`infergy.formats.csv`: infergy's CSV contract for traces (``t_ns,watts_instant`` |

@@ -1,7 +1,7 @@
 """Power sources -> Traces: NVML (`nvml`), the PTD analyzer client (`ptd`), RAPL, replay, sim.
 
 Every meter implements :class:`infergy.meters.base.Meter`; timestamps come from one
-:class:`infergy.meters.base.SessionClock`.
+:class:`infergy.core.clock.SessionClock`.
 
 - :mod:`infergy.meters.nvml`: ``NvmlMeter``, sources ``gpu<i>`` (energy counter, J),
   ``gpu<i>.samples`` (20-ms driver samples, W) and ``gpu<i>.avg`` (1-s average, W); built on

@@ -2,7 +2,8 @@
 
 A meter owns one or more *sources* (``gpu0``, ``gpu1``, ``ac``, ``cpu``...). It samples them
 while its :meth:`Meter.run` coroutine runs inside the caller's TaskGroup, and appends every
-sample, stamped by the one :class:`SessionClock`, to a bounded :class:`RingBuffer` per source.
+sample, stamped by the one :class:`~infergy.core.clock.SessionClock`, to a bounded
+:class:`RingBuffer` per source.
 Anyone can take a :class:`~infergy.core.trace.Trace` of a source at any time with
 :meth:`Meter.snapshot`; the core analyses those traces. Blocking calls (NVML, serial I/O, sysfs)
 run off the event loop. Failures are counted by kind in :meth:`Meter.health`, never raised
@@ -20,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,30 +34,6 @@ from infergy.errors import MeterError
 
 DEFAULT_CAPACITY = 1 << 20
 """Samples kept per source: ~5.8 h at 50 Hz; older samples are dropped first (and counted)."""
-
-
-class SessionClock:
-    """The one clock policy (ARCHITECTURE.md, "Time"): CLOCK_REALTIME ns derived from monotonic.
-
-    One (wall, monotonic) pair is taken at construction; every timestamp after that is
-    ``wall0 + (monotonic - mono0)``, so an NTP step mid-run cannot tear a trace.
-    """
-
-    def __init__(self, wall_ns: int | None = None, monotonic_ns: int | None = None) -> None:
-        self.wall0_ns = time.time_ns() if wall_ns is None else wall_ns
-        self.mono0_ns = time.monotonic_ns() if monotonic_ns is None else monotonic_ns
-
-    def now_ns(self) -> int:
-        """Now, on the session's realtime scale."""
-        return self.from_monotonic(time.monotonic_ns())
-
-    def from_monotonic(self, monotonic_ns: int) -> int:
-        """A ``time.monotonic_ns()`` reading on the session's realtime scale."""
-        return self.wall0_ns + (monotonic_ns - self.mono0_ns)
-
-    def wall_offset_ns(self) -> int:
-        """How far the system's wall clock is from the session scale now (NTP drift/steps)."""
-        return time.time_ns() - self.now_ns()
 
 
 @dataclass(frozen=True)

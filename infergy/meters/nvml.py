@@ -35,9 +35,10 @@ from types import TracebackType
 import numpy as np
 import numpy.typing as npt
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import Trace
 from infergy.errors import GpuError, MeterError
-from infergy.meters.base import DEFAULT_CAPACITY, MeterHealth, SessionClock, SourceInfo
+from infergy.meters.base import DEFAULT_CAPACITY, MeterHealth, SourceInfo
 from infergy.meters.gpu import GpuContext, GpuDevice, GpuIdentity
 from infergy.meters.nvml_device import NvmlLibrary
 from infergy.meters.nvml_probe import CONTEXT_METRICS, NvmlMeterConfig

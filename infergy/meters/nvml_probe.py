@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import NS_PER_S, Semantics
 from infergy.errors import GpuError, GpuLostError, GpuNotSupportedError, GpuPermissionError
-from infergy.meters.base import SessionClock, SourceInfo
+from infergy.meters.base import SourceInfo
 from infergy.meters.gpu import (
     FieldReading,
     GpuDevice,

@@ -41,9 +41,10 @@ from typing import TypeVar
 import numpy as np
 
 from infergy.core.backoff import Backoff
+from infergy.core.clock import SessionClock
 from infergy.core.trace import Trace
 from infergy.errors import GpuError, GpuLostError, GpuNotSupportedError, GpuPermissionError
-from infergy.meters.base import MeterHealth, RingBuffer, SessionClock, SourceInfo
+from infergy.meters.base import MeterHealth, RingBuffer, SourceInfo
 from infergy.meters.gpu import FieldReading, GpuContext, GpuDevice
 from infergy.meters.nvml_counter import CounterTracker
 from infergy.meters.nvml_probe import (

@@ -38,15 +38,15 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
+from infergy.core.accuracy import Accuracy, accuracy_for_driver
 from infergy.core.backoff import Backoff
-from infergy.core.clock import MIN_EXCHANGES, OffsetEstimate, offset_by_bracketing
+from infergy.core.clock import MIN_EXCHANGES, OffsetEstimate, SessionClock, offset_by_bracketing
 from infergy.core.trace import Semantics, Trace
 from infergy.errors import AnalyzerConnectionError, AnalyzerProtocolError, MeterError
-from infergy.meters.base import DEFAULT_CAPACITY, MeterHealth, RingBuffer, SessionClock, SourceInfo
+from infergy.formats import ptd_protocol as p
+from infergy.meters.base import DEFAULT_CAPACITY, MeterHealth, RingBuffer, SourceInfo
 from infergy.meters.ptd_client import HALF_MS_NS, Exchange, PtdConnection, bracket, parse_samples
 from infergy.meters.ptd_passes import MlperfPasses
-from infergy.ptd_bridge import protocol as p
-from infergy.ptd_bridge.analyzers.specs import Accuracy, accuracy_for_driver
 
 _NO_OFFSET = OffsetEstimate(0, 0, "none", accepted=False, reason="not estimated yet")
 

@@ -14,12 +14,16 @@ import contextlib
 import math
 from dataclasses import dataclass
 
-from infergy.errors import AnalyzerConnectionError, AnalyzerProtocolError, AnalyzerRangeError
+from infergy.core.accuracy import Accuracy
+from infergy.core.clock import SessionClock
+from infergy.errors import (
+    AnalyzerConnectionError,
+    AnalyzerProtocolError,
+    AnalyzerRangeError,
+    AnalyzerTimeoutError,
+)
+from infergy.formats import ptd_protocol as p
 from infergy.formats.ptd import INVALID_ABOVE, parse_ptd_log
-from infergy.meters.base import SessionClock
-from infergy.ptd_bridge import protocol as p
-from infergy.ptd_bridge.analyzers.base import AnalyzerTimeoutError
-from infergy.ptd_bridge.analyzers.specs import Accuracy
 
 MAX_REPLY_LINES = 1_000_000
 HALF_MS_NS = 500_000

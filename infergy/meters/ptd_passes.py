@@ -17,8 +17,8 @@ from __future__ import annotations
 import abc
 
 from infergy.errors import AnalyzerRangeError
+from infergy.formats import ptd_protocol as p
 from infergy.meters.ptd_client import PtdConnection
-from infergy.ptd_bridge import protocol as p
 
 
 class MlperfPasses(abc.ABC):

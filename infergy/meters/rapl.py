@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import NS_PER_S, Semantics, Trace
 from infergy.errors import MeterError
-from infergy.meters.base import DEFAULT_CAPACITY, MeterHealth, RingBuffer, SessionClock, SourceInfo
+from infergy.meters.base import DEFAULT_CAPACITY, MeterHealth, RingBuffer, SourceInfo
 
 DEFAULT_ROOT = Path("/sys/class/powercap")
 _ZONE_DIR = re.compile(r"^intel-rapl:\d+(:\d+)?$")

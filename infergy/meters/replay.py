@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import Semantics, Trace
 from infergy.errors import InputError
 from infergy.formats import LoadedSource, load_power_source
@@ -24,7 +25,6 @@ from infergy.meters.base import (
     MeterHealth,
     OneSourceMeter,
     RingBuffer,
-    SessionClock,
     SourceInfo,
 )
 

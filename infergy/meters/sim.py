@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import NS_PER_S, Semantics, Trace
 from infergy.errors import ConfigError
 from infergy.meters.base import (
@@ -26,7 +27,6 @@ from infergy.meters.base import (
     MeterHealth,
     OneSourceMeter,
     RingBuffer,
-    SessionClock,
     SourceInfo,
 )
 

@@ -9,8 +9,9 @@ MLPerf-compliant submission (MLPerf requires SPEC's PTDaemon, and its checker re
 Parts, bottom up:
 
 - :mod:`.analyzers`: drivers behind one Protocol (Yokogawa WT300/WT300E, WT210, dummy), the
-  models' ranges and accuracy table;
-- :mod:`.protocol`, :mod:`.measurement`: the TCP dialect and RL bookkeeping, pure;
+  models' ranges (their accuracy tables are :mod:`infergy.core.accuracy`);
+- :mod:`infergy.formats.ptd_protocol` (the TCP dialect, shared with the ``ptd`` meter) and
+  :mod:`.measurement` (RL bookkeeping), pure;
 - :mod:`.bridge`: samples the analyzer, keeps measurements, survives faults;
 - :mod:`.server`: the TCP listener; :class:`~.server.PtdBridge` puts it all together;
 - :mod:`.emulator` (+ :mod:`.instrument`, :mod:`.watts_profile`, :mod:`.emulator_control`):

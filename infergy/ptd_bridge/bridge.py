@@ -22,18 +22,19 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from infergy.core.backoff import Backoff
+from infergy.core.clock import SessionClock
 from infergy.errors import (
     AnalyzerConnectionError,
     AnalyzerError,
     AnalyzerProtocolError,
     AnalyzerRangeError,
+    AnalyzerTimeoutError,
 )
-from infergy.meters.base import SessionClock
+from infergy.formats.ptd_protocol import NOTSET, Quantity
 from infergy.ptd_bridge.analyzers import Analyzer, DeviceType, ModelSpec, open_analyzer
-from infergy.ptd_bridge.analyzers.base import AnalyzerTimeoutError, RangeState
+from infergy.ptd_bridge.analyzers.base import RangeState
 from infergy.ptd_bridge.measurement import UNCERTAINTY_LIMIT, Measurement, Sample
 from infergy.ptd_bridge.outputs import BridgeOutputs
-from infergy.ptd_bridge.protocol import NOTSET, Quantity
 from infergy.ptd_bridge.sampling import Sampler, pick_update_ms
 
 T = TypeVar("T")

@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
+from infergy.core.clock import SessionClock
 from infergy.errors import InputError
 from infergy.formats.ptd import format_console_line, format_status_line
-from infergy.meters.base import SessionClock
 
 QUEUE_LINES = 100_000
 

@@ -23,9 +23,9 @@ from types import TracebackType
 from typing import TextIO
 
 from infergy import __version__
+from infergy.core.clock import SessionClock
 from infergy.errors import AnalyzerError, InputError
-from infergy.meters.base import SessionClock
-from infergy.ptd_bridge import protocol as p
+from infergy.formats import ptd_protocol as p
 from infergy.ptd_bridge.analyzers import Analyzer
 from infergy.ptd_bridge.bridge import Bridge, BridgeConfig
 from infergy.ptd_bridge.measurement import BAD, Cursor

@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 
 from infergy import errors
+from infergy.core.clock import SessionClock
 from infergy.core.trace import QueryLog
 from infergy.errors import InfergyError, WorkloadFailedError
-from infergy.meters.base import SessionClock
 from infergy.runners.outcome import backend_problems, build_outcome, query_logs
 from infergy.runners.recorder import StatusBoard, read_records
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig

@@ -24,9 +24,9 @@ import numpy as np
 import pynvml
 import pytest
 
+from infergy.core.clock import SessionClock
 from infergy.core.energy import window_energy
 from infergy.core.trace import Semantics, Window
-from infergy.meters.base import SessionClock
 from infergy.meters.nvml import NvmlMeter
 
 pytestmark = [

@@ -16,8 +16,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("tensorrt")
 pytest.importorskip("mlperf_loadgen")
 
+from infergy.core.clock import SessionClock  # noqa: E402
 from infergy.errors import PlanMismatchError  # noqa: E402
-from infergy.meters.base import SessionClock  # noqa: E402
 from infergy.runners import Workload, WorkloadConfig  # noqa: E402
 from infergy.runners.backends import _onnx_for  # noqa: E402
 from infergy.runners.backends.tensorrt import TensorRTBackend  # noqa: E402

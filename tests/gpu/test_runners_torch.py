@@ -15,9 +15,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 pytest.importorskip("mlperf_loadgen")
 
+from infergy.core.clock import SessionClock  # noqa: E402
 from infergy.core.trace import Scenario  # noqa: E402
 from infergy.errors import DeviceOutOfMemoryError  # noqa: E402
-from infergy.meters.base import SessionClock  # noqa: E402
 from infergy.runners import RunOutcome, Workload, WorkloadConfig  # noqa: E402
 from infergy.runners.backends.torch_backend import TorchBackend  # noqa: E402
 from infergy.runners.models import resolve_model  # noqa: E402

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from infergy.core.clock import SessionClock
 from infergy.exporters.prometheus import build_registry, render_metrics
 from infergy.exporters.telemetry import LiveTelemetry
-from infergy.meters.base import Meter, SessionClock
+from infergy.meters.base import Meter
 from tests.integration.prom_server import free_port
 
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from infergy.meters.base import SessionClock
+from infergy.core.clock import SessionClock
 from infergy.ptd_bridge.analyzers.specs import device_type
 from infergy.ptd_bridge.bridge import BridgeConfig
 from infergy.ptd_bridge.emulator import AnalyzerEmulator

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from infergy.meters.base import SessionClock
+from infergy.core.clock import SessionClock
 from infergy.meters.nvml import NvmlMeter
 from infergy.meters.sim import PowerModel, SimMeter
 from tests.dashboard_exprs import CORE_PANELS, DASHBOARD, check_dashboard, panels

@@ -9,9 +9,10 @@ import socket
 import numpy as np
 import pytest
 
+from infergy.core.clock import SessionClock
 from infergy.core.energy import window_energy
 from infergy.core.trace import Window
-from infergy.meters.base import Meter, SessionClock
+from infergy.meters.base import Meter
 from infergy.meters.ptd import PtdMeter
 from infergy.ptd_bridge.emulator_control import ControlServer
 from infergy.ptd_bridge.watts_profile import WattsProfile

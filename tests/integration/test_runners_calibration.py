@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import Scenario
-from infergy.meters.base import SessionClock
 from infergy.runners import Workload, WorkloadConfig
 from infergy.runners.backends.base import Limits
 from infergy.runners.engine import Engine

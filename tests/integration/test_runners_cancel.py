@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import Scenario
 from infergy.errors import (
     LoadgenSettingsError,
@@ -17,7 +18,6 @@ from infergy.errors import (
     WorkloadError,
     WorkloadFailedError,
 )
-from infergy.meters.base import SessionClock
 from infergy.runners import Workload
 
 from .runner_support import children_of_this_process, pid_alive, runner_threads, tiny_cfg

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import Scenario
-from infergy.meters.base import SessionClock
 from infergy.runners import Progress, RunOutcome, Workload
 
 from .runner_support import children_of_this_process, runner_threads, tiny_cfg

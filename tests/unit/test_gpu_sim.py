@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from infergy.core.clock import SessionClock
 from infergy.core.energy import window_energy
 from infergy.core.trace import Window
-from infergy.meters.base import SessionClock
 from infergy.meters.gpu_sim import SimulatedGpu
 from infergy.meters.nvml import NvmlMeter
 

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infergy.core.clock import OffsetEstimate
+from infergy.core.clock import OffsetEstimate, SessionClock
 from infergy.core.trace import Semantics, Trace
 from infergy.errors import MeterError
 from infergy.exporters.telemetry import IncrementalMeter
-from infergy.meters.base import Meter, RingBuffer, SessionClock
+from infergy.meters.base import Meter, RingBuffer
 from infergy.meters.nvml import NvmlMeter, NvmlMeterConfig
 from infergy.meters.ptd import PtdMeter
 from infergy.meters.rapl import RaplMeter

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infergy.core.clock import SessionClock
 from infergy.core.energy import window_energy
 from infergy.core.trace import Semantics, Window
 from infergy.errors import MeterError
-from infergy.meters.base import Meter, SessionClock
+from infergy.meters.base import Meter
 from infergy.meters.gpu import GpuDevice
 from infergy.meters.nvml import NvmlMeter, NvmlMeterConfig
 from tests.fake_gpu import FakeGpu, SineProfile

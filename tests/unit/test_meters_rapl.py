@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import infergy.meters.rapl as rapl
+from infergy.core.clock import SessionClock
 from infergy.core.energy import window_energy
 from infergy.core.trace import Semantics, Window
 from infergy.errors import MeterError
-from infergy.meters.base import Meter, SessionClock
+from infergy.meters.base import Meter
 from infergy.meters.rapl import RaplMeter, probe_rapl
 
 MAX_UJ = 262_143_328_850  # a real package zone's max_energy_range_uj

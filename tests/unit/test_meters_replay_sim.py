@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infergy.core.clock import SessionClock
 from infergy.core.energy import window_energy
 from infergy.core.trace import Semantics, Trace, Window
 from infergy.errors import ConfigError, InputError, MeterError
-from infergy.meters.base import Meter, SessionClock
+from infergy.meters.base import Meter
 from infergy.meters.replay import ReplayMeter
 from infergy.meters.sim import PowerModel, SimMeter
 

@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import NS_PER_S, Semantics, Trace
 from infergy.exporters.metrics import METRICS
 from infergy.exporters.prometheus import TelemetryCollector, build_registry, render_metrics
 from infergy.exporters.telemetry import LiveTelemetry, Telemetry, TelemetrySource
-from infergy.meters.base import MeterHealth, RingBuffer, SessionClock, SourceInfo
+from infergy.meters.base import MeterHealth, RingBuffer, SourceInfo
 from infergy.meters.nvml import NvmlMeter
 from infergy.meters.sim import PowerModel, SimMeter
 from tests.fake_gpu import FakeGpu

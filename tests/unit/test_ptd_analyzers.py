@@ -8,18 +8,17 @@ from collections import deque
 
 import pytest
 
-from infergy.errors import AnalyzerProtocolError, AnalyzerRangeError, InputError
-from infergy.ptd_bridge.analyzers.base import AnalyzerTimeoutError, parse_number
+from infergy.core.accuracy import WT210_ACCURACY, WT300_ACCURACY, accuracy_for_driver
+from infergy.errors import (
+    AnalyzerProtocolError,
+    AnalyzerRangeError,
+    AnalyzerTimeoutError,
+    InputError,
+)
+from infergy.ptd_bridge.analyzers.base import parse_number
 from infergy.ptd_bridge.analyzers.dummy import DummyAnalyzer
 from infergy.ptd_bridge.analyzers.lines import parse_framing
-from infergy.ptd_bridge.analyzers.specs import (
-    MODELS,
-    WT210_ACCURACY,
-    WT300_ACCURACY,
-    accuracy_for_driver,
-    device_type,
-    model_from_idn,
-)
+from infergy.ptd_bridge.analyzers.specs import MODELS, device_type, model_from_idn
 from infergy.ptd_bridge.analyzers.wt210 import YokogawaWT210
 from infergy.ptd_bridge.analyzers.yokogawa import YokogawaWT300, format_interval
 

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from infergy.errors import AnalyzerProtocolError
-from infergy.ptd_bridge import protocol as p
+from infergy.formats import ptd_protocol as p
 from infergy.ptd_bridge.analyzers.base import ChannelReading
 from infergy.ptd_bridge.measurement import Cursor, Measurement, make_sample, sentinel_sample
 from infergy.ptd_bridge.sampling import Sampler, combine, pick_update_ms

@@ -14,13 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from infergy.errors import AnalyzerError
-from infergy.ptd_bridge.analyzers.base import (
-    Analyzer,
-    AnalyzerTimeoutError,
-    ChannelReading,
-    RangeState,
-    Reading,
-)
+from infergy.ptd_bridge.analyzers.base import Analyzer, ChannelReading, RangeState, Reading
 from infergy.ptd_bridge.analyzers.dummy import DummyAnalyzer
 from infergy.ptd_bridge.analyzers.lines import open_line
 from infergy.ptd_bridge.analyzers.specs import DeviceType, ModelSpec, device_type
@@ -29,7 +23,6 @@ from infergy.ptd_bridge.analyzers.yokogawa import YokogawaWT300
 
 __all__ = [
     "Analyzer",
-    "AnalyzerTimeoutError",
     "ChannelReading",
     "DeviceType",
     "ModelSpec",

@@ -19,15 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from infergy.errors import AnalyzerConnectionError
 from infergy.ptd_bridge.analyzers.specs import ModelSpec
 
 INVALID_ABOVE = 9.9e37
 """Yokogawa's overrange (9.9E+37) and no-data (9.91E+37) codes: anything this large is invalid."""
-
-
-class AnalyzerTimeoutError(AnalyzerConnectionError):
-    """The instrument did not answer in time (stalled, unplugged or too slow)."""
 
 
 @dataclass(frozen=True, slots=True)

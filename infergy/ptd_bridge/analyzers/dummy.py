@@ -9,13 +9,8 @@ from __future__ import annotations
 import threading
 import time
 
-from infergy.errors import AnalyzerRangeError
-from infergy.ptd_bridge.analyzers.base import (
-    AnalyzerTimeoutError,
-    ChannelReading,
-    RangeState,
-    Reading,
-)
+from infergy.errors import AnalyzerRangeError, AnalyzerTimeoutError
+from infergy.ptd_bridge.analyzers.base import ChannelReading, RangeState, Reading
 from infergy.ptd_bridge.analyzers.specs import MODELS, ModelSpec
 
 DUMMY_IDN = "infergy,DummyAnalyzer,0,1.0"

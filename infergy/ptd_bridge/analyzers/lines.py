@@ -16,8 +16,8 @@ import time
 
 import serial
 
-from infergy.errors import AnalyzerConnectionError, InputError
-from infergy.ptd_bridge.analyzers.base import AnalyzerTimeoutError, Line
+from infergy.errors import AnalyzerConnectionError, AnalyzerTimeoutError, InputError
+from infergy.ptd_bridge.analyzers.base import Line
 
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 _USBTMC_IOCTL_SET_TIMEOUT = 0x40045B0A  # linux/usb/tmc.h: _IOW('[', 10, __u32), milliseconds

@@ -1,28 +1,8 @@
-"""What the bridge knows about each analyzer model: ranges, update rates, accuracy, device types.
+"""What the bridge knows about each analyzer model: ranges, update rates, device types.
 
-The accuracy table turns one reading into the relative uncertainty PTDaemon reports per sample
-(a fraction, not %). Yokogawa specifies power accuracy at 45-66 Hz as ``±(a % of reading +
-b % of range)`` at power factor 1, and for ``0 < λ < 1`` (IM WT310E-01EN, "Specifications")
-
-    error_W = P * (a + b * P_range / S + c * tan φ)
-
-where ``P_range = V_range * I_range`` (one element), ``S = P / λ`` the apparent power and ``c``
-the influence at ``λ = 0`` as a fraction of ``S``. Hence the relative uncertainty
-
-    u = a + b * V_range * I_range * λ / P + c * tan φ,      tan φ = sqrt(1 - λ²) / λ.
-
-The range term is why low power on a high range fails MLPerf's 1 % limit. The figures below are
-Yokogawa's 1-year specifications as published for each family, rounded up where the manuals give
-a range of values (the 5-200 mA direct-input ranges of the WT310E carry the same table here):
-
-| family | a (reading) | b (range) | c (λ = 0, of S) |
-|---|---|---|---|
-| WT300/WT300E (WT310, WT310E, WT332E, WT333E) | 0.1 % | 0.05 % | 0.2 % |
-| WT210 | 0.1 % | 0.1 % | 0.2 % |
-| infergy's dummy analyzer | 0.1 % | 0.05 % | 0.2 % |
-
-They are an estimate of the instrument's own error for calibrated hardware, as PTD's are; they
-do not cover wiring, harmonics above the specified band or an out-of-date calibration.
+Each model carries its accuracy specification from :mod:`infergy.core.accuracy` (the tables
+and the formula are there, shared with the ``ptd`` meter, which looks them up by the driver
+name a PTD server reports).
 """
 
 from __future__ import annotations
@@ -31,47 +11,11 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from infergy.core.accuracy import WT210_ACCURACY, WT300_ACCURACY, Accuracy
 from infergy.errors import AnalyzerProtocolError, AnalyzerRangeError, InputError
 
 Family = Literal["wt300", "wt210", "dummy"]
 
-
-@dataclass(frozen=True)
-class Accuracy:
-    """An accuracy specification (fractions, see the module docstring).
-
-    Attributes:
-        reading: error as a fraction of the power reading (``a``).
-        range: error as a fraction of the power range at λ = 1 (``b``).
-        phase: influence at λ = 0 as a fraction of apparent power (``c``).
-    """
-
-    reading: float
-    range: float
-    phase: float
-
-    def uncertainty(
-        self, watts: float, volt_range_v: float, current_range_a: float, pf: float
-    ) -> float:
-        """Relative uncertainty of one power reading, or NaN when it cannot be evaluated.
-
-        Args:
-            watts: active power read (W); must be positive.
-            volt_range_v: voltage range in use (V).
-            current_range_a: current range in use (A).
-            pf: power factor read (λ); must be in (0, 1].
-        """
-        values = (watts, volt_range_v, current_range_a, pf)
-        if not all(math.isfinite(x) for x in values) or watts <= 0 or not 0 < abs(pf) <= 1:
-            return math.nan
-        lam = min(abs(pf), 1.0)
-        tan_phi = math.sqrt(max(0.0, 1.0 - lam * lam)) / lam
-        power_range_w = volt_range_v * current_range_a
-        return self.reading + self.range * power_range_w * lam / watts + self.phase * tan_phi
-
-
-WT300_ACCURACY = Accuracy(reading=0.001, range=0.0005, phase=0.002)
-WT210_ACCURACY = Accuracy(reading=0.001, range=0.001, phase=0.002)
 
 _WT300_VOLTS = (15.0, 30.0, 60.0, 150.0, 300.0, 600.0)  # crest factor 3
 _DIRECT_MA = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
@@ -232,15 +176,3 @@ def device_type(number: int) -> DeviceType:
     hint = "supported: 0 dummy, 8 WT210, 49 WT310/WT310E, 52 WT330 single channel, "
     hint += "77 WT330 multichannel, 508/549/586 their DC modes"
     raise InputError(msg, hint=hint)
-
-
-def accuracy_for_driver(driver: str) -> Accuracy | None:
-    """The accuracy table for a PTDaemon driver name (``Identify``'s first field), if known."""
-    d = driver.upper()
-    if d.startswith(("YOKOGAWAWT310", "YOKOGAWAWT330", "YOKOGAWAWT333", "YOKOGAWAWT332")):
-        return WT300_ACCURACY
-    if d.startswith("YOKOGAWAWT210"):
-        return WT210_ACCURACY
-    if d == "DUMMY":
-        return MODELS["dummy"].accuracy
-    return None

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from infergy.errors import AnalyzerProtocolError, AnalyzerRangeError
+from infergy.errors import AnalyzerProtocolError, AnalyzerRangeError, AnalyzerTimeoutError
 from infergy.ptd_bridge.analyzers.base import (
-    AnalyzerTimeoutError,
     ChannelReading,
     Line,
     RangeState,

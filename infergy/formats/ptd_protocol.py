@@ -1,10 +1,12 @@
 """PTDaemon's TCP dialect, pure: request lines -> commands, replies -> exact strings.
 
-No I/O and no clock here; the server (:mod:`.server`) feeds lines in and writes replies out,
-infergy's ``ptd`` meter parses what a bridge or a real PTDaemon answers with the ``parse_*``
-functions. Reply texts are PTDaemon's, as its clients check them byte for byte (power-dev's
-``check_reply``; shared/design/PTD.md, "TCP protocol"). Per-client RL bookkeeping and the
-Watts/Uncertainty summaries are in :mod:`.measurement`.
+The one public home of the PTD wire protocol, shared by its server and its client. No I/O and
+no clock here; the bridge (:mod:`infergy.ptd_bridge.server`) feeds lines in and writes replies
+out, infergy's ``ptd`` meter (:mod:`infergy.meters.ptd_client`) parses what a bridge or a real
+PTDaemon answers with the ``parse_*`` functions. Reply texts are PTDaemon's, as its clients
+check them byte for byte (power-dev's ``check_reply``; shared/design/PTD.md, "TCP protocol").
+Per-client RL bookkeeping and the Watts/Uncertainty summaries are in
+:mod:`infergy.ptd_bridge.measurement`.
 
 The ``RL`` forms, as PTDaemon's clients use them (SPEC's harness, power-dev):
 

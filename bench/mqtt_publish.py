@@ -41,10 +41,10 @@ sys.path.insert(0, str(ROOT))
 
 import aiomqtt  # noqa: E402
 
-from infergy.config import MqttSettings  # noqa: E402
+from infergy.config.settings import MqttSettings  # noqa: E402
 from infergy.exporters.mqtt import MqttPublisher  # noqa: E402
 from infergy.exporters.outbox import Outbox  # noqa: E402
-from infergy.store import Store  # noqa: E402
+from infergy.store.db import Store  # noqa: E402
 from tests.integration.mosquitto import Mosquitto  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 
 from infergy import __version__
-from infergy.config import Settings, load_settings
+from infergy.config.settings import Settings, load_settings
 from infergy.console import render_result, render_runs
 from infergy.doctor import register as register_doctor
 from infergy.errors import InfergyError, InputError
@@ -26,7 +26,7 @@ from infergy.ptd_bridge.commands import register as register_ptd
 from infergy.recordings import AnalyzeRequest, analyze_recordings
 from infergy.run_command import register as register_run
 from infergy.serve_command import register as register_serve
-from infergy.store import Store, default_store_path
+from infergy.store.db import Store
 
 EXIT_DEGRADED = 3
 
@@ -186,7 +186,7 @@ def analyze(
 
 
 def _store_path(settings: Settings) -> Path:
-    return settings.store.path or default_store_path(os.environ)
+    return settings.store.path_or_default(os.environ)
 
 
 @runs_app.command("list")

@@ -11,17 +11,15 @@ from __future__ import annotations
 import hashlib
 import platform
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from infergy import __version__
-from infergy.config import Settings
+from infergy.config.settings import Settings
 from infergy.core.analysis import AnalysisOptions, SourceInput, Workload, analyze
 from infergy.core.clock import OffsetEstimate
 from infergy.core.trace import NS_PER_S, QueryLog, Scenario, Trace, Window
@@ -29,6 +27,7 @@ from infergy.errors import InputError
 from infergy.formats import load_power_source
 from infergy.formats.csv import load_queries_csv
 from infergy.formats.loadgen import LoadgenDetail, load_loadgen_detail
+from infergy.store.names import new_run_id
 
 T = TypeVar("T")
 _SOURCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -169,11 +168,6 @@ def analyze_recordings(
     if req.loadgen_log is not None:
         loadgen_dir = req.loadgen_log if req.loadgen_log.is_dir() else req.loadgen_log.parent
     return RecordedAnalysis(analysis.result, analysis.traces, queries, loadgen_dir)
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id: UTC time plus 6 random hex digits."""
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
 def _scenario(given: str | None, detail: LoadgenDetail | None, problems: list[str]) -> Scenario:

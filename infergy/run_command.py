@@ -19,7 +19,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from infergy.config import Settings, load_settings
+from infergy.config.settings import Settings, load_settings
 from infergy.console import render_result
 from infergy.console_progress import ConsoleObserver
 from infergy.daemon.jobs import JobSpec
@@ -27,8 +27,8 @@ from infergy.daemon.session import Session
 from infergy.daemon.session_types import QuietObserver, SessionObserver, SessionOutcome
 from infergy.errors import InfergyError, InputError
 from infergy.meters.nvml_device import NvmlLibrary
-from infergy.recordings import new_run_id
-from infergy.store import Store, default_store_path
+from infergy.store.db import Store
+from infergy.store.names import new_run_id
 
 _EPILOG = (
     "Examples:\n\n"
@@ -103,7 +103,7 @@ def run_session_cli(spec: JobSpec, settings: Settings, *, json_out: bool) -> int
     """Run one session with the console display; returns the exit code."""
     console = Console(stderr=json_out)
     run_id = new_run_id()
-    with Store.open(settings.store.path or default_store_path(os.environ)) as store:
+    with Store.open(settings.store.path_or_default(os.environ)) as store:
         observer: SessionObserver
         display = ConsoleObserver(console) if not json_out else None
         observer = display if display is not None else _StderrNotes(console)
@@ -304,7 +304,7 @@ def plot(
     from infergy.exporters.plots import draw_run_plots  # noqa: PLC0415
 
     settings = load_settings(config)
-    with Store.open(settings.store.path or default_store_path(os.environ)) as st:
+    with Store.open(settings.store.path_or_default(os.environ)) as st:
         rid = st.resolve(run_id)
         result, traces, queries = st.get_result(rid), st.get_traces(rid), st.get_queries(rid)
     paths = draw_run_plots(out or settings.output.dir / rid, result, traces, queries)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from infergy.config import load_settings
+from infergy.config.settings import load_settings
 from infergy.daemon.service import Service
 
 _EPILOG = (

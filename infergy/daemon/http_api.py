@@ -48,7 +48,7 @@ from infergy.errors import (
     QueueFullError,
     UnknownRunError,
 )
-from infergy.store import check_name
+from infergy.store.names import check_name
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from infergy.config import Settings
+from infergy.config.settings import Settings
 from infergy.core.analysis import SourceInput
 from infergy.core.clock import OffsetEstimate, SessionClock
 from infergy.core.trace import Trace

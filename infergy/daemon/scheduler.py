@@ -32,7 +32,7 @@ from typing import Any
 
 from infergy.daemon.jobs import JobSpec
 from infergy.errors import InfergyError, JobConflictError, QueueFullError, UnknownRunError
-from infergy.recordings import new_run_id
+from infergy.store.names import new_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class JobScheduler:
         max_queued: most jobs waiting at once; ``submit`` raises ``QueueFullError`` beyond it.
         history: how many finished jobs stay listed in memory.
         clock_ns: wall clock for the job timestamps (tests inject one).
-        new_id: run id factory (``infergy.recordings.new_run_id``).
+        new_id: run id factory (``infergy.store.names.new_run_id``).
         on_change: called with the job after each state change (queued, running, final),
             e.g. to update metrics; its exceptions are logged, never raised.
 

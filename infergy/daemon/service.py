@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from infergy import __version__
-from infergy.config import Settings, load_settings
+from infergy.config.settings import Settings, load_settings
 from infergy.core.clock import SessionClock
 from infergy.daemon.http_api import build_app, serve_http
 from infergy.daemon.jobs import JobSpec
@@ -38,7 +38,7 @@ from infergy.errors import ConfigError, InfergyError, JobError
 from infergy.exporters.outbox import Outbox
 from infergy.exporters.prometheus import build_registry, render_metrics
 from infergy.exporters.telemetry import LiveTelemetry
-from infergy.store import Store, default_store_path
+from infergy.store.db import Store
 
 logger = logging.getLogger(__name__)
 SERVICE_CAPACITY = 1 << 18
@@ -95,7 +95,7 @@ class Service:
             InfergyError: a required part cannot start (the store, the HTTP listener).
         """
         self.settings = s = _rooted(self.settings, self.env)
-        path = s.store.path or default_store_path(self.env)
+        path = s.store.path_or_default(self.env)
         self.store = store = await asyncio.to_thread(Store.open, path)
         try:
             interrupted = await asyncio.to_thread(

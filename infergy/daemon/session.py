@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from infergy.config import Settings
+from infergy.config.settings import Settings
 from infergy.core.analysis import AnalysisOptions, Workload, analyze
 from infergy.core.clock import SessionClock
 from infergy.core.trace import NS_PER_S, QueryLog, Window

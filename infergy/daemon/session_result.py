@@ -12,7 +12,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from infergy import __version__
-from infergy.config import Settings
+from infergy.config.settings import Settings
 from infergy.core.trace import NS_PER_S, QueryLog
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.provenance import gpu_provenance, software_versions

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from infergy.config import Settings
+from infergy.config.settings import Settings
 from infergy.core.clock import SessionClock
 from infergy.ptd_bridge.analyzers.specs import device_type
 from infergy.ptd_bridge.bridge import BridgeConfig

@@ -31,7 +31,7 @@ from infergy.core.trace import QueryLog, Scenario, Semantics, Trace
 from infergy.errors import InputError
 from infergy.formats.csv import format_queries_csv, format_trace_csv
 from infergy.formats.ptd import format_sample_line
-from infergy.store import check_name
+from infergy.store.names import check_name
 
 LOADGEN_LOGS = ("mlperf_log_detail.txt", "mlperf_log_summary.txt")
 """The LoadGen logs copied into the MLPerf layout."""

@@ -40,7 +40,7 @@ from typing import Any, NoReturn
 
 import aiomqtt
 
-from infergy.config import MqttSettings
+from infergy.config.settings import MqttSettings
 from infergy.core.backoff import Backoff
 from infergy.exporters.mqtt_commands import CancelFn, CommandHandler, SubmitFn
 from infergy.exporters.mqtt_support import (

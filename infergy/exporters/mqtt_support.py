@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from infergy.config import MqttSettings
+from infergy.config.settings import MqttSettings
 from infergy.errors import ConfigError
 
 __all__ = ["MqttHealth", "MqttTopics", "power_payload", "tls_context"]

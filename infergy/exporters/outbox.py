@@ -30,8 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from infergy.errors import InputError
-from infergy.store import Store
-from infergy.store_outbox import OutboxEntry
+from infergy.store.db import Store
+from infergy.store.outbox import OutboxEntry
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "RUNS_LATEST_TOPIC", "RUNS_TOPIC", "Outbox", "OutboxEntry"]
 

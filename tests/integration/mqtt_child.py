@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infergy.store import Store
+from infergy.store.db import Store
 from tests.integration.mqtt_support import make_publisher, result
 
 

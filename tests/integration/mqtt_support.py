@@ -13,10 +13,10 @@ from typing import Any
 
 import aiomqtt
 
-from infergy.config import MqttSettings
+from infergy.config.settings import MqttSettings
 from infergy.exporters.mqtt import MqttPublisher
 from infergy.exporters.outbox import Outbox
-from infergy.store import Store
+from infergy.store.db import Store
 
 NODE = "n1"
 BASE = f"infergy/{NODE}"

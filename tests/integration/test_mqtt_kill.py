@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infergy.store import Store
+from infergy.store.db import Store
 from tests.integration.mosquitto import running_broker
 from tests.integration.mqtt_support import Collector, background, make_publisher, until
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from infergy.daemon.session import Session
-from infergy.store import Store
+from infergy.store.db import Store
 from tests.integration.test_session import _settings, _spec, _truth_j
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

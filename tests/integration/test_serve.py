@@ -25,7 +25,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from infergy.store import Store
+from infergy.store.db import Store
 from tests.dashboard_exprs import CORE_PANELS, check_dashboard
 from tests.integration.mosquitto import free_port, running_broker
 from tests.integration.prom_server import start_prometheus, values

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from infergy.config import Settings
+from infergy.config.settings import Settings
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.session import Session
 from infergy.daemon.session_types import QuietObserver
-from infergy.store import Store
+from infergy.store.db import Store
 from tests.fake_runner import FakeRunner
 
 pytestmark = pytest.mark.integration

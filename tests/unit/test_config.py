@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_serializer
 
-from infergy.config import SECRET_MASK, AnalysisSettings, Settings, load_settings
+from infergy.config.settings import SECRET_MASK, AnalysisSettings, Settings, load_settings
 from infergy.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "infergy.example.toml"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infergy.config import SECRET_MASK, ServeSettings, load_settings
+from infergy.config.settings import SECRET_MASK, ServeSettings, load_settings
 from infergy.errors import ConfigError
 
 TOKEN = "0123456789abcdef-token"

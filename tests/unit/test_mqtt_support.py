@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from infergy.config import SECRET_MASK, MqttSettings, Settings, load_settings
+from infergy.config.settings import SECRET_MASK, MqttSettings, Settings, load_settings
 from infergy.core.backoff import Backoff
 from infergy.errors import ConfigError
 from infergy.exporters.mqtt import MqttPublisher
 from infergy.exporters.mqtt_support import MqttTopics, power_payload, tls_context
 from infergy.exporters.outbox import Outbox
-from infergy.store import Store
+from infergy.store.db import Store
 
 
 def test_backoff_doubles_from_min_to_max_with_jitter_in_the_upper_half() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from infergy.errors import InputError
 from infergy.exporters.outbox import RUNS_LATEST_TOPIC, RUNS_TOPIC, Outbox
-from infergy.store import Store
+from infergy.store.db import Store
 
 
 def result(i: int, **extra: object) -> dict[str, object]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infergy.config import load_settings
+from infergy.config.settings import load_settings
 from infergy.daemon.service import Service, _rooted
 
 

@@ -18,11 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import infergy.store as store_module
+import infergy.store.db as store_module
+from infergy.config.paths import default_store_path
 from infergy.core.trace import NS_PER_S, QueryLog, Semantics, Trace
 from infergy.errors import InputError, StoreError
-from infergy.store import SCHEMA_VERSION, Store, default_store_path
-from infergy.store_codec import pack
+from infergy.store.codec import pack
+from infergy.store.db import SCHEMA_VERSION, Store
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_750_000_000 * NS_PER_S
@@ -183,7 +184,7 @@ def test_a_failure_inside_the_transaction_leaves_nothing(
             raise sqlite3.OperationalError("disk I/O error")
         return real_pack(columns)
 
-    monkeypatch.setattr(store_module, "pack", failing_pack)  # where store.py looks it up
+    monkeypatch.setattr(store_module, "pack", failing_pack)  # where store/db.py looks it up
     with pytest.raises(StoreError, match="cannot save run run-0003: disk I/O error"):
         store.save_run(result, traces, queries)
     assert store.list_runs() == []
@@ -367,7 +368,7 @@ _CHILD = """
 import sys, time
 from pathlib import Path
 from tests.unit.test_store import make_run
-from infergy.store import Store
+from infergy.store.db import Store
 
 path, start, stall_at = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 with Store.open(path) as store:

@@ -45,7 +45,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from infergy.config_sections import (
+from infergy.config.sections import (
     AnalysisSettings,
     EmulatorSettings,
     MeterSettings,

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from infergy.config.paths import default_store_path
 from infergy.errors import ConfigError
 
 
@@ -38,9 +39,13 @@ class StoreSettings(_Section):
     """``[store]``: the SQLite results store."""
 
     path: Path | None = None
-    """Database file; ``None`` picks ``infergy.store.default_store_path``."""
+    """Database file; ``None`` picks :func:`infergy.config.paths.default_store_path`."""
 
     _expand = field_validator("path")(_expand_user)
+
+    def path_or_default(self, env: Mapping[str, str]) -> Path:
+        """``path``, else the default for this environment (systemd's state dir, XDG, home)."""
+        return self.path or default_store_path(env)
 
 
 class OutputSettings(_Section):
@@ -283,6 +288,4 @@ class ServeSettings(_Section):
         """``state_dir``, else ``$STATE_DIRECTORY`` (systemd), else the store's default folder."""
         if self.state_dir is not None:
             return self.state_dir
-        from infergy.store import default_store_path  # noqa: PLC0415 (numpy: only when needed)
-
         return default_store_path(env).parent

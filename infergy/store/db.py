@@ -4,20 +4,19 @@ Each run is written in one transaction (WAL, ``synchronous=FULL``), so a crash m
 leaves no partial run. The schema is versioned by ``PRAGMA user_version`` and migrated
 forward on open, one transaction per step::
 
-    with Store.open(settings.store.path or default_store_path(os.environ)) as store:
+    with Store.open(settings.store.path_or_default(os.environ)) as store:
         store.save_run(result, traces, queries)
         latest = store.list_runs(limit=1)[0]
 
 Arrays are stored compressed, timestamps delta-encoded. Every ``sqlite3.Error`` leaves this
 module as a one-line ``StoreError`` with a hint. Beside it: the tables and migrations
-(:mod:`infergy.store_schema`), the array codec (:mod:`infergy.store_codec`), the run listing
-(:mod:`infergy.store_summary`) and the MQTT outbox table (:mod:`infergy.store_outbox`).
+(:mod:`infergy.store.schema`), the array codec (:mod:`infergy.store.codec`), the run listing
+(:mod:`infergy.store.summary`) and the MQTT outbox table (:mod:`infergy.store.outbox`).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 import time
@@ -31,10 +30,11 @@ import numpy as np
 
 from infergy.core.trace import QueryLog, Semantics, Trace
 from infergy.errors import InputError, StoreError, TraceError
-from infergy.store_codec import CODEC, delta, pack, unpack
-from infergy.store_outbox import OutboxTable
-from infergy.store_schema import MIGRATIONS, PRAGMAS, SCHEMA_VERSION, user_version
-from infergy.store_summary import RunSummary, summarize
+from infergy.store.codec import CODEC, delta, pack, unpack
+from infergy.store.names import check_name
+from infergy.store.outbox import OutboxTable
+from infergy.store.schema import MIGRATIONS, PRAGMAS, SCHEMA_VERSION, user_version
+from infergy.store.summary import RunSummary, summarize
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -43,43 +43,13 @@ __all__ = [
     "SCHEMA_VERSION",
     "RunSummary",
     "Store",
-    "check_name",
-    "default_store_path",
 ]
 
 BUSY_TIMEOUT_S = 10.0
 """How long a write waits for another process's write lock before failing."""
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HINT_CORRUPT = "the store file is damaged: move it away, or set [store] path to another file"
 _HINT_LIST = "list the stored runs with `infergy runs list`"
-
-
-def check_name(kind: str, name: object, max_len: int = 128) -> str:
-    """Return ``name`` if it is a safe run id or source name (and file name), else raise.
-
-    Safe: 1 to ``max_len`` letters, digits, ``.``, ``_`` or ``-``, the first a letter or digit
-    (never ``..``, a hidden file or an option). Raises ``InputError`` naming it ``kind``.
-    """
-    if not (isinstance(name, str) and len(name) <= max_len and _NAME.fullmatch(name)):
-        msg = f"invalid {kind} {name!r}"
-        hint = f"use 1-{max_len} letters, digits, '.', '_' or '-', starting with a letter or digit"
-        raise InputError(msg, hint=hint)
-    return name
-
-
-def default_store_path(env: Mapping[str, str]) -> Path:
-    """Where the store lives when the config names no path.
-
-    ``$STATE_DIRECTORY/infergy.db`` under systemd's ``StateDirectory=`` (its first entry), else
-    ``$XDG_STATE_HOME/infergy/infergy.db``, else ``~/.local/state/infergy/infergy.db``.
-    """
-    if state_dir := env.get("STATE_DIRECTORY", "").split(":")[0]:
-        return Path(state_dir) / "infergy.db"
-    if (xdg := env.get("XDG_STATE_HOME", "")) and Path(xdg).is_absolute():  # XDG: else ignored
-        return Path(xdg) / "infergy" / "infergy.db"
-    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
-    return home / ".local" / "state" / "infergy" / "infergy.db"
 
 
 class Store(OutboxTable):

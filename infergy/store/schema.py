@@ -2,7 +2,7 @@
 
 The schema is versioned by ``PRAGMA user_version``: ``Store.open`` runs the steps of
 ``MIGRATIONS`` not yet applied, one transaction each, and refuses a file newer than
-``SCHEMA_VERSION``. The ``outbox`` table belongs to :mod:`infergy.store_outbox`.
+``SCHEMA_VERSION``. The ``outbox`` table belongs to :mod:`infergy.store.outbox`.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ T0 = 1_750_000_000 * 1_000_000_000
 
 
 def one_run() -> dict[str, float]:
-    from infergy.core.analysis import AnalysisOptions, SourceInput, Workload, analyze
+    from infergy.core.analysis import analyze
+    from infergy.core.inputs import AnalysisOptions, SourceInput, Workload
     from infergy.core.trace import NS_PER_S, QueryLog, Scenario, Semantics, Trace, Window
 
     rng = np.random.default_rng(42)

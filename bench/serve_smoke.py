@@ -60,7 +60,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "infergy.cli",
+                "infergy",
                 "serve",
                 "--listen",
                 f"127.0.0.1:{port}",

@@ -70,7 +70,7 @@ async def soak(duration_s: float, workdir: Path) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     log = (workdir / "serve.log").open("w")
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "infergy.cli", "serve", "--config", str(config)],
+        [sys.executable, "-m", "infergy", "serve", "--config", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,

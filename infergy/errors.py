@@ -1,7 +1,7 @@
 """One exception hierarchy for infergy.
 
 Vendor and library errors are translated into these at the boundary where they occur
-(``raise InputError(...) from err``). Only ``infergy.cli.main`` turns them into exit codes:
+(``raise InputError(...) from err``). Only ``infergy.cli.app.main`` turns them into exit codes:
 every error carries a one-line message and, where it helps, a hint for the user.
 """
 

@@ -6,16 +6,14 @@ result (ARCHITECTURE.md, "Result"), with ``None`` wherever a figure does not app
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from infergy.core.clock import OffsetEstimate
 from infergy.core.energy import WindowEnergy
+from infergy.core.inputs import AnalysisOptions, Workload
 from infergy.core.trace import F64, NS_PER_S, Window
-
-if TYPE_CHECKING:
-    from infergy.core.analysis import AnalysisOptions, Workload
 
 
 def offset_dict(off: OffsetEstimate | None) -> dict[str, Any] | None:

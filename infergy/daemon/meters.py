@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from infergy.config.settings import Settings
-from infergy.core.analysis import SourceInput
 from infergy.core.clock import OffsetEstimate, SessionClock
+from infergy.core.inputs import SourceInput
 from infergy.core.trace import Trace
 from infergy.daemon.sim_devices import (
     EMULATED_INTERVAL_MS,

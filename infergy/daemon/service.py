@@ -30,6 +30,7 @@ from infergy.core.clock import SessionClock
 from infergy.daemon.http_api import build_app, serve_http
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.meters import MeterSet
+from infergy.daemon.mqtt_commands import CommandHandler
 from infergy.daemon.notify import Notifier
 from infergy.daemon.scheduler import Job, JobScheduler
 from infergy.daemon.session import Session, SessionOutcome
@@ -142,8 +143,7 @@ class Service:
                     node=s.node_name,
                     outbox=self.outbox,
                     latest_power=self._latest_power,
-                    submit=self._submit,
-                    cancel=self._cancel,
+                    commands=CommandHandler(self._submit, self._cancel, timeout_s=s.mqtt.timeout_s),
                 )
             app = build_app(
                 scheduler,

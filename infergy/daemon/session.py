@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from infergy.config.settings import Settings
-from infergy.core.analysis import AnalysisOptions, Workload, analyze
+from infergy.core.analysis import analyze
 from infergy.core.clock import SessionClock
+from infergy.core.inputs import AnalysisOptions, Workload
 from infergy.core.trace import NS_PER_S, QueryLog, Window
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.meters import MeterSet

@@ -10,15 +10,17 @@ Topics (ARCHITECTURE.md, "Live exports"), under ``<topic_root>/<node>/``:
   QoS 1 in order; an entry is deleted only after its PUBACK (aiomqtt's ``publish(qos=1)`` returns
   when paho's ``on_publish`` fires, which for QoS 1 is on the PUBACK), so delivery is at least
   once, in order, across broker outages and process kills;
-- ``cmd/<verb>`` requests and ``reply/<request_id>`` replies (:mod:`.mqtt_commands`).
+- ``cmd/<verb>`` requests and ``reply/<request_id>`` replies, answered by the injected
+  ``commands`` (:class:`~infergy.exporters.mqtt_support.CommandSink`; the service passes
+  :class:`infergy.daemon.mqtt_commands.CommandHandler`).
 
 One connection at a time; every network wait is under ``timeout_s``; a failed or lost
 connection is retried after a jittered exponential delay, forever: a broker that is down at
 start or for an hour degrades the service, it never stops it::
 
     publisher = MqttPublisher(settings.mqtt, node=settings.node_name, outbox=outbox,
-                              latest_power=meters.latest_power, submit=jobs.submit,
-                              cancel=jobs.cancel)
+                              latest_power=meters.latest_power,
+                              commands=CommandHandler(jobs.submit, jobs.cancel))
     async with asyncio.TaskGroup() as tg:
         tg.create_task(publisher.run(), name="mqtt")
         ...
@@ -42,8 +44,8 @@ import aiomqtt
 
 from infergy.config.settings import MqttSettings
 from infergy.core.backoff import Backoff
-from infergy.exporters.mqtt_commands import CancelFn, CommandHandler, SubmitFn
 from infergy.exporters.mqtt_support import (
+    CommandSink,
     MqttHealth,
     MqttTopics,
     power_payload,
@@ -74,8 +76,8 @@ class MqttPublisher:
         latest_power: returns the latest watts per source name (``{"gpu0": 312.5}``); called
             on the event loop every ``power_interval_s``, so it must not block. ``None``: no
             ``power`` topic.
-        submit: queues a validated job, returns its run id (``cmd/run``; ``None``: refused).
-        cancel: cancels a job by run id, ``False`` if unknown (``cmd/cancel``; ``None``: refused).
+        commands: answers ``cmd/<verb>`` requests (``None``: this node takes no commands and
+            does not subscribe to them).
         rng: randomness of the reconnect jitter (tests pass a seeded one).
 
     Raises:
@@ -89,8 +91,7 @@ class MqttPublisher:
         node: str,
         outbox: Outbox,
         latest_power: Callable[[], Mapping[str, float]] | None = None,
-        submit: SubmitFn | None = None,
-        cancel: CancelFn | None = None,
+        commands: CommandSink | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -99,7 +100,7 @@ class MqttPublisher:
         self._tls = tls_context(settings)
         self._outbox = outbox
         self._latest_power = latest_power
-        self._commands = CommandHandler(submit, cancel, timeout_s=settings.timeout_s)
+        self._commands = commands
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -129,8 +130,8 @@ class MqttPublisher:
             reconnects_total=c["reconnects"],
             connect_failures_total=c["connect_failures"],
             power_published_total=c["power"],
-            commands_total=self._commands.requests_total,
-            command_errors_total=self._commands.errors_total,
+            commands_total=0 if self._commands is None else self._commands.requests_total,
+            command_errors_total=0 if self._commands is None else self._commands.errors_total,
             outbox_pending=self._pending,
             outbox_refused_total=self._outbox.refused_total,
             last_error=self._last_error,
@@ -221,7 +222,8 @@ class MqttPublisher:
             async with asyncio.timeout(self.settings.timeout_s):
                 await stack.enter_async_context(client)
                 await client.publish(self.topics.status, b"online", qos=1, retain=True)
-                await client.subscribe(self.topics.commands, qos=1)
+                if self._commands is not None:
+                    await client.subscribe(self.topics.commands, qos=1)
             self._on_connected()
             try:
                 await self._tasks(client)
@@ -332,6 +334,8 @@ class MqttPublisher:
             if not topic.startswith(prefix):
                 continue
             payload = message.payload if isinstance(message.payload, bytes) else b""
+            if self._commands is None:
+                continue
             reply = await self._commands.handle(topic[len(prefix) :], payload)
             if reply is not None:
                 async with asyncio.timeout(self.settings.timeout_s):

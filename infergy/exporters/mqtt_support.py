@@ -11,11 +11,43 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from infergy.config.settings import MqttSettings
 from infergy.errors import ConfigError
 
-__all__ = ["MqttHealth", "MqttTopics", "power_payload", "tls_context"]
+__all__ = ["CommandSink", "MqttHealth", "MqttTopics", "Reply", "power_payload", "tls_context"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply to publish on ``reply/<request_id>``."""
+
+    request_id: str
+    body: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        """Whether the request was accepted."""
+        return bool(self.body.get("ok"))
+
+    def payload(self) -> bytes:
+        """The body as compact JSON."""
+        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class CommandSink(Protocol):
+    """Who answers ``cmd/<verb>`` requests (:class:`infergy.daemon.mqtt_commands.CommandHandler`).
+
+    The publisher only carries requests in and replies out: validating and executing them is
+    control, which lives in the daemon and is injected here.
+    """
+
+    requests_total: int
+    errors_total: int
+
+    async def handle(self, verb: str, payload: bytes) -> Reply | None:
+        """Answer one request (``None``: no reply is possible)."""
 
 
 @dataclass(frozen=True)

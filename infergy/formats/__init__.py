@@ -28,7 +28,7 @@ import numpy as np
 
 from infergy.core.trace import Trace
 from infergy.errors import InputError
-from infergy.formats._common import read_text_file
+from infergy.formats.common import read_text_file
 from infergy.formats.csv import TRACE_HEADERS, parse_trace_csv
 from infergy.formats.ptd import PtdLog, looks_like_ptd, parse_ptd_log
 

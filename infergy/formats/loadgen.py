@@ -24,7 +24,7 @@ from pathlib import Path
 
 from infergy.core.trace import Scenario, Window
 from infergy.errors import InputError, TraceError
-from infergy.formats._common import read_text_file
+from infergy.formats.common import read_text_file
 from infergy.formats.ptd import parse_ptd_time
 
 DETAIL_NAME = "mlperf_log_detail.txt"

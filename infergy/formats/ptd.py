@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from infergy.core.trace import F64, I64, Semantics, Trace
 from infergy.errors import InputError
-from infergy.formats._common import (
+from infergy.formats.common import (
     median_spacing_ns,
     order_problems,
     read_text_file,

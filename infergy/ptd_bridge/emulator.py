@@ -36,6 +36,7 @@ from types import TracebackType
 from infergy.errors import InputError
 from infergy.ptd_bridge.analyzers.specs import MODELS
 from infergy.ptd_bridge.instrument import Instrument
+from infergy.ptd_bridge.instrument_scpi import Interpreter
 from infergy.ptd_bridge.watts_profile import WattsProfile
 
 EMULATED_MODELS = ("wt310", "wt310e", "wt333e", "wt210")
@@ -83,6 +84,7 @@ class AnalyzerEmulator:
             MODELS[model], self.profile, volts=volts, pf=pf, noise=noise, seed=seed,
             rate_s=rate_s, settle_updates=settle_updates, encode_sequence=encode_sequence,
         )  # fmt: skip
+        self._interpreter = Interpreter(self.instrument)
         self.link = None if link is None else Path(link)
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
@@ -322,7 +324,7 @@ class AnalyzerEmulator:
                     return
                 self._current = deque(self._messages.popleft().split(";"))
                 self._replies = []
-            if not self.instrument.execute(self._current, self._replies, now):
+            if not self._interpreter.execute(self._current, self._replies, now):
                 return  # waiting for an update
             self._current = None
             if self._replies:

@@ -23,12 +23,19 @@ from collections import deque
 import numpy as np
 
 from infergy.ptd_bridge.analyzers.specs import ModelSpec
-from infergy.ptd_bridge.instrument_scpi import CommandError, Interpreter
 from infergy.ptd_bridge.watts_profile import WattsProfile
 
 UP_FRACTION, OVERRANGE_FRACTION, DOWN_FRACTION, DOWN_NEXT_FRACTION = 1.3, 1.4, 0.3, 1.25
 OVR_BIT = 6
 """EESR bit of element 1's voltage/current overrange; element e uses bit 6 + 3 (e - 1)."""
+
+
+class CommandError(Exception):
+    """A command the instrument rejects: (code, message) goes to the error queue."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f'{code},"{message}"')
+        self.code = code
 
 
 class Instrument:
@@ -75,7 +82,6 @@ class Instrument:
         self.serial = serial
         self.encode_sequence = encode_sequence
         self.wt210 = spec.family == "wt210"
-        self._interpreter = Interpreter(self)
         self.seq = 0
         """Updates since start (never reset, so readers can count losses)."""
         self.last_update_s = 0.0
@@ -179,7 +185,3 @@ class Instrument:
             st[k + 1] = 0
             return ranges[idx - 1]
         return rng
-
-    def execute(self, pending: deque[str], replies: list[str], now_s: float) -> bool:
-        """Run queued commands (see :meth:`.instrument_scpi.Interpreter.execute`)."""
-        return self._interpreter.execute(pending, replies, now_s)

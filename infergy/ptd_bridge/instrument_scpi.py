@@ -13,10 +13,8 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from infergy.ptd_bridge.instrument import Instrument
+from infergy.ptd_bridge.instrument import CommandError, Instrument
 
 _MNEMONICS = (  # the manual's spelling: the short form is in capitals
     "COMMunicate",
@@ -65,14 +63,6 @@ _WT210_ALIASES = {
 }
 
 
-class CommandError(Exception):
-    """A command the instrument rejects: (code, message) goes to the error queue."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f'{code},"{message}"')
-        self.code = code
-
-
 def nr3(value: float, *, wt210: bool = False) -> str:
     """Yokogawa's ASCII number: 5 significant digits, engineering exponent (``206.43E-03``)."""
     if not math.isfinite(value):
@@ -102,7 +92,11 @@ def _on(arg: str) -> bool:
 
 
 class Interpreter:
-    """Executes commands against one :class:`~.instrument.Instrument`'s state."""
+    """Executes commands against one :class:`~.instrument.Instrument`'s state.
+
+    The emulator owns one per instrument (the instrument is the state and its physics; this
+    is the command language over it).
+    """
 
     def __init__(self, instrument: Instrument) -> None:
         self.ins = instrument

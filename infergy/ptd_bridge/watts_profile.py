@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 
 from infergy.errors import InputError
-from infergy.formats._common import read_text_file
+from infergy.formats.common import read_text_file
 
 MAX_KNOTS = 20_000
 """Beyond this many knots, a live profile forgets what is older than :data:`KEEP_S`."""

@@ -152,12 +152,21 @@ def materialize_tiny(cache_dir: Path, *, fp16: bool = False, seed: int = 0) -> M
     return ModelSpec(name="tiny", kind="builtin", path=path, sha256=digest)
 
 
+def build_resnet50(torch: Any, seed: int) -> Any:
+    """Torchvision's ResNet-50 with random weights drawn from ``seed`` (fp32, on the CPU)."""
+    try:
+        import torchvision  # noqa: PLC0415 (optional/heavy library: imported when used)
+    except ImportError as err:
+        msg = f"the built-in resnet50 needs torchvision: {err}"
+        raise ModelError(msg, hint="pip install torchvision (matching your torch)") from err
+    torch.manual_seed(seed)
+    return torchvision.models.resnet50(weights=None)
+
+
 def export_resnet50_onnx(torch: Any, cache_dir: Path, *, seed: int = 0) -> ModelSpec:
     """Export the built-in ResNet-50 (fp32, dynamic batch) to ONNX in the cache (once)."""
     path = cache_dir / "models" / f"resnet50-seed{seed}.onnx"
     if not path.exists():
-        from infergy.runners.backends.torch_backend import build_resnet50  # noqa: PLC0415
-
         model = build_resnet50(torch, seed).eval()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -14,6 +14,7 @@ from typing import Any
 import aiomqtt
 
 from infergy.config.settings import MqttSettings
+from infergy.daemon.mqtt_commands import CommandHandler
 from infergy.exporters.mqtt import MqttPublisher
 from infergy.exporters.outbox import Outbox
 from infergy.store.db import Store
@@ -105,8 +106,12 @@ def make_publisher(
 ) -> tuple[MqttPublisher, Outbox, Store]:
     store = store or Store.open(tmp_path / "infergy.db")
     outbox = Outbox(store, max_entries=kw.pop("max_entries", 100_000))
-    extra = {k: kw.pop(k) for k in ("latest_power", "submit", "cancel") if k in kw}
-    pub = MqttPublisher(settings(port, **kw), node=NODE, outbox=outbox, **extra)
+    extra = {k: kw.pop(k) for k in ("latest_power",) if k in kw}
+    submit, cancel = kw.pop("submit", None), kw.pop("cancel", None)
+    config = settings(port, **kw)
+    if submit is not None or cancel is not None:
+        extra["commands"] = CommandHandler(submit, cancel, timeout_s=config.timeout_s)
+    pub = MqttPublisher(config, node=NODE, outbox=outbox, **extra)
     return pub, outbox, store
 
 

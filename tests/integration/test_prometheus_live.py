@@ -42,7 +42,7 @@ def analyzed_result() -> dict[str, Any]:
     """The real analysis of the shipped single-stream example (LoadGen + simulated power)."""
     ex = ROOT / "examples" / "single-stream"
     done = subprocess.run(
-        [sys.executable, "-m", "infergy.cli", "analyze", "--json",
+        [sys.executable, "-m", "infergy", "analyze", "--json",
          "--power", f"gpu0={ex / 'gpu0_energy.csv'}", "--power", f"ac={ex / 'ptd_log.txt'}",
          "--loadgen-log", str(ex), "--queries", str(ex / "queries.csv"), "--align", "auto"],
         capture_output=True, text=True, check=False, cwd=ROOT, timeout=120,

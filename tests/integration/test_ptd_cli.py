@@ -12,8 +12,8 @@ import time
 import pytest
 import typer
 
+from infergy.cli.ptd_bridge import register
 from infergy.errors import InputError
-from infergy.ptd_bridge.commands import register
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,7 @@ def _cli(tmp_path: Path, *args: str) -> tuple[list[str], dict[str, str]]:
         encoding="utf-8",
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    return [sys.executable, "-m", "infergy.cli", "run", "--config", str(config), *args], env
+    return [sys.executable, "-m", "infergy", "run", "--config", str(config), *args], env
 
 
 def test_a_20_s_cpu_session_matches_the_scripted_profile(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ class Serve:
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1") | self.env
         with (self.tmp / "serve.log").open("a", encoding="utf-8") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "infergy.cli", "serve", "--config", str(self.config)],
+                [sys.executable, "-m", "infergy", "serve", "--config", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, text=True, cwd=self.tmp,
             )  # fmt: skip
         deadline = time.monotonic() + 30

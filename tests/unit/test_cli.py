@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infergy.cli import main
+from infergy.cli.app import main
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL = ROOT / "examples" / "mlperf-real"

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from infergy.core.analysis import AnalysisOptions, SourceInput, Workload, analyze
+from infergy.core.analysis import analyze
 from infergy.core.clock import OffsetEstimate
+from infergy.core.inputs import AnalysisOptions, SourceInput, Workload
 from infergy.core.trace import NS_PER_S, QueryLog, Scenario, Semantics, Trace, Window
 from infergy.errors import AnalysisError
 from tests.synth import Bursty, analyzer_trace, gpu_instant_trace

@@ -9,7 +9,7 @@ import pytest
 import typer
 from rich.console import Console
 
-import infergy.doctor as doctor
+import infergy.cli.doctor as doctor
 from infergy.meters.nvml_device import NvmlVersions
 from tests.fake_gpu import FakeGpu
 

@@ -7,7 +7,7 @@ from dataclasses import fields
 import pytest
 from pydantic import ValidationError
 
-from infergy.cli import main
+from infergy.cli.app import main
 from infergy.core.trace import Scenario
 from infergy.daemon.jobs import JobSpec
 from infergy.runners import WorkloadConfig

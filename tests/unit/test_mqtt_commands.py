@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infergy.daemon.jobs import JobSpec
+from infergy.daemon.mqtt_commands import MAX_COMMAND_BYTES, CommandHandler
 from infergy.errors import InputError
-from infergy.exporters.mqtt_commands import MAX_COMMAND_BYTES, CommandHandler, Reply
+from infergy.exporters.mqtt_support import Reply
 
 
 class Jobs:

@@ -12,14 +12,14 @@ from infergy.ptd_bridge.analyzers.specs import MODELS
 from infergy.ptd_bridge.emulator import AnalyzerEmulator
 from infergy.ptd_bridge.emulator_control import apply_control_line
 from infergy.ptd_bridge.instrument import Instrument
-from infergy.ptd_bridge.instrument_scpi import nr3
+from infergy.ptd_bridge.instrument_scpi import Interpreter, nr3
 from infergy.ptd_bridge.watts_profile import WattsProfile
 
 
 def run(ins: Instrument, message: str, now_s: float = 0.0) -> tuple[str, bool]:
     """One message: its ``;``-joined replies and whether it finished (not waiting)."""
     pending, replies = deque(message.split(";")), []
-    done = ins.execute(pending, replies, now_s)
+    done = Interpreter(ins).execute(pending, replies, now_s)
     return ";".join(replies), done
 
 
@@ -58,9 +58,10 @@ def test_wait_holds_the_message_until_the_next_update():
     ins = make()
     run(ins, ":STAT:FILT1 FALL")
     pending, replies = deque([":COMM:WAIT 1", ":STAT:EESR?", ":NUM:NORM:VAL?"]), []
-    assert not ins.execute(pending, replies, 0.05) and replies == []
+    interpreter = Interpreter(ins)
+    assert not interpreter.execute(pending, replies, 0.05) and replies == []
     ins.advance(0.1)
-    assert ins.execute(pending, replies, 0.1)
+    assert interpreter.execute(pending, replies, 0.1)
     assert replies[0] == "1" and replies[1].startswith("230.00E+00,")
     assert run(ins, ":STAT:EESR?")[0] == "0"  # reading it cleared it
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from infergy.errors import DeviceOutOfMemoryError, ModelError, PrecisionError, WorkloadError
 from infergy.runners.backends.base import Limits, batch_sizes_for, padded_batch
-from infergy.runners.models import RESNET_INPUT, ModelSpec
+from infergy.runners.models import RESNET_INPUT, ModelSpec, build_resnet50
 from infergy.runners.types import WorkloadConfig
 
 WARMUP_ITERS = 3
@@ -36,17 +36,6 @@ def import_torch() -> Any:
         msg = f"PyTorch is not importable: {err}"
         raise WorkloadError(msg, hint="pip install 'infergy[torch]' (a CUDA build)") from err
     return torch
-
-
-def build_resnet50(torch: Any, seed: int) -> Any:
-    """Torchvision's ResNet-50 with random weights drawn from ``seed`` (fp32, on the CPU)."""
-    try:
-        import torchvision  # noqa: PLC0415 (optional/heavy library: imported when used)
-    except ImportError as err:
-        msg = f"the built-in resnet50 needs torchvision: {err}"
-        raise ModelError(msg, hint="pip install torchvision (matching your torch)") from err
-    torch.manual_seed(seed)
-    return torchvision.models.resnet50(weights=None)
 
 
 def _dtype(torch: Any, precision: str, device: Any) -> Any:

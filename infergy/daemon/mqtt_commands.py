@@ -24,13 +24,13 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from infergy.daemon.jobs import JobSpec
 from infergy.errors import InfergyError
+from infergy.exporters.mqtt_support import Reply
 
 __all__ = [
     "MAX_COMMAND_BYTES",
@@ -57,23 +57,6 @@ class _CancelBody(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A reply to publish on ``reply/<request_id>``."""
-
-    request_id: str
-    body: dict[str, Any]
-
-    @property
-    def ok(self) -> bool:
-        """Whether the request was accepted."""
-        return bool(self.body.get("ok"))
-
-    def payload(self) -> bytes:
-        """The body as compact JSON."""
-        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _error(request_id: str, *errors: tuple[list[str | int], str]) -> Reply:

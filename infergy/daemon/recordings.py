@@ -20,8 +20,9 @@ import numpy as np
 
 from infergy import __version__
 from infergy.config.settings import Settings
-from infergy.core.analysis import AnalysisOptions, SourceInput, Workload, analyze
+from infergy.core.analysis import analyze
 from infergy.core.clock import OffsetEstimate
+from infergy.core.inputs import AnalysisOptions, SourceInput, Workload
 from infergy.core.trace import NS_PER_S, QueryLog, Scenario, Trace, Window
 from infergy.errors import InputError
 from infergy.formats import load_power_source

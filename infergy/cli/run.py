@@ -1,4 +1,4 @@
-"""``infergy run`` (one measurement session) and ``infergy plot`` (redraw a stored run's plots).
+"""``infergy run``: one measurement session, on the console.
 
 The composition root of a one-off session: settings, store, meters, runner and the console
 observer are built here and handed to :class:`~infergy.daemon.session.Session`. Ctrl-C and
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,15 +18,15 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from infergy.cli.common import ConfigOpt, open_store
+from infergy.cli.console import render_result
+from infergy.cli.progress import ConsoleObserver
 from infergy.config.settings import Settings, load_settings
-from infergy.console import render_result
-from infergy.console_progress import ConsoleObserver
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.session import Session
 from infergy.daemon.session_types import QuietObserver, SessionObserver, SessionOutcome
 from infergy.errors import InfergyError, InputError
 from infergy.meters.nvml_device import NvmlLibrary
-from infergy.store.db import Store
 from infergy.store.names import new_run_id
 
 _EPILOG = (
@@ -103,7 +102,7 @@ def run_session_cli(spec: JobSpec, settings: Settings, *, json_out: bool) -> int
     """Run one session with the console display; returns the exit code."""
     console = Console(stderr=json_out)
     run_id = new_run_id()
-    with Store.open(settings.store.path_or_default(os.environ)) as store:
+    with open_store(settings) as store:
         observer: SessionObserver
         display = ConsoleObserver(console) if not json_out else None
         observer = display if display is not None else _StderrNotes(console)
@@ -137,20 +136,12 @@ class _StderrNotes(QuietObserver):
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``run`` and ``plot`` to the command line."""
+    """Add ``run`` to the command line."""
     app.command(name="run", epilog=_EPILOG)(run)
-    app.command(name="plot")(plot)
 
 
 TUNING = "Runner tuning"
 """The help panel of the options that change how fast the workload runs, not what is measured."""
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", help="TOML config file (default: $INFERGY_CONFIG, else built-in defaults)."
-    ),
-]
 
 
 def run(
@@ -290,27 +281,6 @@ def run(
         }
     )  # fmt: skip
     return run_session_cli(choose_backend(spec), settings, json_out=json_out)
-
-
-def plot(
-    *,
-    run_id: Annotated[str, typer.Argument(help="A run id or a unique prefix of one.")],
-    out: Annotated[
-        Path | None, typer.Option(help="Folder for the PNGs (default: \\[output] dir/<run id>).")
-    ] = None,
-    config: ConfigOpt = None,
-) -> int:
-    """Redraw a stored run's plots (power over time, per-query energy, latency)."""
-    from infergy.exporters.plots import draw_run_plots  # noqa: PLC0415
-
-    settings = load_settings(config)
-    with Store.open(settings.store.path_or_default(os.environ)) as st:
-        rid = st.resolve(run_id)
-        result, traces, queries = st.get_result(rid), st.get_traces(rid), st.get_queries(rid)
-    paths = draw_run_plots(out or settings.output.dir / rid, result, traces, queries)
-    for p in paths:
-        typer.echo(str(p))
-    return 0
 
 
 __all__ = ["job_spec", "register", "run_session_cli"]

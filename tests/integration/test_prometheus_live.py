@@ -31,7 +31,7 @@ from tests.integration.prom_server import (
     start_prometheus,
     values,
 )
-from tests.unit.test_meters_nvml import FAST
+from tests.unit.meters.test_nvml import FAST
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -25,7 +25,7 @@ from infergy.errors import InputError, StoreError
 from infergy.store.codec import pack
 from infergy.store.db import SCHEMA_VERSION, Store
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 T0 = 1_750_000_000 * NS_PER_S
 
 
@@ -367,7 +367,7 @@ def test_threads_may_share_one_store(store: Store) -> None:
 _CHILD = """
 import sys, time
 from pathlib import Path
-from tests.unit.test_store import make_run
+from tests.unit.store.test_store import make_run
 from infergy.store.db import Store
 
 path, start, stall_at = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

@@ -16,7 +16,7 @@ from infergy.daemon.http_models import ComponentHealth
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.scheduler import JobScheduler, JobState
 from infergy.errors import ConfigError
-from tests.unit.daemon_fakes import FakeSessions, settle
+from tests.unit.daemon.fakes import FakeSessions, settle
 
 TOKEN = "s3cret-token-0123456789abcdef"
 SPEC = {"backend": "onnxruntime", "scenario": "single-stream", "duration": 10}

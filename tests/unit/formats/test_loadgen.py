@@ -19,7 +19,7 @@ from infergy.formats.loadgen import (
 )
 from infergy.formats.ptd import load_ptd_log
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "formats"
+FIX = Path(__file__).resolve().parents[2] / "fixtures" / "formats"
 RECORDED = FIX / "loadgen"
 ORIN = FIX / "loadgen_real" / "orin_resnet50_offline_v3.1"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

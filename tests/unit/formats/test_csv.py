@@ -24,7 +24,7 @@ from infergy.formats.csv import (
 )
 from infergy.formats.ptd import format_sample_line
 
-PTD_FIX = Path(__file__).resolve().parents[1] / "fixtures" / "formats" / "ptd"
+PTD_FIX = Path(__file__).resolve().parents[2] / "fixtures" / "formats" / "ptd"
 T0 = 1_750_000_000_000_000_000
 MS = 1_000_000
 

@@ -18,7 +18,7 @@ from infergy.meters.base import Meter
 from infergy.meters.replay import ReplayMeter
 from infergy.meters.sim import PowerModel, SimMeter
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EX = ROOT / "examples" / "single-stream"
 
 

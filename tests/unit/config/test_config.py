@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_se
 from infergy.config.settings import SECRET_MASK, AnalysisSettings, Settings, load_settings
 from infergy.errors import ConfigError
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "infergy.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "infergy.example.toml"
 
 
 def toml(tmp_path: Path, text: str, name: str = "infergy.toml") -> Path:

@@ -24,7 +24,7 @@ from infergy.formats.ptd import (
     parse_ptd_time,
 )
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "formats" / "ptd"
+FIX = Path(__file__).resolve().parents[2] / "fixtures" / "formats" / "ptd"
 SPL = FIX / "orin_offline_spl_head.txt"
 LOGFILE = FIX / "power_dev_ptd_logfile.txt"
 CONSOLE = FIX / "orin_offline_ptd_logs_excerpt.txt"

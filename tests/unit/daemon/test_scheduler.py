@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.scheduler import HOST, JobScheduler, JobState, claims, overlaps, summarize
 from infergy.errors import JobConflictError, QueueFullError, UnknownRunError
-from tests.unit.daemon_fakes import FAILURE, FakeSessions, settle
+from tests.unit.daemon.fakes import FAILURE, FakeSessions, settle
 
 
 def spec(**kw: Any) -> JobSpec:

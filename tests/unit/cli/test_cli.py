@@ -9,7 +9,7 @@ import pytest
 
 from infergy.cli.app import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 REAL = ROOT / "examples" / "mlperf-real"
 EX = ROOT / "examples" / "single-stream"
 

@@ -29,7 +29,7 @@ from infergy.meters.replay import ReplayMeter
 from infergy.meters.sim import PowerModel, SimMeter
 from tests.fake_gpu import FakeGpu
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EX = ROOT / "examples" / "single-stream"
 
 

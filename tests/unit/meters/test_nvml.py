@@ -285,7 +285,7 @@ def test_ring_buffers_stay_bounded_over_a_long_run():
 
 def test_the_meter_source_calls_no_nvml_setter():
     """Read-only by construction: nothing in infergy names an NVML setter or reset."""
-    root = Path(__file__).resolve().parents[2] / "infergy"
+    root = Path(__file__).resolve().parents[3] / "infergy"
     text = "\n".join(p.read_text() for p in root.rglob("*.py"))
     for forbidden in ("nvmlDeviceSet", "nvmlDeviceReset", "nvmlDeviceClear", "nvmlSystemSet"):
         assert forbidden not in text

@@ -11,7 +11,7 @@ import pytest
 from infergy.daemon.http_api import build_app, is_loopback, serve_http
 from infergy.daemon.scheduler import JobScheduler
 from infergy.errors import ConfigError
-from tests.unit.daemon_fakes import FakeSessions
+from tests.unit.daemon.fakes import FakeSessions
 
 
 def free_port() -> int:

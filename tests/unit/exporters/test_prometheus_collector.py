@@ -30,7 +30,7 @@ from infergy.meters.base import MeterHealth, RingBuffer, SourceInfo
 from infergy.meters.nvml import NvmlMeter
 from infergy.meters.sim import PowerModel, SimMeter
 from tests.fake_gpu import FakeGpu
-from tests.unit.test_meters_nvml import FAST
+from tests.unit.meters.test_nvml import FAST
 
 CONTRACT = {  # ARCHITECTURE.md, "Live exports (contract)", plus infergy_source_info
     "infergy_power_watts": ("source", "device"),

@@ -1,4 +1,4 @@
-"""The measurement core: pure numpy, no I/O, no clock reads.
+"""The measurement core: pure numpy, no I/O; the session clock is its one clock read.
 
 Everything else feeds it: traces (power or energy over time, with declared semantics), the
 query log of a measured run, and the window. It returns energies, coverage, MLPerf-rule figures,

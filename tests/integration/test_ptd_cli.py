@@ -12,7 +12,7 @@ import time
 import pytest
 import typer
 
-from infergy.cli.ptd_bridge import register
+from infergy.cli import analyzer_sim, ptd_bridge
 from infergy.errors import InputError
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,8 @@ PY = [sys.executable, "-m", "infergy.ptd_bridge"]
 
 def _app() -> typer.Typer:
     app = typer.Typer()
-    register(app)
+    ptd_bridge.register(app)
+    analyzer_sim.register(app)
     return app
 
 

@@ -7,6 +7,7 @@ shared piece down a layer (core/, formats/), inject the collaborator, or make th
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,25 @@ def test_python_dash_m_infergy_is_the_console_script(argv):
     )
     assert done.returncode == 0, done.stderr
     assert ("infergy 0." in done.stdout) if argv == ["--version"] else ("--power" in done.stdout)
+
+
+def _layout_block(readme: str) -> str:
+    section = readme.split("## Layout\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```", 2)[1]
+
+
+def test_the_readme_layout_and_docs_architecture_name_every_layer_and_only_real_files():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = _layout_block(readme)
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    for layer in sorted(set(LAYERS) - {"", "errors"}):
+        assert f"infergy/{layer}/" in layout, f"README's layout does not show infergy/{layer}/"
+        assert f"`{layer}/`" in doc, f"docs/architecture.md does not describe {layer}/"
+    listed = {line.split()[0] for line in layout.splitlines() if line.startswith("infergy/")}
+    for folder in sorted(listed):
+        assert (ROOT / folder).exists(), f"README's layout names {folder}, which does not exist"
+    names = {p.name for p in PACKAGE.rglob("*.py")}
+    for ref in sorted(set(re.findall(r"`((?:[a-z_]+/)*[a-z_]+\.py)`", doc))):
+        nested = (PACKAGE / ref).exists() or (ROOT / ref).exists()
+        ok = nested if "/" in ref else ref in names
+        assert ok, f"docs/architecture.md names {ref}, which is not in the tree"

@@ -8,6 +8,9 @@ counter delta; inside the interval, the energy is distributed like the samples' 
 so that the interval integrates to that delta. Per interval (:class:`IntervalKind`):
 
 - ``anchored``: the samples cover the whole interval: scale ``s = delta_j / samples_j``;
+  where the samples are mostly noise at their period (20-ms instants of millisecond queries),
+  the shape is shrunk toward linear interpolation by a weight measured against the counter
+  (:func:`~infergy.core.anchored_scale.shape_weights`): that noise is not structure;
 - ``partial``: the samples have a gap inside the interval: the gap runs at the counter's mean
   power over the interval (linear counter interpolation there), the covered part carries the
   rest of the delta in the samples' shape;
@@ -40,6 +43,7 @@ uncertainty parts are in :mod:`infergy.core.anchored_window`.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import math
@@ -48,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from infergy.core.anchored_scale import ScaleSummary
+from infergy.core.anchored_scale import ScaleSummary, sample_noise_w, shape_weights
 from infergy.core.profile import DEFAULT_GAP_FACTOR, PowerProfile
 from infergy.core.trace import F64, I64, NS_PER_S, Semantics, Trace
 from infergy.errors import TraceError
@@ -90,6 +94,7 @@ class AnchorIntervals:
         scale: factor applied to the samples (``anchored``, ``partial``), else NaN.
         gap_power_w: power given to the samples' gaps (``partial``: the counter's mean), else 0.
         kind: :class:`IntervalKind` codes.
+        shape_weight: share of the samples' shape kept (1: as sampled; 0: linear).
     """
 
     start_ns: I64
@@ -100,6 +105,7 @@ class AnchorIntervals:
     scale: F64
     gap_power_w: F64
     kind: npt.NDArray[np.int8]
+    shape_weight: F64
 
     def __len__(self) -> int:
         return int(self.start_ns.size)
@@ -138,6 +144,8 @@ class AnchoredCurve:
             samples, ``(start_ns, end_ns)``.
         resets: counter resets (decreases), as the counter's own profile counts them.
         problems: what was not anchored, for people.
+        noise_w: the samples' noise per sample against the counter, or None (too few
+            intervals, or ``shrink=False``).
     """
 
     trace: Trace
@@ -147,6 +155,7 @@ class AnchoredCurve:
     extrapolated_ns: tuple[tuple[int, int], ...]
     resets: int
     problems: tuple[str, ...]
+    noise_w: float | None = None
 
     @functools.cached_property
     def profile(self) -> PowerProfile:
@@ -160,6 +169,7 @@ def anchor(
     *,
     gap_factor: float = DEFAULT_GAP_FACTOR,
     extrapolate: bool = True,
+    shrink: bool = True,
 ) -> AnchoredCurve:
     """Anchor dense power samples to an energy counter (both on the host clock).
 
@@ -169,6 +179,7 @@ def anchor(
             readings are treated as invalid.
         gap_factor: samples further apart than this many nominal periods leave a gap.
         extrapolate: cover the samples next to the first and last reads, scaled.
+        shrink: shrink noisy shapes toward linear interpolation (False: the shape as sampled).
 
     Raises:
         TraceError: the counter is not a counter trace, or the samples are not power.
@@ -188,6 +199,14 @@ def anchor(
     sp = PowerProfile.of(samples, gap_factor)
     cp = PowerProfile.of(counter)  # the core's reset/validity rules, reused
     rows = _intervals(counter, cp, sp)
+    noise_w = None
+    if shrink:
+        use = (rows.kind == IntervalKind.ANCHORED) & (rows.samples_j > 0)
+        period_s = samples.nominal_period_ns / NS_PER_S
+        noise_w = sample_noise_w(
+            rows.counter_j[use], rows.samples_j[use], rows.duration_s[use], period_s
+        )
+        rows = dataclasses.replace(rows, shape_weight=_weights(rows, samples, noise_w))
     bounds_ns = _boundaries_ns(sp)
     t_in, v_in = _interior_knots(counter, rows, sp, bounds_ns)
     t_parts, v_parts = [counter.t_ns, t_in], [counter.values, v_in]
@@ -204,7 +223,8 @@ def anchor(
     trace = Trace(t[order], np.concatenate(v_parts)[order], Semantics.COUNTER, period)
     summary = summarize_scale(rows)
     problems += _problems(rows, cp.resets, summary, len(counter))
-    return AnchoredCurve(trace, rows, summary, sp, tuple(stretches), cp.resets, tuple(problems))
+    curve = (trace, rows, summary, sp, tuple(stretches), cp.resets, tuple(problems), noise_w)
+    return AnchoredCurve(*curve)
 
 
 def _intervals(counter: Trace, cp: PowerProfile, sp: PowerProfile) -> AnchorIntervals:
@@ -233,7 +253,21 @@ def _intervals(counter: Trace, cp: PowerProfile, sp: PowerProfile) -> AnchorInte
     carried = np.where(partial, delta * np.minimum(cov_s / length_s, 1.0), delta)
     scale = np.full(n, np.nan)
     np.divide(carried, e_s, out=scale, where=shaped)
-    return AnchorIntervals(t[:-1], t[1:], delta, e_s, cov_s, scale, gap_w, kind)
+    return AnchorIntervals(t[:-1], t[1:], delta, e_s, cov_s, scale, gap_w, kind, np.ones(n))
+
+
+def _weights(rows: AnchorIntervals, samples: Trace, noise_w: float | None) -> F64:
+    """Per-interval shape weights from the valid samples' moments inside each interval."""
+    if noise_w is None or len(rows) == 0:
+        return np.ones(len(rows))
+    ok = np.isfinite(samples.values)
+    t, w = samples.t_ns[ok], samples.values[ok]
+    k = np.searchsorted(rows.start_ns, t, side="right") - 1
+    inside = (k >= 0) & (t < rows.end_ns[np.clip(k, 0, len(rows) - 1)])
+    k, w = k[inside], w[inside]
+    n = len(rows)
+    count, sum_w, sum_w2 = (np.bincount(k, x, minlength=n).astype(float) for x in (None, w, w * w))
+    return shape_weights(count, sum_w, sum_w2, noise_w)
 
 
 def _boundaries_ns(sp: PowerProfile) -> I64:
@@ -261,6 +295,10 @@ def _interior_knots(
     x = sp.rel_s(b)
     uncovered_s = (x - x_c[k]) - (sp.covered_s(x) - cov_c[k])
     rise_j = rows.scale[k] * (sp.cumulative_j(x) - s_c[k]) + rows.gap_power_w[k] * uncovered_s
+    weight = rows.shape_weight[k]  # the kept share of the shape, the rest linear in time
+    rise_j = weight * rise_j + (1.0 - weight) * rows.counter_j[k] * (b - t_c[k]) / (
+        t_c[k + 1] - t_c[k]
+    )
     # Exact arithmetic gives 0 <= rise <= delta, non-decreasing in each interval; float
     # rounding must not turn a flat stretch into a "decrease" the profile would call a reset.
     delta = rows.counter_j[k]
@@ -340,6 +378,12 @@ def _problems(rows: AnchorIntervals, resets: int, summary: ScaleSummary, reads: 
         out.append(
             f"{int(partial.sum())} of {n} counter intervals have sample gaps ({gap_s:.3g} s "
             "in all): those gaps at the interval's mean counter power"
+        )
+    noisy = np.isin(rows.kind, SHAPED) & (rows.shape_weight < 0.5)
+    if np.any(noisy):
+        out.append(
+            f"{int(noisy.sum())} of {n} counter intervals have samples that are mostly noise at "
+            "their period (finer load than the samples): shape shrunk toward linear"
         )
     if resets:
         out.append(f"{resets} counter reset(s): those intervals are not counted")

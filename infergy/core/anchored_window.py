@@ -16,11 +16,12 @@ all) and what that means for the uncertainty (:class:`AnchoredUncertainty`, in t
   usable samples, or a samples gap) of energy ``E`` with the edge at fraction ``f`` of it, the
   energy on either side is unknown: ``max(f, 1 - f) * E``. An edge at a read adds nothing.
 - ``shape``: for an edge inside an anchored interval, the split of the interval's exact delta
-  at the edge follows the samples; if their shape is off by the relative spread ``r`` of the
-  per-interval scales (measured on this curve; :data:`DEFAULT_SHAPE_REL` with too few
-  intervals), the split is off by about ``r * min(X, delta - X)``, ``X`` the energy before the
-  edge. In an interval with a samples gap, the gap's estimated energy is added in quadrature
-  (where it really fell is unknown).
+  at the edge follows the samples. Their integral over a whole interval is off by the relative
+  spread ``r`` of the per-interval scales (measured on this curve; :data:`DEFAULT_SHAPE_REL`
+  with too few intervals); errors that accumulate like a random walk in time then put the
+  split off by ``r * sqrt(X * (delta - X))``, ``X`` the energy before the edge (zero at a read,
+  largest mid-interval, and falling as reads get denser). In an interval with a samples gap,
+  the gap's estimated energy is added in quadrature (where it really fell is unknown).
 - ``extrapolation``: the window's energy beyond the first or last read, times ``r`` (the
   extrapolated stretch is one more interval whose own scale is not measured).
 """
@@ -220,7 +221,8 @@ def _edge_terms(curve: AnchoredCurve, x_ns: int, sign: float, rel: float, out: _
         f = (x_ns - gap[0]) / (gap[1] - gap[0])
         out.edges_j2 += (max(f, 1.0 - f) * gap_w * (gap[1] - gap[0]) / NS_PER_S) ** 2
     gap_j = gap_w * max(0.0, (t1 - t0) / NS_PER_S - float(rows.samples_covered_s[k]))
-    out.shape_j2 += (rel * min(before_j, delta - before_j)) ** 2 + gap_j**2
+    split_j2 = max(0.0, before_j) * max(0.0, delta - before_j)
+    out.shape_j2 += rel * rel * split_j2 + gap_j**2
 
 
 def _problems(coverage: AnchoredCoverage, scale: ScaleSummary) -> list[str]:

@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from infergy.core.anchored import AnchoredCurve, IntervalKind, summarize_scale
 from infergy.core.anchored_scale import ScaleSummary
@@ -163,7 +164,9 @@ def anchored_window(curve: AnchoredCurve, window: Window) -> AnchoredWindow:
     )
 
 
-def _coverage(curve: AnchoredCurve, window: Window) -> tuple[AnchoredCoverage, np.ndarray]:
+def _coverage(
+    curve: AnchoredCurve, window: Window
+) -> tuple[AnchoredCoverage, npt.NDArray[np.bool_]]:
     """The window's seconds by how they were covered, and the overlapping intervals' mask."""
     rows, sp = curve.intervals, curve.samples
     a, b = window.start_ns, window.end_ns

@@ -1,0 +1,1 @@
+"""MaxQ tuning: GPU control, restore journal, sweep search, Pareto fronts, recommendation."""

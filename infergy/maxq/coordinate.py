@@ -12,6 +12,7 @@ wins, one more line search runs for it. :func:`make_search` picks a strategy by 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -48,7 +49,9 @@ class CoordinateSearch:
             nearest to the default settings).
         z: the line searches' "clearly worse" threshold, in sigmas.
         max_measurements: measurements of one point at most (1: never measure again).
-        rounds: at most this many line searches (a neighbour winning starts another).
+        screen_z: screened combinations within this many sigmas of the best are contenders,
+            each line-searched.
+        rounds: at most this many line searches (contenders, then a winning neighbour).
     """
 
     def __init__(
@@ -58,13 +61,15 @@ class CoordinateSearch:
         reference: float | None = None,
         z: float = 1.0,
         max_measurements: int = 2,
-        rounds: int = 2,
+        screen_z: float = 2.0,
+        rounds: int = 4,
     ) -> None:
         self._grid = frozenset(axes.grid())
         self._size = axes.size
         self._z = z
         self._max_measurements = max_measurements
         self._rounds = rounds
+        self._screen_z = screen_z
         self._measured: dict[SweepPoint, Observation] = {}
         self._ordered = "power_limit_w" if axes.power_limits_w else "sm_clock_mhz"
         values: tuple[Any, ...] = getattr(axes, _AXIS_FIELD[self._ordered])
@@ -118,7 +123,7 @@ class CoordinateSearch:
         return [p for p in out if p != point]
 
     def ask(self) -> SweepPoint | None:
-        """Screen, search the line, check the neighbours, maybe search once more."""
+        """Screen, line-search the contenders, check the best's neighbours, maybe once more."""
         pending = self._screen.ask()
         if pending is not None:
             return pending
@@ -129,10 +134,11 @@ class CoordinateSearch:
                     return pending
                 self._line_search, self._checked = None, False
             best, _ = best_point(self._measured)
-            combo = self._combo_of(best)
-            if combo not in self._searched:
-                if len(self._searched) >= self._rounds:
-                    return None
+            combo = next(
+                (c for c in [self._combo_of(best), *self._contenders()] if c not in self._searched),
+                None,
+            )
+            if combo is not None and len(self._searched) < self._rounds:
                 self._searched.append(combo)
                 self._line_search = self._line(combo)
                 continue
@@ -144,13 +150,31 @@ class CoordinateSearch:
                 continue
             return None
 
+    def _contenders(self) -> list[dict[str, Any]]:
+        """Screened combinations within ``screen_z`` sigmas of the best screened, best first.
+
+        At the reference limit several batch sizes can be as good within the noise while
+        their optimal limits differ: each gets its own line search (up to ``rounds``).
+        """
+        screened = [(p, self._measured[p]) for p in self._screen.points]
+        top = max(o.score for _, o in screened)
+        top_u = max(o.uncertainty for _, o in screened if o.score == top)
+        close = [
+            (p, o)
+            for p, o in screened
+            if o.score >= top - self._screen_z * math.hypot(o.uncertainty, top_u)
+        ]
+        return [self._combo_of(p) for p, _ in sorted(close, key=lambda po: -po[1].score)]
+
     def tell(self, point: SweepPoint, observation: Observation) -> None:
         """Record a point of the grid."""
         record_result(self._measured, self._grid, point, observation)
 
 
-def make_search(axes: Axes, strategy: Literal["grid", "smart"] = "smart") -> Search:
+def make_search(
+    axes: Axes, strategy: Literal["grid", "smart"] = "smart", *, max_measurements: int = 2
+) -> Search:
     """The full grid, or the coordinate search (``smart``) over the axes."""
     if strategy == "grid":
         return GridSearch(axes.grid())
-    return CoordinateSearch(axes)
+    return CoordinateSearch(axes, max_measurements=max_measurements)

@@ -118,6 +118,11 @@ class GridSearch:
         self._measured: dict[SweepPoint, Observation] = {} if measured is None else measured
 
     @property
+    def points(self) -> tuple[SweepPoint, ...]:
+        """The grid, in order."""
+        return self._points
+
+    @property
     def grid_size(self) -> int:
         """The grid's size."""
         return len(self._points)

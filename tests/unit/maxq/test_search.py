@@ -236,3 +236,23 @@ def test_make_search_picks_the_strategy():
     assert isinstance(make_search(axes, "grid"), GridSearch)
     assert isinstance(make_search(axes), CoordinateSearch)
     assert make_search(axes).grid_size == 2
+
+
+def test_batches_tied_at_the_reference_limit_each_get_a_line_search():
+    """Batch 64 and 256 look alike at the top limit, but their optimal limits differ."""
+    axes = Axes(power_limits_w=tuple(float(w) for w in range(21)), batch_sizes=(16, 64, 256))
+
+    def score(p: SweepPoint) -> float:
+        limit = p.power_limit_w or 0.0
+        if p.batch_size == 64:
+            return 1.0 - 0.0125 * abs(limit - 12)
+        if p.batch_size == 256:
+            return 1.05 - 0.05 * abs(limit - 5) if limit < 6 else 0.99 - 0.0068 * (limit - 6)
+        return 0.5
+
+    search = run_search(CoordinateSearch(axes), lambda p: Observation(score(p), 0.01))
+    assert best_point(search.measured)[0] == SweepPoint(power_limit_w=5.0, batch_size=256)
+    without = run_search(
+        CoordinateSearch(axes, screen_z=0.0), lambda p: Observation(score(p), 0.01)
+    )
+    assert best_point(without.measured)[0].batch_size == 64, "the case needs the contenders"

@@ -256,6 +256,19 @@ def steady_state(
     return _flagged(_loaded(part, lo, mem, batch_size, cost), over_limit=False)
 
 
+def at_clock(
+    part: GpuPart,
+    sm_clock_mhz: float,
+    *,
+    mem_clock_mhz: int | None = None,
+    batch_size: int,
+    precision: str = "fp16",
+) -> OperatingPoint:
+    """The steady state at a given SM clock, no power cap applied (default: top memory clock)."""
+    mem = part.mem_clocks_mhz[0] if mem_clock_mhz is None else mem_clock_mhz
+    return _loaded(part, sm_clock_mhz, mem, batch_size, PRECISIONS[precision])
+
+
 def _flagged(point: OperatingPoint, *, over_limit: bool) -> OperatingPoint:
     return OperatingPoint(
         sm_clock_mhz=point.sm_clock_mhz,

@@ -13,7 +13,7 @@ from infergy.meters.gpu_model import (
     PARTS,
     PRECISIONS,
     ModelSettings,
-    _loaded,
+    at_clock,
     idle_state,
     memory_clock_mhz,
     steady_state,
@@ -69,8 +69,9 @@ def test_power_and_throughput_rise_with_the_sm_clock(part, batch, precision, mem
     lo, hi = sorted((f1, f2))
     span = part.max_sm_clock_mhz - part.min_sm_clock_mhz
     mem = part.mem_clocks_mhz[min(mem_index, len(part.mem_clocks_mhz) - 1)]
-    a = _loaded(part, part.min_sm_clock_mhz + lo * span, mem, batch, PRECISIONS[precision])
-    b = _loaded(part, part.min_sm_clock_mhz + hi * span, mem, batch, PRECISIONS[precision])
+    kw = {"mem_clock_mhz": mem, "batch_size": batch, "precision": precision}
+    a = at_clock(part, part.min_sm_clock_mhz + lo * span, **kw)
+    b = at_clock(part, part.min_sm_clock_mhz + hi * span, **kw)
     assert a.power_w <= b.power_w + 1e-9
     assert a.samples_per_second <= b.samples_per_second + 1e-9
 

@@ -15,7 +15,8 @@ results in order: a search is deterministic given its results.
   ``z`` combined sigmas), so a tie never discards a side; a bound only slightly worse than the
   best (within ``confirm_z`` sigmas) and the best itself are measured a second time before the
   search ends. A point flagged as not binding (a limit above the draw) ends the axis: higher
-  settings are the same point. It asks each point at most twice, so it always ends.
+  settings are the same point. It asks each point at most twice and never takes more
+  measurements than the axis has points, so it always ends.
 - :class:`~infergy.maxq.coordinate.CoordinateSearch` combines them over several axes.
 """
 
@@ -216,10 +217,17 @@ class GoldenSectionSearch:
         return left, best, right
 
     def ask(self) -> SweepPoint | None:
-        """A probe in the bracket, a close call to measure again, or None when done."""
+        """A probe in the bracket, a close call to measure again, or None when done.
+
+        It never takes more measurements than the axis has points: on a short axis that is
+        the price of the grid, which then is the better plan anyway.
+        """
         bracket = self.bracket()
         if bracket is None:
             return self._points[round(GOLDEN * (len(self._points) - 1))]
+        used = sum(self._measured[p].measurements for p in self._points if p in self._measured)
+        if used >= len(self._points):
+            return None
         left, best, right = bracket
         sides = [
             [i for i in range(best + 1, right) if self._points[i] not in self._measured],

@@ -77,7 +77,7 @@ def test_golden_section_ends_on_any_curve_with_its_bracket_measured(scores):
     while (p := search.ask()) is not None:
         search.tell(p, Observation(scores[index(p)], uncertainty=abs(scores[index(p)]) * 0.01))
         steps += 1
-        assert steps <= 2 * len(scores), "asked more than twice per point"
+        assert steps <= len(scores), "more measurements than the axis has points"
     assert all(o.measurements <= 2 for o in search.measured.values())
     bracket = search.bracket()
     assert bracket is not None
@@ -214,15 +214,15 @@ def test_merged_observations_are_the_inverse_variance_mean():
 
 def test_a_close_call_is_measured_again_and_merged():
     """Two points within noise of each other: the search asks one of them a second time."""
-    search = GoldenSectionSearch(line(3))
-    scores = {0: 1.0, 1: 1.01, 2: 0.5}
+    search = GoldenSectionSearch(line(9))
+    scores = {i: 0.5 for i in range(9)} | {3: 1.0, 4: 1.01}
     asked = []
     while (p := search.ask()) is not None:
         asked.append(index(p))
         search.tell(p, Observation(scores[index(p)], 0.01))
     assert len(asked) > len(set(asked)), f"no point measured twice: {asked}"
     assert max(o.measurements for o in search.measured.values()) == 2
-    assert index(search.best()[0]) == 1
+    assert index(search.best()[0]) == 4
 
 
 def test_without_repeats_no_point_is_asked_twice():

@@ -215,7 +215,7 @@ def test_merged_observations_are_the_inverse_variance_mean():
 def test_a_close_call_is_measured_again_and_merged():
     """Two points within noise of each other: the search asks one of them a second time."""
     search = GoldenSectionSearch(line(9))
-    scores = {i: 0.5 for i in range(9)} | {3: 1.0, 4: 1.01}
+    scores = dict.fromkeys(range(9), 0.5) | {3: 1.0, 4: 1.01}
     asked = []
     while (p := search.ask()) is not None:
         asked.append(index(p))

@@ -227,7 +227,13 @@ class GpuSampler:
         future = loop.run_in_executor(self._executor, functools.partial(fn, *args))
         # asyncio.wait, not wait_for: 3.11's wait_for swallows a cancellation that arrives as
         # the call completes, and the task would then never stop.
-        done, _pending = await asyncio.wait({future}, timeout=self._config.call_timeout_s)
+        try:
+            done, _pending = await asyncio.wait({future}, timeout=self._config.call_timeout_s)
+        except asyncio.CancelledError:
+            # The call goes on in the worker thread and would append its samples after run()
+            # returned: let it finish first (bounded), so that a stopped meter stays still.
+            await asyncio.wait({future}, timeout=self._config.call_timeout_s)
+            raise
         if not done:
             message = (
                 f"{self.source}: an NVML call has taken over {self._config.call_timeout_s:g} s; "

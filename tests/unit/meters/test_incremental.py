@@ -248,3 +248,21 @@ def test_ptd_meter_samples_after_takes_and_returns_host_clock_times():
     t, v = meter.samples_after("ac", last_host_ns - 1)
     assert_same((t, v), (np.array([last_host_ns]), np.array([139.0])))
     assert meter.samples_after("ac", last_host_ns)[0].size == 0
+
+
+def test_a_stopped_nvml_meter_adds_no_samples_from_a_call_still_in_flight():
+    """Cancelled mid-call, run() returns only after the worker's read did: nothing lands later.
+
+    (The race made the tail comparison above flaky: a read in flight at cancellation appended
+    one sample between the snapshot and samples_after.)
+    """
+    gpu = FakeGpu(counter_period_s=0.005, sample_period_s=0.002, delays_s={"power_samples": 0.15})
+    meter = NvmlMeter([gpu], clock=SessionClock(), config=FAST, capacity=4096)
+    try:
+        asyncio.run(run_for(meter, 0.5))  # a 150-ms buffer read is in flight most of the time
+        before = {s: len(meter.snapshot(s)) for s in ("gpu0", "gpu0.samples")}
+        time.sleep(0.3)
+        after = {s: len(meter.snapshot(s)) for s in ("gpu0", "gpu0.samples")}
+        assert after == before, f"samples appended after run() returned: {before} -> {after}"
+    finally:
+        meter.close()

@@ -1,4 +1,11 @@
-"""Human output: a result as rich tables (the JSON form is the contract; this is for people)."""
+"""Human output: a result as rich tables (the JSON form is the contract; this is for people).
+
+Text that comes from elsewhere (an error's message and hint, a note, a path, a problem) is
+never parsed as rich markup: ``'infergy[torch]'`` or ``set [store] path`` would lose their
+bracketed words, and ``[/x]`` would raise. It is printed as :class:`~rich.text.Text` through
+:func:`print_error` and :func:`print_note`, one line each (``soft_wrap``: never folded at the
+terminal's width, so ``grep`` and the tests see the whole line).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,20 @@ from rich.text import Text
 
 _KIND_SHORT = {"analyzer": "ac", "replay": "file"}
 _STATUS_STYLE = {"ok": "bold green", "degraded": "bold yellow", "failed": "bold red"}
+
+
+def print_error(
+    console: Console, message: str, hint: str | None = None, *, label: str = "error"
+) -> None:
+    """``<label>: <message>`` and, if given, ``hint: <hint>``: literal text, one line each."""
+    console.print(Text.assemble((f"{label}:", "bold red"), " ", message), soft_wrap=True)
+    if hint:
+        console.print(Text.assemble(("hint:", "dim"), " ", hint), soft_wrap=True)
+
+
+def print_note(console: Console, text: str, *, label: str = "note", style: str = "yellow") -> None:
+    """``<label>: <text>`` as literal text on one line (notes, file locations, warnings)."""
+    console.print(Text.assemble((f"{label}:", style), " ", text), soft_wrap=True)
 
 
 def _num(value: float | None, fmt: str = ".4g", unit: str = "") -> str:

@@ -41,7 +41,10 @@ def analyze(
     queries: Annotated[
         Path | None,
         typer.Option(
-            help="Query log CSV (issue_ns,complete_ns,samples): enables per-query energy."
+            help=(
+                "Query log CSV (issue_ns,complete_ns,samples), plain or gzip'd like a run's "
+                "queries.csv.gz: enables per-query energy."
+            )
         ),
     ] = None,
     loadgen_log: Annotated[

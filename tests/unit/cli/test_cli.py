@@ -95,7 +95,9 @@ def test_example_run_aligns_stores_and_exports(capsys, tmp_path):
     assert main(["runs", "export", r["run_id"], "--out", str(tmp_path / "x")]) == 0
     written = capsys.readouterr().out.split()
     assert any(p.endswith("result.json") for p in written)
-    assert any(p.endswith("queries.csv") for p in written)
+    exported = next(p for p in written if p.endswith("queries.csv.gz"))
+    again = run_json([*example_args()[:-1], exported, "--no-store"], capsys)  # reads it back
+    assert again["performance"] == r["performance"]
 
 
 def test_human_output_is_a_table_not_json(capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -111,9 +112,18 @@ def test_the_settings_each_scenario_uses_are_still_accepted() -> None:
     ],
 )
 def test_the_run_command_refuses_them_in_one_line_before_anything_starts(
-    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    # short phases first (the last value of a flag wins): were a refusal missing, the run is short
+    # were a refusal missing, a short run goes to a store and folder of this test's own
+    monkeypatch.delenv("INFERGY_CONFIG", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    # short phases first (the last value of a flag wins)
     assert main(["run", "--idle", "0", "--warmup", "0", "--duration", "1", *args]) == 2
     err = capsys.readouterr().err
     assert needle in err, err

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from infergy.cli.common import EXIT_DEGRADED, ConfigOpt, open_store
-from infergy.cli.console import render_result
+from infergy.cli.console import print_note, render_result
 from infergy.config.settings import load_settings
 from infergy.daemon.recordings import AnalyzeRequest, analyze_recordings
 from infergy.errors import InputError
@@ -41,7 +41,10 @@ def analyze(
     queries: Annotated[
         Path | None,
         typer.Option(
-            help="Query log CSV (issue_ns,complete_ns,samples): enables per-query energy."
+            help=(
+                "Query log CSV (issue_ns,complete_ns,samples), plain or gzip'd like a run's "
+                "queries.csv.gz: enables per-query energy."
+            )
         ),
     ] = None,
     loadgen_log: Annotated[
@@ -122,7 +125,8 @@ def analyze(
         console = Console()
         render_result(console, result)
         if paths:
-            console.print(f"[dim]wrote {len(paths)} files under {paths[0].parent}[/dim]")
+            where = f"{len(paths)} files under {paths[0].parent}"
+            print_note(console, where, label="wrote", style="dim")
     return EXIT_DEGRADED if strict and result["status"] != "ok" else 0
 
 

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from infergy import __version__
 from infergy.cli import analyze, analyzer_sim, doctor, plot, ptd_bridge, run, runs, serve
+from infergy.cli.console import print_error
 from infergy.errors import InfergyError
 
 app = typer.Typer(
@@ -71,19 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         if callable(show):
             show()
         else:
-            err.print(f"[bold red]error:[/bold red] {e.format_message()}")
+            print_error(err, e.format_message())
         return int(e.exit_code)
     except InfergyError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/bold red] {e}")
-        if e.hint:
-            err.print(f"[dim]hint:[/dim] {e.hint}")
+        print_error(err, str(e), e.hint)
         return e.exit_code
     except Exception as e:
         if debug:
             raise
-        err.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {e}")
-        err.print("[dim]hint:[/dim] rerun with --debug and report the traceback")
+        hint = "rerun with --debug and report the traceback"
+        print_error(err, f"{type(e).__name__}: {e}", hint, label="internal error")
         return 1
     return rv if isinstance(rv, int) else 0

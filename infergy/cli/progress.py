@@ -13,6 +13,8 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from infergy.cli.console import print_note
+
 _PHASES = {
     "prepare": "preparing (model, meters)",
     "idle": "idle baseline",
@@ -93,4 +95,4 @@ class ConsoleObserver:
 
     def note(self, text: str) -> None:
         """Print a note above the bars."""
-        self.console.print(f"[yellow]note:[/yellow] {text}", highlight=False)
+        print_note(self.console, text)

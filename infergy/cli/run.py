@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from infergy.cli.common import ConfigOpt, open_store
-from infergy.cli.console import render_result
+from infergy.cli.console import print_note, render_result
 from infergy.cli.progress import ConsoleObserver
 from infergy.config.settings import Settings, load_settings
 from infergy.daemon.jobs import JobSpec
@@ -65,9 +66,16 @@ def job_spec(values: dict[str, Any]) -> JobSpec:
         return JobSpec.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as err:
         first = err.errors()[0]
-        flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "the job"
-        msg = f"{flag}: {first['msg'].removeprefix('Value error, ')}"
+        text = first["msg"].removeprefix("Value error, ")
+        if first["loc"]:
+            msg = f"{_flag(str(first['loc'][0]))}: {text}"
+        else:  # a rule across fields: name them as flags (target_qps -> --target-qps)
+            msg = re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda m: _flag(m.group()), text)
         raise InputError(msg, hint="see `infergy run --help`") from None
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-") if field in JobSpec.model_fields else field
 
 
 def choose_backend(spec: JobSpec) -> JobSpec:
@@ -119,7 +127,7 @@ def run_session_cli(spec: JobSpec, settings: Settings, *, json_out: bool) -> int
     else:
         render_result(console, outcome.result)
         if outcome.files:
-            console.print(f"[dim]files: {outcome.files[0].parent}[/dim]")
+            print_note(console, str(outcome.files[0].parent), label="files", style="dim")
     if outcome.status == "aborted":
         console.print("[bold red]interrupted:[/bold red] the partial run was stored as aborted")
     return outcome.exit_code(strict=spec.strict)
@@ -132,7 +140,7 @@ class _StderrNotes(QuietObserver):
         self.console = console
 
     def note(self, text: str) -> None:
-        self.console.print(f"note: {text}", highlight=False)
+        print_note(self.console, text)
 
 
 def register(app: typer.Typer) -> None:

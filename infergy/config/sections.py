@@ -28,7 +28,7 @@ from infergy.errors import ConfigError
 class _Section(BaseModel):
     """Base of the config sections: frozen, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _expand_user(path: Path | None) -> Path | None:
@@ -113,6 +113,14 @@ class MeterSettings(_Section):
     """Replace NVML by this many simulated GPUs (labelled SIMULATED): demos and soak tests."""
     nvml: NvmlSettings = NvmlSettings()
     emulator: EmulatorSettings = EmulatorSettings()
+
+    @field_validator("ptd")
+    @classmethod
+    def _ptd_port(cls, value: str | None) -> str | None:
+        if value is not None and not 1 <= int(value.rpartition(":")[2]) <= 65535:
+            msg = f"the port of {value!r} must be 1-65535"
+            raise ValueError(msg)
+        return value
 
 
 class SessionSettings(_Section):

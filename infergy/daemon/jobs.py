@@ -6,7 +6,11 @@ pydantic model, so a field means the same thing and fails the same way everywher
 
     JobSpec.model_validate({"backend": "onnxruntime", "scenario": "single-stream", "duration": 10})
 
-Times are seconds; unknown fields are rejected.
+Times are seconds; unknown fields are rejected, and so are settings that would be silently
+ignored or cannot work: NaN or infinite numbers, ``target_qps`` outside Server (Offline runs
+as fast as the system can, its expected QPS comes from the warm-up), a batch that the
+scenario's queries cannot fill (SingleStream sends one sample per query, MultiStream eight),
+a ``ptd://`` port outside 1-65535.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from infergy.core.trace import Scenario
+from infergy.core.trace import MULTI_STREAM_SAMPLES_PER_QUERY, Scenario
 from infergy.errors import InfergyError
 from infergy.runners.types import WorkloadConfig
 
 Backend = Literal["onnxruntime", "torch", "tensorrt"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 MAX_DURATION_S = 24 * 3600.0
+MAX_PORT = 65535
 
 _METER = re.compile(r"^(nvml|rapl|sim|ptd://[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
 _SCENARIOS = {s.value for s in Scenario}
@@ -32,7 +37,7 @@ _SCENARIOS = {s.value for s in Scenario}
 class JobSpec(BaseModel):
     """One measurement session, as requested by a user (CLI flags, HTTP body, MQTT payload)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     backend: Backend | None = None
     """Inference backend; ``None`` picks torch on a GPU machine, else onnxruntime."""
@@ -46,11 +51,12 @@ class JobSpec(BaseModel):
     """LoadGen scenario: offline, server, single-stream or multi-stream."""
     precision: Precision = "fp32"
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 1
-    """Samples per inference call (Offline/Server batching; SingleStream uses 1 per query)."""
+    """Samples per inference call (Offline/Server batching; 1 for SingleStream, <= 8 for
+    MultiStream: LoadGen's queries carry that many samples there)."""
     duration: Annotated[float, Field(gt=0, le=MAX_DURATION_S)] = 60.0
     """Measured run length in seconds (LoadGen min_duration)."""
     target_qps: Annotated[float, Field(gt=0)] | None = None
-    """Server target QPS (also the Offline expected QPS hint)."""
+    """Server: the queries per second to offer (required there, refused elsewhere)."""
     gpus: tuple[Annotated[int, Field(ge=0, le=63)], ...] | None = None
     """GPU indices to use; ``None`` = all visible GPUs for GPU backends, none for CPU ones."""
     idle: Annotated[float, Field(ge=0, le=3600)] | None = None
@@ -99,6 +105,11 @@ class JobSpec(BaseModel):
             if isinstance(item, str) and not _METER.match(item):
                 msg = f"bad meter {item!r}; use nvml, rapl, sim or ptd://HOST:PORT"
                 raise ValueError(msg)
+            if isinstance(item, str) and item.startswith("ptd://"):
+                port = int(item.rpartition(":")[2])
+                if not 1 <= port <= MAX_PORT:
+                    msg = f"bad meter {item!r}: the port must be 1-{MAX_PORT}, got {port}"
+                    raise ValueError(msg)
         if len(set(value)) != len(value):
             msg = "a meter is listed twice"
             raise ValueError(msg)
@@ -116,6 +127,23 @@ class JobSpec(BaseModel):
     def _consistent(self) -> JobSpec:
         if self.scenario == Scenario.SERVER.value and self.target_qps is None:
             msg = "the server scenario needs target_qps (queries per second to offer)"
+            raise ValueError(msg)
+        scenario = self.scenario_enum
+        if self.target_qps is not None and scenario is not Scenario.SERVER:
+            msg = (
+                f"target_qps is a server setting; {scenario.value} does not use it (Offline "
+                "runs as fast as it can, its expected QPS measured by the warm-up)"
+            )
+            raise ValueError(msg)
+        batch = self.batch_size or 1
+        if scenario is Scenario.SINGLE_STREAM and batch > 1:
+            msg = f"single-stream sends 1 sample per query: batch_size {batch} cannot be formed"
+            raise ValueError(msg)
+        if scenario is Scenario.MULTI_STREAM and batch > MULTI_STREAM_SAMPLES_PER_QUERY:
+            msg = (
+                f"a multi-stream query carries {MULTI_STREAM_SAMPLES_PER_QUERY} samples: "
+                f"batch_size {batch} cannot be formed"
+            )
             raise ValueError(msg)
         if self.compile and self.backend not in (None, "torch"):
             msg = f"compile is a torch option; the backend is {self.backend}"

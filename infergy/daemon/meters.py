@@ -320,7 +320,8 @@ class MeterSet:
                 async with asyncio.timeout(10):
                     await meter.stop()
             except (InfergyError, TimeoutError, OSError) as err:
-                self.notes.append(f"{meter.source}: could not stop the analyzer cleanly: {err}")
+                why = str(err) or type(err).__name__  # a TimeoutError has no message
+                self.notes.append(f"{meter.source}: could not stop the analyzer cleanly: {why}")
 
     async def aclose(self) -> None:
         """Close every meter and the emulator (idempotent)."""

@@ -38,6 +38,10 @@ _KINDS = (
     (re.compile(r"cpu\d*"), "rapl"),
     (re.compile(r"sim\d*"), "sim"),
 )
+_KIND_HINT = (
+    "name it by its kind: gpu0, gpu1... (NVML), ac, ac1... (analyzer), cpu (RAPL), sim "
+    "(gpus, the GPUs' sum, is added by the analysis)"
+)
 IDLE_GUARD_NS = 1_000_000_000
 """``--idle-before`` ends this long before the window, so the load's ramp is not counted."""
 WINDOW_TOLERANCE_NS = 5_000_000
@@ -90,7 +94,8 @@ def analyze_recordings(
     if not paths:
         msg = "no power source given"
         raise InputError(msg, hint="add --power SOURCE=PATH, e.g. --power ac=run_1/spl.txt")
-    idle = _pairs(req.idle_watts, "--idle-watts", _float("watts"))
+    _check_kinds(paths)
+    idle = _pairs(req.idle_watts, "--idle-watts", _float("watts", minimum=0.0))
     offsets = _pairs(req.clock_offset_ms, "--clock-offset-ms", _float("milliseconds"))
     for opt, given in (("--idle-watts", idle), ("--clock-offset-ms", offsets)):
         for name in given:
@@ -171,6 +176,14 @@ def analyze_recordings(
     return RecordedAnalysis(analysis.result, analysis.traces, queries, loadgen_dir)
 
 
+def _check_kinds(paths: dict[str, Path]) -> None:
+    """A recording is only known by its name: one that names no kind is refused."""
+    for name in paths:
+        if source_kind(name) == "replay":
+            msg = f"--power: source name {name!r} names no kind of power source"
+            raise InputError(msg, hint=_KIND_HINT)
+
+
 def _scenario(given: str | None, detail: LoadgenDetail | None, problems: list[str]) -> Scenario:
     lg = detail.scenario if detail is not None else None
     if given is None:
@@ -245,11 +258,15 @@ def _pairs(items: Sequence[str], opt: str, convert: Callable[[str], T]) -> dict[
         if name in out:
             msg = f"{opt} gives source {name!r} twice"
             raise InputError(msg)
-        out[name] = convert(value.strip())
+        try:
+            out[name] = convert(value.strip())
+        except InputError as err:
+            msg = f"{opt} {item!r}: {err}"
+            raise InputError(msg, hint=err.hint) from None
     return out
 
 
-def _float(unit: str) -> Callable[[str], float]:
+def _float(unit: str, minimum: float | None = None) -> Callable[[str], float]:
     def conv(text: str) -> float:
         try:
             v = float(text)
@@ -258,6 +275,9 @@ def _float(unit: str) -> Callable[[str], float]:
             raise InputError(msg) from None
         if not np.isfinite(v):
             msg = f"expected a finite number of {unit}, got {text!r}"
+            raise InputError(msg)
+        if minimum is not None and v < minimum:
+            msg = f"expected at least {minimum:g} {unit}, got {text!r}"
             raise InputError(msg)
         return v
 

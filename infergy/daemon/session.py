@@ -36,8 +36,9 @@ from infergy.daemon.session_types import (
     _State,
     unwrapped,
 )
-from infergy.errors import AnalysisError, InfergyError
+from infergy.errors import AnalysisError, ConfigError, InfergyError
 from infergy.exporters.files import write_run_files
+from infergy.runners.scratch import remove_scratch
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
 RunnerFactory = Callable[..., Awaitable[Any]]
@@ -96,6 +97,7 @@ class Session:
         self._env = env
         self.meter_set: MeterSet | None = None
         self.runner: Any = None
+        self._kept = False  # whether a result (and the run's folder) is kept
 
     # -- the lifecycle -------------------------------------------------------------------------
 
@@ -112,18 +114,24 @@ class Session:
         st = _State(clock, clock.now_ns())
         self.aborted: SessionOutcome | None = None
         out_dir = self.settings.output.dir / self.run_id
+        await asyncio.to_thread(_make_run_dir, out_dir)
         self._phase(st, "prepare", None)
         gpu_backend = (self.spec.backend or "onnxruntime") in ("torch", "tensorrt")
-        if shared is not None:
-            meter_set = shared  # the service's meters: already sampling, not ours to close
-        else:
-            meter_set = await self._meters_factory(
-                self.spec.meter,
-                self.settings,
-                clock,
-                gpus=None if self.spec.gpus is None else tuple(self.spec.gpus),
-                env=self._env,
+        try:  # the service's meters are already sampling, and not ours to close
+            meter_set = (
+                shared
+                if shared is not None
+                else await self._meters_factory(
+                    self.spec.meter,
+                    self.settings,
+                    clock,
+                    gpus=None if self.spec.gpus is None else tuple(self.spec.gpus),
+                    env=self._env,
+                )
             )
+        except BaseException:
+            await asyncio.to_thread(remove_scratch, out_dir, keep_dir=False)
+            raise
         self.meter_set = meter_set
         cfg = self._workload_config(meter_set if gpu_backend else None)
         nvml = meter_set.nvml()
@@ -142,21 +150,32 @@ class Session:
                 try:
                     outcome = await self._measure(st, cfg, out_dir, meter_set)
                 except asyncio.CancelledError:
-                    outcome = await self._abort(st, cfg, meter_set, out_dir)
-                    self.aborted = outcome
+                    # a meter's error (raised by the TaskGroup) or a user cancelled us
+                    failed = _failure(tasks)
+                    if failed is None or st.phase != "prepare":  # else nothing worth keeping
+                        self.aborted = await self._abort(st, cfg, meter_set, out_dir, failed)
                     raise
                 finally:
                     for task in tasks:
                         task.cancel()
         finally:
-            if self.runner is not None:
-                with contextlib.suppress(InfergyError):
-                    await self.runner.aclose()
-            if shared is None:
-                await meter_set.aclose()
-            elif nvml is not None:
-                nvml.set_counter_poll_factor(self.settings.meters.nvml.idle_counter_poll_factor)
+            await self._close(out_dir, meter_set)
         return outcome
+
+    async def _close(self, out_dir: Path, meter_set: MeterSet) -> None:
+        """End the runner and our meters; remove the runner's scratch.
+
+        When nothing of the run was kept, its folder goes too: the error says what failed.
+        """
+        if self.runner is not None:
+            with contextlib.suppress(InfergyError):
+                await self.runner.aclose()
+        await asyncio.to_thread(remove_scratch, out_dir, keep_dir=self._kept)
+        nvml = meter_set.nvml()
+        if self._shared is None:
+            await meter_set.aclose()
+        elif nvml is not None:
+            nvml.set_counter_poll_factor(self.settings.meters.nvml.idle_counter_poll_factor)
 
     async def _checkpoints(self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet) -> None:
         """Store what the run has so far every ``checkpoint_s`` (survives a killed process)."""
@@ -226,20 +245,34 @@ class Session:
         return outcome
 
     async def _abort(
-        self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet, out_dir: Path
+        self,
+        st: _State,
+        cfg: WorkloadConfig,
+        meter_set: MeterSet,
+        out_dir: Path,
+        failure: tuple[str, BaseException] | None = None,
     ) -> SessionOutcome:
-        """Keep what was sampled: an ``aborted`` result, analysed over what ran."""
+        """Keep what was sampled: an ``aborted`` result, analysed over what ran.
+
+        ``failure`` (a meter's task name and error) makes it ``failed``: nobody aborted it.
+        """
         if self._shared is None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(meter_set.stop_analyzers())
         partial = self.runner.partial() if self.runner is not None else None
-        st.notes.append(f"aborted during the {st.phase} phase; everything sampled is kept")
+        if failure is not None:
+            st.notes.append(
+                f"failed during the {st.phase} phase: {failure[0]}: {failure[1]}; everything"
+                " sampled is kept"
+            )
+        else:
+            st.notes.append(f"aborted during the {st.phase} phase; everything sampled is kept")
         try:
             outcome = self._analyze(st, cfg, meter_set, None, partial=partial)
         except InfergyError as err:
             st.notes.append(f"no analysis of the partial run: {err}")
             outcome = self._bare_result(st, cfg, meter_set, partial)
-        outcome.result["status"] = "aborted"
+        outcome.result["status"] = "aborted" if failure is None else "failed"
         self._finish(outcome, out_dir, None)
         return outcome
 
@@ -354,6 +387,7 @@ class Session:
 
     def _finish(self, outcome: SessionOutcome, out_dir: Path, loadgen_dir: Path | None) -> None:
         """Persist: store, then files and plots, then the extra sinks. Failures become problems."""
+        self._kept = True
         if self.store is not None:
             self.store.save_run(outcome.result, outcome.traces, outcome.queries)
         try:
@@ -370,6 +404,26 @@ class Session:
             self.observer.note(f"could not write every file: {err}")
         for sink in self._persist:
             sink(outcome)
+
+
+def _make_run_dir(path: Path) -> None:
+    """Create the run's folder now, so a bad ``--out`` fails before anything starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        msg = f"cannot create the run's folder {path}: {err.strerror or err}"
+        hint = "--out (or [output] dir) must be a writable directory"
+        raise ConfigError(msg, hint=hint) from None
+
+
+def _failure(tasks: list[asyncio.Task[Any]]) -> tuple[str, BaseException] | None:
+    """The first of ``tasks`` that ended with an error: (its name, the error)."""
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            assert error is not None
+            return task.get_name(), error
+    return None
 
 
 __all__ = [

@@ -4,7 +4,8 @@ Layout under ``[output] dir``::
 
     <run_id>/result.json                 the result object (pretty, keys in the order given)
     <run_id>/traces/<source>.csv         one per power source (infergy.formats.csv)
-    <run_id>/queries.csv                 the query log, when there is one
+    <run_id>/queries.csv.gz              the query log, when there is one: the CSV of
+                                         infergy.formats.csv, gzip-compressed (zcat reads it)
     <run_id>/mlperf/<Scenario>/performance/run_1/
         mlperf_log_detail.txt            copied from LoadGen's output, when present
         mlperf_log_summary.txt
@@ -17,6 +18,7 @@ checked before they become path components.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -33,6 +35,10 @@ from infergy.formats.csv import format_queries_csv, format_trace_csv
 from infergy.formats.ptd import format_sample_line
 from infergy.store.names import check_name
 
+QUERIES_FILE = "queries.csv.gz"
+"""The query log's file name in a run's folder (``infergy analyze --queries`` reads it)."""
+QUERIES_GZIP_LEVEL = 6
+"""7x smaller than the text, 20 ms a 1.6-MB log; level 9 saves 4 % more for 3x the time."""
 LOADGEN_LOGS = ("mlperf_log_detail.txt", "mlperf_log_summary.txt")
 """The LoadGen logs copied into the MLPerf layout."""
 PTD_NO_READING = -1.0
@@ -82,8 +88,9 @@ def write_run_files(
     written = [_write_atomic(run_dir / "result.json", text)]
     for source, trace in sorted(sources.items()):
         written.append(_write_atomic(run_dir / "traces" / f"{source}.csv", format_trace_csv(trace)))
-    if queries is not None:
-        written.append(_write_atomic(run_dir / "queries.csv", format_queries_csv(queries)))
+    if queries is not None:  # ~40 bytes a query as text, ~6 compressed (1 M a minute on a GPU)
+        data = gzip.compress(format_queries_csv(queries).encode(), QUERIES_GZIP_LEVEL, mtime=0)
+        written.append(_write_atomic(run_dir / QUERIES_FILE, data))
     logs = [] if loadgen_dir is None else [loadgen_dir / n for n in LOADGEN_LOGS]
     logs = [log for log in logs if log.is_file()]
     if logs:
@@ -161,5 +168,6 @@ def _write_atomic(path: Path, data: str | bytes) -> Path:
             os.close(dir_fd)
     except OSError as err:
         msg = f"cannot write {path}: {err.strerror or err}"
-        raise InputError(msg, hint="check that [output] dir is writable and has space") from None
+        hint = "check that --out (or [output] dir) is a writable directory with space"
+        raise InputError(msg, hint=hint) from None
     return path

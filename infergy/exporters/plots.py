@@ -1,5 +1,8 @@
 """Per-run plots (matplotlib, PNG): power over time, per-query energy, latency.
 
+The two histograms have log axes and log-spaced bins (a run's latencies span decades: on a
+linear axis every query fell into one bin). Titles say only what the result knows.
+
 Drawn from the same objects the store keeps (result, traces, query log), so ``infergy plot
 RUN_ID`` redraws them identically from the store. Simulated sources are labelled SIMULATED in
 every legend. matplotlib runs on the Agg backend: no display is needed.
@@ -41,7 +44,7 @@ def draw_run_plots(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     window = Window(result["window"]["start_unix_ns"], result["window"]["end_unix_ns"])
-    label = _title(result)
+    label = plot_title(result)
     written = []
     try:
         fig = _power_figure(plt, result, traces, window, label)
@@ -68,11 +71,40 @@ def _save(fig: Any, path: Path, plt: Any) -> Path:
     return path
 
 
-def _title(result: Mapping[str, Any]) -> str:
-    return (
-        f"{result.get('run_id')}  {result.get('scenario')}  {result.get('backend')}/"
-        f"{result.get('model')}  batch {result.get('batch_size')}  [{result.get('status')}]"
-    )
+def plot_title(result: Mapping[str, Any]) -> str:
+    """The run as the plots name it: only what the result knows, never ``None``.
+
+    An analysed recording knows no backend, model or batch: it is titled as such.
+    """
+    workload = "/".join(str(result[k]) for k in ("backend", "model") if result.get(k))
+    parts = [str(result.get("run_id")), str(result.get("scenario") or "")]
+    parts += [workload, str(result.get("precision") or "")]
+    if result.get("batch_size") is not None:
+        parts.append(f"batch {result['batch_size']}")
+    if (result.get("provenance") or {}).get("command") == "analyze":
+        parts.append("analysed recordings")
+    parts.append(f"[{result.get('status')}]")
+    return "  ".join(p for p in parts if p)
+
+
+def log_histogram(ax: Any, values: np.ndarray, color: str) -> str | None:
+    """A histogram on log axes with log-spaced bins.
+
+    A run's queries span decades (a p99 100x the median put every query into one linear
+    bin). Returns a note on what is not shown (values <= 0 have no place on a log axis).
+    """
+    finite = values[np.isfinite(values)]
+    positive = finite[finite > 0]
+    n_bins = min(80, max(10, int(np.sqrt(max(1, finite.size)))))
+    if positive.size and positive.max() > positive.min():
+        bins = np.geomspace(positive.min(), positive.max(), n_bins + 1)
+        ax.hist(positive, bins=bins, color=color)
+        ax.set_xscale("log")
+    elif positive.size:  # one value: one bar
+        ax.hist(positive, bins=1, color=color)
+    ax.set_yscale("log")
+    hidden = finite.size - positive.size
+    return f"{hidden:,} queries <= 0 not shown" if hidden else None
 
 
 def _legend(result: Mapping[str, Any], source: str) -> str:
@@ -153,26 +185,30 @@ def _energy_figure(  # noqa: PLR0917 (a private drawing helper)
     energy = InFlight.of(queries).apportion(profile, window)
     per_query_mj = energy.per_query_j * 1e3
     fig, ax = plt.subplots(figsize=(7, 4))
-    finite = per_query_mj[np.isfinite(per_query_mj)]
+    _histogram_with_percentiles(ax, per_query_mj, "tab:orange")
+    ax.set_xlabel(f"energy per query, {_legend(result, source)} (mJ, log scale)")
+    ax.set_ylabel("queries (log scale)")
+    ax.set_title(label, fontsize=9)
+    return fig
+
+
+def _histogram_with_percentiles(ax: Any, values: np.ndarray, color: str) -> None:
+    note = log_histogram(ax, values, color)
+    finite = values[np.isfinite(values)]
     if finite.size:
-        ax.hist(finite, bins=min(80, max(10, int(np.sqrt(finite.size)))), color="tab:orange")
         for q, style in ((50, "-"), (90, "--"), (99, ":")):
             ax.axvline(np.percentile(finite, q), color="k", lw=0.8, ls=style, label=f"p{q}")
-    ax.set_xlabel(f"energy per query, {_legend(result, source)} (mJ)")
-    ax.set_ylabel("queries")
-    ax.set_title(label, fontsize=9)
+    if note:
+        ax.plot([], [], " ", label=note)
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return fig
 
 
 def _latency_figure(plt: Any, queries: QueryLog, label: str) -> Any:
     latency_ms = queries.latency_ns / 1e6
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.hist(latency_ms, bins=min(80, max(10, int(np.sqrt(latency_ms.size)))), color="tab:blue")
-    for q, style in ((50, "-"), (90, "--"), (99, ":")):
-        ax.axvline(np.percentile(latency_ms, q), color="k", lw=0.8, ls=style, label=f"p{q}")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("queries")
+    _histogram_with_percentiles(ax, latency_ms.astype(np.float64), "tab:blue")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("queries (log scale)")
     ax.set_title(label, fontsize=9)
-    ax.legend(fontsize=8)
     return fig

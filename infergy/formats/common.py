@@ -1,4 +1,4 @@
-"""Helpers every format shares: reading text files, sample spacing, and problem wording.
+"""Helpers every format shares: reading text files (gzip too), spacing, problem wording.
 
 The problem reports keep the same wording in every parser ("3 unparseable lines skipped (first
 at line 17: ...)"), so users see one style whatever file they gave.
@@ -6,7 +6,9 @@ at line 17: ...)"), so users see one style whatever file they gave.
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +17,33 @@ import numpy.typing as npt
 from infergy.core.trace import NS_PER_S
 from infergy.errors import InputError
 
+GZIP_MAGIC = b"\x1f\x8b"
+
 
 def read_text_file(path: str | os.PathLike[str], what: str) -> str:
     """Read a text file as UTF-8, bad bytes replaced: the I/O shared by every ``load_*``.
 
+    A gzip-compressed file (``queries.csv.gz``, known by its first bytes, whatever its name)
+    is decompressed.
+
     Raises:
-        InputError: the file is missing, a directory or unreadable (one line plus a hint).
+        InputError: the file is missing, a directory, unreadable, or broken gzip (one line
+            plus a hint).
     """
     try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
+        data = Path(path).read_bytes()
     except OSError as err:
         why = {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory"}
         msg = f"cannot read {what} {os.fspath(path)}: {why.get(type(err), err.strerror or err)}"
         hint = "check the path (relative to the current directory) and its permissions"
         raise InputError(msg, hint=hint) from None
+    if data.startswith(GZIP_MAGIC):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            msg = f"cannot read {what} {os.fspath(path)}: broken gzip data: {err}"
+            raise InputError(msg, hint="the file is truncated or damaged") from None
+    return data.decode("utf-8", errors="replace")
 
 
 def median_spacing_ns(t_ns: npt.NDArray[np.int64], quantum_ns: int = 1) -> int:

@@ -90,7 +90,8 @@ class Child:
             try:
                 result = self._do(cmd, msg)
             except BaseException as err:
-                traceback.print_exc()
+                if not isinstance(err, InfergyError):  # expected errors say it all themselves
+                    traceback.print_exc()
                 self.send(error_reply(err))
             else:
                 self.send({"ok": True, "result": result})

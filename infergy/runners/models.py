@@ -158,7 +158,8 @@ def build_resnet50(torch: Any, seed: int) -> Any:
         import torchvision  # noqa: PLC0415 (optional/heavy library: imported when used)
     except ImportError as err:
         msg = f"the built-in resnet50 needs torchvision: {err}"
-        raise ModelError(msg, hint="pip install torchvision (matching your torch)") from err
+        hint = "pip install 'infergy[torch]' (torchvision matching your torch)"
+        raise ModelError(msg, hint=hint) from err
     torch.manual_seed(seed)
     return torchvision.models.resnet50(weights=None)
 

@@ -11,6 +11,9 @@ import json
 import re
 from typing import Any
 
+STORED_STATUSES = ("ok", "degraded", "failed", "aborted", "running")
+"""Every status a stored run can have (``running``: a checkpoint of a run in progress)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class RunSummary:
@@ -27,6 +30,12 @@ class RunSummary:
     """The source the two efficiency figures below are of: ``ac`` first (``_headline_rank``)."""
     samples_per_second_per_watt: float | None
     joules_per_query: float | None
+    average_watts: float | None = None
+    """The headline source's time-weighted mean power over the window."""
+    millijoules_per_query_mlperf: float | None = None
+    """MLPerf's SingleStream/MultiStream figure of the headline source (``None`` elsewhere)."""
+    headline_simulated: bool = False
+    """Whether the headline source is simulated (its figures are no measurement)."""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``infergy runs --json``)."""
@@ -42,12 +51,16 @@ def summarize(row: tuple[str, int, str, str | None, str | None, str | None, str]
     efficiency = _section(result, "efficiency")
     source = min(efficiency, key=_headline_rank, default=None)
     figures = _section(efficiency, source) if source is not None else {}
+    power = _section(_section(result, "power"), source) if source is not None else {}
     return RunSummary(
         *row[:6],  # run_id, created_unix_ns, status, scenario, model, backend
         samples_per_second=_number(_section(result, "performance"), "samples_per_second"),
         headline_source=source,
         samples_per_second_per_watt=_number(figures, "samples_per_second_per_watt"),
         joules_per_query=_number(figures, "joules_per_query"),
+        average_watts=_number(power, "average_watts"),
+        millijoules_per_query_mlperf=_number(figures, "millijoules_per_query_mlperf"),
+        headline_simulated=power.get("simulated") is True or power.get("kind") == "sim",
     )
 
 

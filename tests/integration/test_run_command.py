@@ -108,3 +108,9 @@ def test_runner_tuning_flags_reach_the_runner(tmp_path: Path) -> None:
     assert (job["workers"], job["seed"], job["batching_timeout_ms"]) == (2, 7, 0.5)
     assert r["provenance"]["software"]["workload"]["workers_per_device"] == 2
     assert r["loadgen"]["requested"]["qsl_rng_seed"] == 7
+    # what stays of the run: no scratch (31 MB of records in a 60-s GPU run), no empty files
+    run_dir = tmp_path / "out" / r["run_id"]
+    kept = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+    assert not any(k.startswith("runner/") for k in kept), sorted(kept)
+    assert "queries.csv.gz" in kept and "queries.csv" not in kept, sorted(kept)
+    assert all((run_dir / k).stat().st_size > 0 for k in kept), sorted(kept)

@@ -75,7 +75,7 @@ def test_session_analyzer_energy_matches_the_scripted_profile(tmp_path: Path) ->
     run_dir = tmp_path / "out" / "s1"
     for name in (
         "result.json",
-        "queries.csv",
+        "queries.csv.gz",
         "traces/ac.csv",
         "power.png",
         "latency.png",

@@ -1,10 +1,14 @@
 """TensorRT backend: build (or load a cached) plan, run it on CUDA streams, one context per worker.
 
 Written against the TensorRT 10/11 Python API (``tensors`` API: ``set_input_shape``,
-``set_tensor_address``, ``execute_async_v3``). Device memory and streams come from PyTorch
-(present on the GPU machines; ``torch.cuda.Stream.cuda_stream`` is the raw handle TensorRT
-takes). Build path (full ``tensorrt`` only): ONNX -> ``OnnxParser`` -> one optimization
-profile ``(1, batch, batch)`` on the batch axis -> fp32 / fp16 (``BuilderFlag.FP16``) / int8
+``set_tensor_address``, ``execute_async_v3``). Device memory, streams and CUDA graphs come from
+PyTorch (``torch.cuda.Stream.cuda_stream`` is the raw handle TensorRT takes), and so do the
+GPU's identity for the plan cache and the int8 calibrator's device batches: the backend needs
+PyTorch, which the ``[tensorrt]`` extra installs with it. (Without it, the CUDA runtime's own
+bindings would have to do all of that: not done.)
+
+Build path (full ``tensorrt`` only): ONNX -> ``OnnxParser`` -> one optimization profile
+``(1, batch, batch)`` on the batch axis -> fp32 / fp16 (``BuilderFlag.FP16``) / int8
 (``BuilderFlag.INT8`` with an entropy calibrator over the user's ``calibration_data``
 (:mod:`infergy.runners.calib_data`), else over random inputs of the model's shape, reported
 as a problem: the scales then only serve performance, not accuracy) ->
@@ -44,9 +48,17 @@ CALIBRATION_BATCHES = 8
 
 
 def _torch() -> Any:
-    from infergy.runners.backends.torch_backend import import_torch  # noqa: PLC0415
-
-    return import_torch()
+    """PyTorch, which this backend needs (see the module docstring), or a clear error."""
+    try:
+        import torch  # noqa: PLC0415 (optional/heavy library: imported when used)
+    except ImportError as err:
+        msg = (
+            "the TensorRT backend needs PyTorch (its GPU buffers, CUDA streams and CUDA graphs"
+            f" are PyTorch's), and PyTorch is not importable: {err}"
+        )
+        hint = "pip install 'infergy[tensorrt]' (TensorRT's lean runtime and PyTorch with CUDA)"
+        raise WorkloadError(msg, hint=hint) from err
+    return torch
 
 
 class _Logger:

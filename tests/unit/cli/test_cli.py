@@ -88,14 +88,16 @@ def test_example_run_aligns_stores_and_exports(capsys, tmp_path):
     assert r["provenance"]["inputs"]["gpu0"]["sha256"]
 
     assert main(["runs", "list", "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows = json.loads(capsys.readouterr().out)  # one JSON array
     assert [row["run_id"] for row in rows] == [r["run_id"]]
     assert main(["runs", "show", r["run_id"][:20], "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == r
     assert main(["runs", "export", r["run_id"], "--out", str(tmp_path / "x")]) == 0
     written = capsys.readouterr().out.split()
     assert any(p.endswith("result.json") for p in written)
-    assert any(p.endswith("queries.csv") for p in written)
+    exported = next(p for p in written if p.endswith("queries.csv.gz"))
+    again = run_json([*example_args()[:-1], exported, "--no-store"], capsys)  # reads it back
+    assert again["performance"] == r["performance"]
 
 
 def test_human_output_is_a_table_not_json(capsys):
@@ -130,6 +132,15 @@ def test_strict_exits_3_on_a_degraded_result(tmp_path, capsys):
         (["analyze", "--power", f"ac={EX / 'ptd_log.txt'}", "--loadgen-log", str(EX),
           "--align", "auto"], "needs a GPU"),
         (["runs", "show", "nope"], "nope"),
+        # a name that says no kind (it was analysed as a "replay" source of no known kind)
+        (["analyze", "--power", f"foo={EX / 'ptd_log.txt'}", "--loadgen-log", str(EX)],
+         "source name 'foo' names no kind"),
+        (["analyze", "--power", f"gpus={EX / 'gpu0_energy.csv'}", "--loadgen-log", str(EX)],
+         "source name 'gpus' names no kind"),
+        # a negative idle baseline made the dynamic energy larger than the total
+        (["analyze", "--power", f"ac={EX / 'ptd_log.txt'}", "--loadgen-log", str(EX),
+          "--idle-watts", "ac=-5"], "--idle-watts 'ac=-5': expected at least 0 watts"),
+        (["runs", "list", "--status", "bogus"], "--status 'bogus'"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line_and_exit_2(args, needle, capsys):

@@ -122,6 +122,15 @@ def test_a_bad_value_names_file_key_and_reason(tmp_path: Path) -> None:
     )
 
 
+def test_an_analyzer_port_out_of_range_and_nan_values_are_refused(tmp_path: Path) -> None:
+    path = toml(tmp_path, '[meters]\nptd = "127.0.0.1:99999"\n')
+    assert "meters.ptd: Value error, the port of '127.0.0.1:99999' must be 1-65535" in str(
+        config_error(path)
+    )
+    path = toml(tmp_path, "[session]\ntail_s = nan\n")
+    assert "session.tail_s: Input should be a finite number" in str(config_error(path))
+
+
 def test_several_problems_make_one_error_naming_each(tmp_path: Path) -> None:
     path = toml(tmp_path, "[analysis]\ngap_factor = 0.5\nidle_s = -1\nbogus = 1\n")
     message = str(config_error(path))

@@ -110,6 +110,9 @@ def test_field_errors_are_422_with_locations() -> None:
             ("body", "gpus", 0),
             ("body", "strict"),
         ]
+        r = await client.post("/v1/runs", json={"scenario": "offline", "target_qps": 5})
+        assert r.status == 422  # refused as the command line and MQTT refuse it (one JobSpec)
+        assert "target_qps is a server setting" in (await r.json())["errors"][0]["msg"]
         r = await client.post("/v1/runs", json={"scenario": "bogus"})  # was a 500
         assert r.status == 422
         data = await r.json()

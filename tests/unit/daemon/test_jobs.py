@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -66,3 +67,65 @@ def test_run_help_shows_the_tuning_panel_and_config_sections(
     out = capsys.readouterr().out
     assert "Runner tuning" in out and "--compile" in out and "--no-cuda-graphs" in out
     assert "[analysis] idle_s" in out and "[output] dir" in out  # not eaten as rich markup
+
+
+# -- settings that would be silently ignored or cannot work are refused (issue 13, §6) ---------
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"scenario": "offline", "target_qps": 100}, "target_qps is a server setting"),
+        ({"scenario": "single-stream", "target_qps": 100}, "target_qps is a server setting"),
+        ({"scenario": "single-stream", "batch_size": 4}, "1 sample per query"),
+        ({"scenario": "multi-stream", "batch_size": 16}, "carries 8 samples"),
+        ({"duration": float("nan")}, "finite number"),
+        ({"duration": float("inf")}, "finite number"),
+        ({"warmup": float("nan")}, "finite number"),
+        ({"scenario": "server", "target_qps": float("nan")}, "finite number"),
+        ({"meter": ["ptd://127.0.0.1:99999"]}, "port must be 1-65535"),
+        ({"meter": ["ptd://127.0.0.1:0"]}, "port must be 1-65535"),
+    ],
+)
+def test_settings_that_would_be_ignored_or_cannot_work_are_refused(
+    body: dict[str, object], needle: str
+) -> None:
+    with pytest.raises(ValidationError, match=needle):
+        JobSpec.model_validate(body)
+
+
+def test_the_settings_each_scenario_uses_are_still_accepted() -> None:
+    JobSpec.model_validate({"scenario": "server", "target_qps": 100, "batch_size": 64})
+    JobSpec.model_validate({"scenario": "offline", "batch_size": 256})
+    JobSpec.model_validate({"scenario": "multi-stream", "batch_size": 8})
+    JobSpec.model_validate({"scenario": "single-stream", "batch_size": 1})
+    JobSpec.model_validate({"meter": ["ptd://[::1]:65535", "ptd://lab-analyzer:8888"]})
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--scenario", "offline", "--target-qps", "100"], "--target-qps is a server setting"),
+        (["--scenario", "single-stream", "--batch-size", "4"], "--batch-size 4 cannot be formed"),
+        (["--duration", "nan"], "--duration: Input should be a finite number"),
+        (["--meter", "ptd://127.0.0.1:99999"], "--meter: bad meter 'ptd://127.0.0.1:99999'"),
+    ],
+)
+def test_the_run_command_refuses_them_in_one_line_before_anything_starts(
+    args: list[str],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # were a refusal missing, a short run goes to a store and folder of this test's own
+    monkeypatch.delenv("INFERGY_CONFIG", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    # short phases first (the last value of a flag wins)
+    assert main(["run", "--idle", "0", "--warmup", "0", "--duration", "1", *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err, err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 2, err  # error + hint
+    assert "Traceback" not in err and "internal error" not in err

@@ -183,3 +183,12 @@ def test_arbitrary_job_fields_get_a_reply_with_ok_or_errors(fields: dict[str, An
 def test_an_unknown_scenario_is_a_field_error(handler: CommandHandler) -> None:
     reply = handle(handler, "run", {"request_id": "s", "scenario": "nope"})
     assert reply is not None and reply.body["errors"][0]["loc"] == ["scenario"]
+
+
+def test_a_setting_the_scenario_ignores_is_refused_as_on_the_command_line(
+    handler: CommandHandler, jobs: Jobs
+) -> None:
+    reply = handle(handler, "run", {"request_id": "q", "scenario": "offline", "target_qps": 5})
+    assert reply is not None and not reply.ok
+    assert "target_qps is a server setting" in reply.body["errors"][0]["msg"]
+    assert jobs.submitted == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import infergy.exporters.files as files_module
 from infergy.core.trace import NS_PER_S, QueryLog, Semantics, Trace
 from infergy.errors import InputError
 from infergy.exporters.files import write_run_files
-from infergy.formats.csv import parse_queries_csv, parse_trace_csv
+from infergy.formats.csv import format_queries_csv, load_queries_csv, parse_trace_csv
 from infergy.formats.ptd import parse_ptd_log
 
 T0 = 1_750_000_000 * NS_PER_S + 123_000_000
@@ -68,7 +69,7 @@ def test_writes_result_traces_and_queries_that_read_back(tmp_path: Path) -> None
         "result.json",
         "traces/ac.csv",
         "traces/gpu0.csv",
-        "queries.csv",
+        "queries.csv.gz",
     ]
     text = (run / "result.json").read_text(encoding="utf-8")
     assert json.loads(text) == result
@@ -80,7 +81,9 @@ def test_writes_result_traces_and_queries_that_read_back(tmp_path: Path) -> None
         assert np.array_equal(back.t_ns, original.t_ns)
         assert np.array_equal(back.values, original.values, equal_nan=True)
         assert back.semantics is original.semantics
-    queries, problems = parse_queries_csv((run / "queries.csv").read_text())
+    packed = (run / "queries.csv.gz").read_bytes()
+    assert gzip.decompress(packed).decode() == format_queries_csv(QUERIES)  # zcat reads it
+    queries, problems = load_queries_csv(run / "queries.csv.gz")
     assert not problems
     assert np.array_equal(queries.issue_ns, QUERIES.issue_ns)
     assert np.array_equal(queries.complete_ns, QUERIES.complete_ns)
@@ -246,3 +249,16 @@ def test_a_result_with_nan_is_refused(tmp_path: Path) -> None:
             tmp_path, result_of("r", power={"ac": {"average_watts": float("nan")}}), {}, None
         )
     assert not (tmp_path / "r").exists()
+
+
+def test_the_query_log_is_kept_compressed(tmp_path: Path) -> None:
+    """A 60-s GPU run wrote a 37-MB queries.csv: the log is kept gzip-compressed."""
+    n = 50_000
+    issue = T0 + np.cumsum(np.full(n, 1_234_567, dtype=np.int64))
+    log = QueryLog(issue, issue + 987_654 + np.arange(n) % 9_999, np.ones(n, dtype=np.int64))
+    write_run_files(tmp_path, result_of(), {}, log)
+    packed = tmp_path / "2026-05-01_offline_ab12" / "queries.csv.gz"
+    assert not packed.with_suffix("").exists()
+    assert packed.stat().st_size * 4 < len(format_queries_csv(log))  # 4.6x here, 7x Offline
+    back, problems = load_queries_csv(packed)
+    assert not problems and np.array_equal(back.complete_ns, log.complete_ns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 from pathlib import Path
 
@@ -231,6 +232,22 @@ def test_load_csv_files(tmp_path: Path) -> None:
         load_queries_csv(path)
     with pytest.raises(InputError, match="no such file") as err:
         load_trace_csv(tmp_path / "missing.csv")
+    assert err.value.hint
+
+
+def test_gzipped_csv_files_read_like_plain_ones(tmp_path: Path) -> None:
+    text = f"issue_ns,complete_ns,samples\n{T0},{T0 + MS},8\n"
+    plain, packed = tmp_path / "queries.csv", tmp_path / "queries.csv.gz"
+    plain.write_text(text)
+    packed.write_bytes(gzip.compress(text.encode()))
+    a, b = load_queries_csv(plain), load_queries_csv(packed)
+    assert a[1] == b[1] == [] and np.array_equal(a[0].complete_ns, b[0].complete_ns)
+    trace = tmp_path / "gpu0.csv.gz"
+    trace.write_bytes(gzip.compress(f"t_ns,joules\n{T0},1.0\n{T0 + MS},2.0\n".encode()))
+    assert len(load_trace_csv(trace)[0]) == 2
+    packed.write_bytes(gzip.compress(text.encode())[:20])  # cut short
+    with pytest.raises(InputError, match="broken gzip data") as err:
+        load_queries_csv(packed)
     assert err.value.hint
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,34 @@ def test_find_trt_module_sees_what_is_installed() -> None:
     found = trt_plan.find_trt_module()
     expected = next((m for m in trt_plan.TRT_MODULES if importlib.util.find_spec(m)), None)
     assert found == expected
+
+
+def test_without_pytorch_the_tensorrt_backend_says_why_it_needs_it(tmp_path: Path) -> None:
+    """It was "PyTorch is not importable" with a hint for the torch backend."""
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("PyTorch is installed here")
+    from infergy.runners.backends.tensorrt import TensorRTBackend  # noqa: PLC0415
+    from infergy.runners.models import ModelSpec  # noqa: PLC0415
+    from infergy.runners.types import WorkloadConfig  # noqa: PLC0415
+
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"not a plan")
+    spec = ModelSpec(name="m.plan", kind="plan", path=plan, sha256="0" * 64)
+    backend = TensorRTBackend(WorkloadConfig(backend="tensorrt", gpus=(0,)), spec, 0)
+    with pytest.raises(WorkloadError, match=r"needs PyTorch .* CUDA streams") as err:
+        backend.load()
+    assert err.value.hint is not None and "infergy[tensorrt]" in err.value.hint
+
+
+def test_the_extras_install_what_the_backends_import() -> None:
+    """[torch] brings torchvision (the built-in ResNet-50); [tensorrt] brings [torch]."""
+    import tomllib  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[3]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    names = {k: {re.split(r"[<>=\[ ]", r, maxsplit=1)[0] for r in v} for k, v in extras.items()}
+    assert {"torch", "torchvision"} <= names["torch"]
+    assert "infergy[torch]" in extras["tensorrt"]
+    assert any(r.startswith("torchvision>=") and "<" in r for r in extras["torch"])  # a range

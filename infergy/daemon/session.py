@@ -302,9 +302,7 @@ class Session:
         queries = run.queries if run is not None else partial
         problems = list(meter_set.notes) + st.notes + meter_set.health_problems()
         if run is not None:
-            problems += run.problems
-            if run.validity != "VALID":
-                problems.append(f"LoadGen reports the run {run.validity}")
+            problems += run.problems  # an INVALID verdict is one of them, with LoadGen's reason
         if queries is None or len(queries) == 0:
             msg = "no query completed"
             raise AnalysisError(msg)
@@ -328,8 +326,11 @@ class Session:
             if name in result["power"]:
                 result["power"][name]["simulated"] = True
         if run is not None:
+            if run.validity != "VALID" and result["status"] == "ok":
+                result["status"] = "degraded"  # not a valid LoadGen result: never "ok"
             result["loadgen"] = {
                 "validity": run.validity,
+                "valid": {"VALID": True, "INVALID": False}.get(run.validity),
                 "power_begin_unix_ns": run.power_begin_ns,
                 "power_end_unix_ns": run.power_end_ns,
                 "window_disagreement_ms": run.window_disagreement_ms,

@@ -111,10 +111,8 @@ def build_outcome(
             warnings=detail.warnings,
         )  # fmt: skip
         problems += [f"LoadGen: {e}" for e in detail.errors]
-        reason = detail.results.get("result_invalid_reason")
-        if validity == "INVALID" and reason:
-            problems.append(f"LoadGen result INVALID: {reason}")
         problems += detail.problems
+    problems.extend(validity_problem(validity, detail))
     if len(queries) == 0:
         problems.append("no query was completed")
     elif begin is not None and end is not None:
@@ -150,6 +148,17 @@ def build_outcome(
         power_end_ns=end, window_disagreement_ms=disagreement, validity=validity,
         loadgen=loadgen, problems=problems,
     )  # fmt: skip
+
+
+def validity_problem(validity: str, detail: LoadgenDetail | None) -> list[str]:
+    """The one line that says a run is not a valid LoadGen result, with LoadGen's reason."""
+    if validity == "VALID":
+        return []
+    if validity == "INVALID":
+        reason = detail.results.get("result_invalid_reason") if detail is not None else None
+        why = str(reason).strip() if reason else "no reason logged"
+        return [f"LoadGen result INVALID: {why}"]
+    return ["LoadGen's verdict is unknown (no result_validity in its logs)"]
 
 
 def _check_counts(

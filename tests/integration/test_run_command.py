@@ -108,3 +108,22 @@ def test_runner_tuning_flags_reach_the_runner(tmp_path: Path) -> None:
     assert (job["workers"], job["seed"], job["batching_timeout_ms"]) == (2, 7, 0.5)
     assert r["provenance"]["software"]["workload"]["workers_per_device"] == 2
     assert r["loadgen"]["requested"]["qsl_rng_seed"] == 7
+
+
+def test_an_invalid_loadgen_result_is_degraded_and_strict_exits_3(tmp_path: Path) -> None:
+    """A Server run LoadGen calls INVALID (a 1-us latency bound no query meets) is never ok."""
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--scenario", "server",
+                    "--target-qps", "200", "--target-latency-ms", "0.001", "--duration", "2",
+                    "--idle", "0", "--warmup", "1", "--meter", "sim", "--strict", "--json")  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
+                          timeout=120, check=False)  # fmt: skip
+    r = json.loads(proc.stdout)
+    assert r["loadgen"]["validity"] == "INVALID", r["problems"]
+    assert r["loadgen"]["valid"] is False
+    assert r["status"] == "degraded", r["problems"]
+    invalid_lines = [p for p in r["problems"] if "INVALID" in p]
+    assert len(invalid_lines) == 1, invalid_lines  # said once, with LoadGen's reason
+    assert "Reduce target QPS" in invalid_lines[0]
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    with Store.open(tmp_path / "store.db") as store:
+        assert [run.status for run in store.list_runs()] == ["degraded"]

@@ -38,6 +38,7 @@ from infergy.daemon.session_types import (
 )
 from infergy.errors import AnalysisError, InfergyError
 from infergy.exporters.files import write_run_files
+from infergy.runners.preflight import preflight
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
 RunnerFactory = Callable[..., Awaitable[Any]]
@@ -113,6 +114,8 @@ class Session:
         self.aborted: SessionOutcome | None = None
         out_dir = self.settings.output.dir / self.run_id
         self._phase(st, "prepare", None)
+        # What the job alone shows cannot work fails now, before a meter or model is opened.
+        preflight(self.spec.workload_config(tuple(self.spec.gpus or ())))
         gpu_backend = (self.spec.backend or "onnxruntime") in ("torch", "tensorrt")
         if shared is not None:
             meter_set = shared  # the service's meters: already sampling, not ours to close

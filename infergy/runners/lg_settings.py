@@ -118,13 +118,31 @@ def build_settings(
         s["server_target_qps"] = qps
         s["server_target_latency_ns"] = latency_ns
         generated = int(cfg.duration_s * qps * 1.1)
+    _check_generated(cfg, generated)
+    return s
+
+
+def check_schedule(cfg: WorkloadConfig) -> None:
+    """Refuse, before anything runs, a schedule the given figures already make impossible.
+
+    A Server (or a hinted Offline) run of ``target_qps`` for ``duration_s`` has its size known
+    without a warm-up; the rest is checked by :func:`build_settings` once warm-up measured.
+
+    Raises:
+        LoadgenSettingsError: LoadGen would pre-generate more than it can hold in memory.
+    """
+    if cfg.target_qps is not None and cfg.scenario in (Scenario.SERVER, Scenario.OFFLINE):
+        _check_generated(cfg, int(1.1 * cfg.duration_s * cfg.target_qps))
+
+
+def _check_generated(cfg: WorkloadConfig, generated: int) -> None:
     if generated > MAX_GENERATED_SAMPLES:
         msg = (
             f"LoadGen would pre-generate ~{generated:,} samples for a {cfg.duration_s:g}-s "
-            f"{sc.value} run (more than {MAX_GENERATED_SAMPLES:,} to hold in memory)"
+            f"{cfg.scenario.value} run (more than {MAX_GENERATED_SAMPLES:,} to hold in memory)"
         )
-        raise LoadgenSettingsError(msg, hint="shorten --duration or use a larger batch")
-    return s
+        hint = "shorten --duration, lower --target-qps or use a larger batch"
+        raise LoadgenSettingsError(msg, hint=hint)
 
 
 CALIBRATION_OVERGENERATE = 2.5

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -127,3 +128,52 @@ def test_an_invalid_loadgen_result_is_degraded_and_strict_exits_3(tmp_path: Path
     assert proc.returncode == 3, proc.stderr[-2000:]
     with Store.open(tmp_path / "store.db") as store:
         assert [run.status for run in store.list_runs()] == ["degraded"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens there once closed
+
+
+def test_an_unreachable_analyzer_fails_fast_before_anything_runs(tmp_path: Path) -> None:
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--duration", "2", "--idle", "1",
+                    "--warmup", "1", "--meter", f"ptd://127.0.0.1:{_closed_port()}")  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
+                          timeout=120, check=False)  # fmt: skip
+    elapsed_s = time.monotonic() - t0
+    err = " ".join(proc.stderr.split())  # the console wraps long lines
+    assert proc.returncode == 1, err
+    assert "cannot connect to the PTD server at 127.0.0.1:" in err
+    assert "Traceback" not in proc.stderr
+    assert elapsed_s < 8.0, f"a refused connection took {elapsed_s:.1f} s to report"
+    assert "idle baseline" not in proc.stderr + proc.stdout  # reported before the idle phase
+    with Store.open(tmp_path / "store.db") as store:
+        assert store.list_runs() == []  # nothing ran: nothing stored
+
+
+def test_a_missing_model_file_is_refused_before_the_meters_open(tmp_path: Path) -> None:
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--model", str(tmp_path / "no.onnx"),
+                    "--duration", "2", "--meter", f"ptd://127.0.0.1:{_closed_port()}")  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
+                          timeout=120, check=False)  # fmt: skip
+    # the model is checked first: the (unreachable) analyzer is never tried
+    err = " ".join(proc.stderr.split())  # the console wraps long lines
+    assert proc.returncode == 2, err
+    assert "no.onnx' not found" in err
+    assert "PTD" not in err
+
+
+def test_a_server_schedule_too_large_to_hold_is_refused_before_the_idle_phase(
+    tmp_path: Path,
+) -> None:
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--scenario", "server",
+                    "--target-qps", "1000000", "--duration", "600", "--meter", "sim")  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
+                          timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "pre-generate" in proc.stderr
+    assert "idle baseline" not in proc.stderr + proc.stdout
+    assert time.monotonic() - t0 < 8.0

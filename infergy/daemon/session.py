@@ -313,7 +313,7 @@ class Session:
         a = self.settings.analysis
         analysis = analyze(
             meter_set.source_inputs(self._since_ns(st)),
-            Workload.of_queries(cfg.scenario, queries),
+            Workload.of_queries(cfg.scenario, queries, run.mlperf if run is not None else None),
             window,
             identity=self._identity(st, cfg, meter_set),
             options=AnalysisOptions(

@@ -50,7 +50,7 @@ def draw_run_plots(
             fig = _energy_figure(plt, result, traces, queries, window, label)
             if fig is not None:
                 written.append(_save(fig, run_dir / "per_query_energy.png", plt))
-            fig = _latency_figure(plt, queries, label)
+            fig = _latency_figure(plt, queries, label, _row_unit(result))
             written.append(_save(fig, run_dir / "latency.png", plt))
     finally:
         plt.close("all")
@@ -158,21 +158,30 @@ def _energy_figure(  # noqa: PLR0917 (a private drawing helper)
         ax.hist(finite, bins=min(80, max(10, int(np.sqrt(finite.size)))), color="tab:orange")
         for q, style in ((50, "-"), (90, "--"), (99, ":")):
             ax.axvline(np.percentile(finite, q), color="k", lw=0.8, ls=style, label=f"p{q}")
-    ax.set_xlabel(f"energy per query, {_legend(result, source)} (mJ)")
-    ax.set_ylabel("queries")
+    unit = _row_unit(result)
+    ax.set_xlabel(f"energy per {unit}, {_legend(result, source)} (mJ)")
+    ax.set_ylabel(_PLURAL[unit])
     ax.set_title(label, fontsize=9)
     ax.legend(fontsize=8)
     return fig
 
 
-def _latency_figure(plt: Any, queries: QueryLog, label: str) -> Any:
+_PLURAL = {"batch": "batches", "query": "queries"}
+
+
+def _row_unit(result: Mapping[str, Any]) -> str:
+    """What a query-log row is: an Offline run's rows are batches of its one query."""
+    return "batch" if (result.get("performance") or {}).get("batches") is not None else "query"
+
+
+def _latency_figure(plt: Any, queries: QueryLog, label: str, unit: str = "query") -> Any:
     latency_ms = queries.latency_ns / 1e6
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.hist(latency_ms, bins=min(80, max(10, int(np.sqrt(latency_ms.size)))), color="tab:blue")
     for q, style in ((50, "-"), (90, "--"), (99, ":")):
         ax.axvline(np.percentile(latency_ms, q), color="k", lw=0.8, ls=style, label=f"p{q}")
     ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("queries")
+    ax.set_ylabel(_PLURAL[unit])
     ax.set_title(label, fontsize=9)
     ax.legend(fontsize=8)
     return fig

@@ -157,6 +157,7 @@ def build_outcome(
         queries=queries, per_device=per_device, loadgen_dir=loadgen_dir, power_begin_ns=begin,
         power_end_ns=end, window_disagreement_ms=disagreement, validity=validity,
         loadgen=loadgen, problems=problems,
+        mlperf=detail.mlperf_run() if detail is not None else None,
     )  # fmt: skip
 
 

@@ -177,3 +177,30 @@ def test_a_server_schedule_too_large_to_hold_is_refused_before_the_idle_phase(
     assert "pre-generate" in proc.stderr
     assert "idle baseline" not in proc.stderr + proc.stdout
     assert time.monotonic() - t0 < 8.0
+
+
+def test_the_summary_says_what_was_measured_in_mlperf_s_words(tmp_path: Path) -> None:
+    """An Offline run is one LoadGen query of every sample: not "queries 921,982" and a
+    J/query that is per sample. The screen and result.json name the model (not "auto")."""
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--duration", "2", "--idle", "0",
+                    "--warmup", "1", "--meter", "sim")  # fmt: skip
+    env["COLUMNS"] = "200"
+    proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
+                          timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    screen = " ".join(proc.stdout.split())
+    for words in ("model tiny", "backend onnxruntime", "precision fp32", "batch 1",
+                  "devices cpu", "LoadGen VALID", "scenario offline", "queries 1 "):  # fmt: skip
+        assert words in screen, (words, screen)
+    assert "J/sample" in screen and "per-batch J" in screen
+    (result_file,) = (tmp_path / "out").glob("*/result.json")
+    r = json.loads(result_file.read_text())
+    assert (r["model"], r["precision"], r["batch_size"]) == ("tiny", "fp32", 1)
+    perf = r["performance"]
+    assert perf["queries"] == 1 and perf["batches"] == perf["samples"] > 100
+    eff = r["efficiency"]["ac"]
+    assert eff["joules_per_query"] == pytest.approx(r["power"]["ac"]["energy_joules"])
+    assert eff["joules_per_sample"] == pytest.approx(eff["joules_per_query"] / perf["samples"])
+    assert eff["per_query_joules"] is None and eff["per_batch_joules"]["p50"] > 0
+    assert eff["samples_per_joule_mlperf"] is not None  # LoadGen's samples/s over MLPerf's W
+    assert r["mlperf"]["scenario"] == "Offline" and r["mlperf"]["validity"] == "VALID"

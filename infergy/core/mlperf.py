@@ -52,6 +52,21 @@ _PERF_UNIT = {
 _NS_PER_MS = 1e6
 
 
+RANGING_MAX_DROP_PERCENT = 5.0
+"""The Power WG checker fails a testing pass whose mean power is 5 % or more below the ranging
+pass's (it may be higher by any amount)."""
+
+
+def ranging_delta_percent(testing_w: float, ranging_w: float) -> float:
+    """``power_checker.py``'s delta: both means rounded to 5 decimals, the change to 2."""
+    return round((round(testing_w, 5) / round(ranging_w, 5) - 1) * 100, 2)
+
+
+def ranging_ok(delta_percent: float) -> bool:
+    """The checker's test: ``delta > -5`` (strict)."""
+    return delta_percent > -RANGING_MAX_DROP_PERCENT
+
+
 @dataclass(frozen=True)
 class LoadgenRun:
     """What the checker reads from a run's ``mlperf_log_detail.txt``.

@@ -25,6 +25,7 @@ from infergy.core.clock import OffsetEstimate
 from infergy.core.inputs import AnalysisOptions, SourceInput, Workload
 from infergy.core.mlperf import INFERABLE
 from infergy.core.trace import NS_PER_S, QueryLog, Scenario, Trace, Window
+from infergy.daemon.submission import submission_checks, testing_dir
 from infergy.errors import InputError
 from infergy.formats import load_power_source
 from infergy.formats.csv import load_queries_csv
@@ -154,12 +155,26 @@ def analyze_recordings(
         ),
         problems=problems,
     )
-    if invalid and analysis.result["status"] == "ok":
-        analysis.result["status"] = "degraded"  # not a valid LoadGen result: never "ok"
+    result = analysis.result
+    if req.loadgen_log is not None and (run_1 := testing_dir(req.loadgen_log)) is not None:
+        invalid |= _submission(result, run_1, paths)
+    if invalid and result["status"] == "ok":
+        result["status"] = "degraded"  # not a valid MLPerf result: never "ok"
     loadgen_dir = None
     if req.loadgen_log is not None:
         loadgen_dir = req.loadgen_log if req.loadgen_log.is_dir() else req.loadgen_log.parent
     return RecordedAnalysis(analysis.result, analysis.traces, queries, loadgen_dir)
+
+
+def _submission(result: dict[str, Any], run_1: Path, paths: dict[str, Path]) -> bool:
+    """The checks beside a ``performance/run_1`` folder; True when the power checker fails."""
+    name = next((n for n, p in paths.items() if p.resolve().parent == run_1), None)
+    testing_w = result["power"][name]["mlperf_average_watts"] if name is not None else None
+    extra: list[str] = []
+    entry = submission_checks(run_1, paths.get(name) if name else None, testing_w, extra)
+    result["mlperf"]["submission"] = entry
+    result["problems"].extend(extra)
+    return entry["ranging"] is not None and not entry["ranging"]["ok"]
 
 
 def _load_sources(

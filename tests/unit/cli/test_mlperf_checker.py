@@ -181,3 +181,48 @@ def test_an_invalid_loadgen_result_is_degraded(tmp_path, capsys):
     assert r["status"] == "degraded" and r["mlperf"]["validity"] == "INVALID"
     assert sum("LoadGen result INVALID" in p for p in r["problems"]) == 1
     assert main([*args, "--strict"]) == 3
+
+
+def _submission(tmp_path: Path, ranging_scale: float) -> Path:
+    """results/.../SingleStream/performance/{run_1,ranging,power} from the published run."""
+    perf = tmp_path / "SingleStream" / "performance"
+    for name in ("run_1", "ranging"):
+        d = perf / name
+        d.mkdir(parents=True)
+        for f in ("mlperf_log_detail.txt", "mlperf_log_summary.txt", "spl.txt"):
+            shutil.copy(SS / f, d / f)
+    lines = []
+    for ln in (SS / "spl.txt").read_text().splitlines():
+        f = ln.split(",")
+        if ln.startswith("Time,") and len(f) > 3:
+            f[3] = f"{float(f[3]) * ranging_scale:.6f}"
+        lines.append(",".join(f))
+    (perf / "ranging" / "spl.txt").write_text("\n".join(lines) + "\n")
+    (perf / "power").mkdir()
+    for f in ("client.json", "client.log", "ptd_logs.txt"):  # server.json and .log missing
+        (perf / "power" / f).write_text("{}\n")
+    return perf
+
+
+def test_a_submission_folder_gets_the_layout_and_ranging_checks(tmp_path, capsys):
+    perf = _submission(tmp_path, ranging_scale=1.02)  # testing 1.96 % below ranging: passes
+    run_1 = perf / "run_1"
+    r = analyze_json(capsys, "--power", f"ac={run_1 / 'spl.txt'}", "--loadgen-log", str(run_1))
+    sub = r["mlperf"]["submission"]
+    assert sub["missing_files"] == ["power/server.json", "power/server.log"]
+    assert any("missing power/server.json, power/server.log" in p for p in r["problems"])
+    rng = sub["ranging"]
+    assert rng["delta_percent"] == round((round(231.1185, 5) / round(231.1185 * 1.02, 5) - 1)
+                                         * 100, 2)  # fmt: skip
+    assert rng["ok"] is True and r["status"] == "ok"
+
+
+def test_a_testing_pass_5_percent_below_ranging_fails_the_power_checker(tmp_path, capsys):
+    perf = _submission(tmp_path, ranging_scale=1.06)
+    run_1 = perf / "run_1"
+    args = ["--power", f"ac={run_1 / 'spl.txt'}", "--loadgen-log", str(run_1)]
+    r = analyze_json(capsys, *args)
+    assert r["mlperf"]["submission"]["ranging"]["ok"] is False
+    assert r["status"] == "degraded"
+    assert any("below the ranging pass's" in p for p in r["problems"])
+    assert main(["analyze", *args, "--strict", "--no-store"]) == 3

@@ -7,7 +7,7 @@ import pytest
 
 from infergy.core.energy import mlperf_mean_watts
 from infergy.core.inputs import Workload
-from infergy.core.mlperf import LoadgenRun, mlperf_rule
+from infergy.core.mlperf import LoadgenRun, mlperf_rule, ranging_delta_percent, ranging_ok
 from infergy.core.trace import QueryLog, Scenario, Window
 
 S = 1_000_000_000
@@ -116,3 +116,10 @@ def test_samples_issued_come_from_loadgen_s_counts() -> None:
     assert off.sample_count == 110_880_000
     ms = _run(Scenario.MULTI_STREAM, result_query_count=10, effective_samples_per_query=8)
     assert ms.sample_count == 80
+
+
+def test_the_ranging_rule_rounds_as_the_power_checker_and_is_strict() -> None:
+    assert ranging_delta_percent(95.0, 100.0) == -5.0 and not ranging_ok(-5.0)
+    assert ranging_delta_percent(95.01, 100.0) == -4.99 and ranging_ok(-4.99)
+    assert ranging_ok(ranging_delta_percent(150.0, 100.0))  # higher by any amount is fine
+    assert ranging_delta_percent(100.000004, 100.0) == 0.0  # means rounded to 5 decimals

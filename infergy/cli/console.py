@@ -72,13 +72,16 @@ def render_result(console: Console, result: Mapping[str, Any]) -> None:
         f"{win['duration_s']:.3f} s",
     )
     console.print(head)
+    console.print(_what_ran(result))
     lat = perf.get("latency_ms") or {}
+    batches = perf.get("batches")
     console.print(
         Text.assemble(
             ("queries ", "dim"),
             _num(perf.get("queries"), ","),
             ("  samples ", "dim"),
             _num(perf.get("samples"), ","),
+            *((("  batches ", "dim"), _num(batches, ",")) if batches is not None else ()),
             ("  samples/s ", "dim"),
             _num(perf.get("samples_per_second"), ",.1f"),
             ("  latency p50/p90/p99 ", "dim"),
@@ -87,8 +90,28 @@ def render_result(console: Console, result: Mapping[str, Any]) -> None:
     )
     if result.get("power"):
         console.print(_power_table(result["power"]))
-        console.print(_efficiency_table(result["efficiency"], str(result["scenario"])))
+        console.print(_efficiency_table(result["efficiency"], result.get("mlperf") or {}))
     _render_problems(console, result.get("problems") or [])
+
+
+def _what_ran(result: Mapping[str, Any]) -> Text:
+    """Model, backend, precision, batch, devices, and LoadGen's verdict (MLPerf's scenario)."""
+    parts: list[tuple[str, str] | str] = []
+    for label, key in (("model ", "model"), ("backend ", "backend"), ("precision ", "precision"),
+                       ("batch ", "batch_size")):  # fmt: skip
+        if result.get(key) is not None:
+            parts += [(label, "dim"), str(result[key]), "  "]
+    if result.get("devices"):
+        parts += [("devices ", "dim"), ",".join(map(str, result["devices"])), "  "]
+    mlperf = result.get("mlperf") or {}
+    validity = (result.get("loadgen") or {}).get("validity") or mlperf.get("validity")
+    if mlperf.get("inferred"):
+        parts += [("MLPerf ", "dim"), f"{mlperf['scenario']} inferred from "
+                  f"{mlperf['run_scenario']}  "]  # fmt: skip
+    if validity is not None:
+        style = "green" if validity == "VALID" else "bold red"
+        parts += [("LoadGen ", "dim"), (str(validity), style)]
+    return Text.assemble(*parts)
 
 
 def _power_table(power: Mapping[str, Mapping[str, Any]]) -> Table:
@@ -114,25 +137,39 @@ def _power_table(power: Mapping[str, Mapping[str, Any]]) -> Table:
     return t
 
 
-def _efficiency_table(eff: Mapping[str, Mapping[str, Any]], scenario: str) -> Table:
-    per_query_metric = scenario in ("single-stream", "multi-stream")
+def _efficiency_table(eff: Mapping[str, Mapping[str, Any]], mlperf: Mapping[str, Any]) -> Table:
+    """Time-weighted figures, then MLPerf's in its scenario's unit (mJ/query or W, samples/J).
+
+    J/sample stands beside J/query where they differ (Offline: one query of every sample;
+    MultiStream: 8 samples a query); Offline's per-row energies are per batch.
+    """
+    rows = list(eff.values())
+    differ = any(
+        e.get("joules_per_sample") is not None
+        and e.get("joules_per_query") is not None
+        and not math.isclose(e["joules_per_sample"], e["joules_per_query"])
+        for e in rows
+    )
+    per_batch = any(e.get("per_batch_joules") for e in rows)
+    eff_unit = str(mlperf.get("efficiency_unit") or "samples/J")
+    eff_key = "tokens_per_joule_mlperf" if eff_unit == "tokens/J" else "samples_per_joule_mlperf"
+    cols: list[tuple[str, str, int]] = [("samples/s/W", "samples_per_second_per_watt", 4),
+                                        ("J/query", "joules_per_query", 4)]  # fmt: skip
+    if differ:
+        cols.append(("J/sample", "joules_per_sample", 4))
+    if mlperf.get("power_unit") == "millijoules":
+        cols.append(("MLPerf mJ/query", "millijoules_per_query_mlperf", 6))
+    cols += [(f"MLPerf {eff_unit}", eff_key, 4), ("dyn J/query", "dynamic_joules_per_query", 4)]
     t = Table(title="Efficiency", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
     t.add_column("source")
-    cols = ["samples/s/W", "J/query", "dyn J/query", "per-query J p50 / p99"]
-    if per_query_metric:
-        cols.insert(2, "MLPerf mJ/query")
-    for c in cols:
-        t.add_column(c, justify="right")
+    spread = "per-batch J p50 / p99" if per_batch else "per-query J p50 / p99"
+    for title, _, _ in cols:
+        t.add_column(title, justify="right")
+    t.add_column(spread, justify="right")
     for name, e in eff.items():
-        pq = e.get("per_query_joules") or {}
-        row = [
-            _sig(e.get("samples_per_second_per_watt")),
-            _sig(e.get("joules_per_query")),
-            _sig(e.get("dynamic_joules_per_query")),
-            " / ".join(_sig(pq.get(k), 3) for k in ("p50", "p99")) if pq else "—",
-        ]
-        if per_query_metric:
-            row.insert(2, _sig(e.get("millijoules_per_query_mlperf"), 6))
+        pq = e.get("per_batch_joules" if per_batch else "per_query_joules") or {}
+        row = [_sig(e.get(key), digits) for _, key, digits in cols]
+        row.append(" / ".join(_sig(pq.get(k), 3) for k in ("p50", "p99")) if pq else "—")
         t.add_row(name, *row)
     return t
 

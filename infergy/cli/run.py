@@ -167,10 +167,20 @@ def run(
     scenario: Annotated[
         str, typer.Option(help="offline | server | single-stream | multi-stream.")
     ] = "offline",
-    precision: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 | int8.")] = "fp32",
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="fp32 | fp16 | bf16 | int8 (default: fp16 on torch/tensorrt, fp32 on onnxruntime)."
+        ),
+    ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=1, help="Samples per inference call (Offline/Server).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Samples per inference call (default: Offline/Server 256 on torch/tensorrt, "
+            "1 on onnxruntime; MultiStream 8; SingleStream 1).",
+        ),
+    ] = None,
     duration: Annotated[float, typer.Option(metavar="SECONDS", help="Measured run length.")] = 60.0,
     target_qps: Annotated[
         float | None,

@@ -19,11 +19,13 @@ from infergy.core import figures
 from infergy.core.attribution import InFlight
 from infergy.core.clock import OffsetEstimate, offset_by_xcorr
 from infergy.core.combine import sum_traces
-from infergy.core.energy import idle_watts, mlperf_average_watts, window_energy
+from infergy.core.energy import idle_watts, mlperf_mean_watts, window_energy
 from infergy.core.inputs import AnalysisOptions, SourceInput, Workload
+from infergy.core.mlperf import SUBMISSION_MIN_DURATION_MS
 from infergy.core.profile import PowerProfile
 from infergy.core.trace import (
     NS_PER_S,
+    Semantics,
     Trace,
     Window,
 )
@@ -118,9 +120,22 @@ def analyze(
         "performance": perf,
         "power": power,
         "efficiency": efficiency,
+        "mlperf": _mlperf_entry(workload),
         "provenance": dict(identity.get("provenance", {})),
     }
+    ctx.notes.extend(f"note: {n}" for n in workload.rule.notes)
     return Analysis(result, ctx.traces)
+
+
+def _mlperf_entry(workload: Workload) -> dict[str, Any]:
+    """How MLPerf's rule applied: the scenario, its units, LoadGen's performance and verdict."""
+    out = workload.rule.to_json()
+    lg = workload.loadgen
+    min_ms = lg.number("effective_min_duration_ms") if lg is not None else None
+    out["validity"] = lg.validity if lg is not None else None
+    out["min_duration_ms"] = min_ms
+    out["submittable_duration"] = None if min_ms is None else min_ms >= SUBMISSION_MIN_DURATION_MS
+    return out
 
 
 @dataclass
@@ -218,7 +233,7 @@ class _Context:
         has = we.covered_s > 0
         notes = figures.source_problems(name, we, window, self.opts)
         degraded = we.coverage < self.opts.degraded_coverage
-        mlperf_w = mlperf_average_watts(trace, window)
+        mlperf_w = self.mlperf_mean(name, notes)
         energy_j = we.energy_j if has else None
         power = {
             "kind": self.kinds[name],
@@ -250,9 +265,44 @@ class _Context:
         )
         if self.flight is not None and has:
             qe = self.flight.apportion(prof, window)
-            eff["per_query_joules"] = figures.percentiles(qe.per_query_j)
+            per_row = "per_query_joules" if self.workload.rows_are_queries else "per_batch_joules"
+            eff[per_row] = figures.percentiles(qe.per_query_j)
             eff["unattributed_joules"] = qe.unattributed_j
         return power, eff, notes, degraded
+
+    def mlperf_mean(self, name: str, notes: list[str]) -> float | None:
+        """MLPerf's mean W of one source, from its samples as the checker reads them.
+
+        The checker reads the sample lines as written: unshifted, repeated timestamps and
+        overrange values kept. Where that differs from the time-weighted view, a note says so.
+        """
+        src = next((s for s in self.sources if s.name == name), None)
+        if src is None or src.mlperf_samples is None:
+            trace = src.trace if src is not None else self.traces[name]  # unshifted
+            if trace.semantics is Semantics.COUNTER:
+                return None
+            t_ns, watts = trace.t_ns, trace.values
+        else:
+            t_ns, watts = src.mlperf_samples
+        m = mlperf_mean_watts(t_ns, watts, self.window)
+        off = self.offsets.get(name)
+        if src is not None and off is not None and off.accepted and off.offset_ns:
+            notes.append(
+                f"note: {name}: MLPerf's mean uses the samples' own timestamps, as its checker "
+                f"does; the time-weighted figures apply the {off.offset_ns / 1e6:+.1f} ms offset"
+            )
+        if m.repeated:
+            notes.append(
+                f"note: {name}: {m.repeated} samples inside the window share a timestamp: "
+                "MLPerf's mean counts each, the time-weighted figures the last"
+            )
+        if m.overrange:
+            notes.append(
+                f"{name}: {m.overrange} overrange sample(s) (9.9E+37/inf) inside the window: "
+                "MLPerf's checker keeps them in its mean, the time-weighted figures treat them "
+                "as gaps"
+            )
+        return m.mean_w
 
 
 def _apply_offset(s: SourceInput) -> tuple[Trace, OffsetEstimate | None]:

@@ -1,8 +1,8 @@
 """Window figures for one source: energy, coverage, gaps, MLPerf's rule, idle baseline.
 
 The time-weighted figures integrate the trace according to its semantics (``PowerProfile``);
-``mlperf_average_watts`` reproduces MLPerf's submission checker exactly: the plain mean of the
-samples strictly inside ``(power_begin, power_end)`` whose watts are > 0. The two differ at the
+``mlperf_mean_watts`` reproduces MLPerf's submission checker exactly: the plain mean of the
+sample lines strictly inside ``(power_begin, power_end)`` whose watts are > 0. The two differ at the
 window edges and wherever samples are missing, which is why both are reported.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infergy.core.profile import DEFAULT_GAP_FACTOR, PowerProfile
-from infergy.core.trace import Semantics, Trace, Window
+from infergy.core.trace import F64, I64, Semantics, Trace, Window
 
 
 @dataclass(frozen=True)
@@ -92,19 +92,58 @@ def window_energy(
 
 
 def mlperf_average_watts(trace: Trace, window: Window) -> float | None:
-    """MLPerf's power rule: mean of samples with begin < t < end (strict) and W > 0.
+    """MLPerf's power rule on a trace's samples: mean of begin < t < end (strict), W > 0.
 
-    Reproduces ``get_power_metric`` of the MLPerf submission checker. Defined on power
-    samples only: a counter trace has no such figure (None). None also when no sample qualifies.
+    Defined on power samples only: a counter trace has no such figure (None). None also when no
+    sample qualifies. A trace has one sample per timestamp and invalid readings as NaN; for the
+    checker's figure from the lines as written, use :func:`mlperf_mean_watts` on them.
     """
     if trace.semantics is Semantics.COUNTER:
         return None
-    t, w = trace.t_ns, trace.values
-    lo = int(np.searchsorted(t, window.start_ns, side="right"))
-    hi = int(np.searchsorted(t, window.end_ns, side="left"))
-    sel = w[lo:hi]
-    sel = sel[sel > 0]  # NaN compares False: invalid samples drop out as in the checker
-    return float(sel.mean()) if sel.size else None
+    return mlperf_mean_watts(trace.t_ns, trace.values, window).mean_w
+
+
+OVERRANGE_W = 9.9e37
+"""Yokogawa writes overrange as 9.9E+37 and no data as 9.91E+37."""
+
+
+@dataclass(frozen=True)
+class MlperfMean:
+    """MLPerf's mean power over a window, and what in it the time-weighted figures treat apart.
+
+    Attributes:
+        mean_w: the plain mean of the samples kept (None: none kept).
+        samples: samples kept (``begin < t < end`` and ``W > 0``).
+        repeated: kept samples whose timestamp another kept sample has too.
+        overrange: kept samples that are not readings (9.9E+37, 9.91E+37, inf).
+    """
+
+    mean_w: float | None
+    samples: int
+    repeated: int
+    overrange: int
+
+
+def mlperf_mean_watts(t_ns: I64, watts: F64, window: Window) -> MlperfMean:
+    """The mean MLPerf's submission checker computes (``PowerCheck.get_power_metric_check``).
+
+    Every sample line counts as written: the window test is strict on both ends, only
+    ``W > 0`` is required (so -1, -2, 0 and NaN drop out, but 9.9E+37 and inf are kept, as in
+    the checker), lines that share a timestamp all count, order does not matter, nothing is
+    weighted by time. ``t_ns`` are the source's own timestamps: the checker never shifts them.
+    """
+    t = np.asarray(t_ns, dtype=np.int64)
+    w = np.asarray(watts, dtype=np.float64)
+    keep = (t > window.start_ns) & (t < window.end_ns) & (w > 0)
+    sel, at = w[keep], t[keep]
+    if sel.size == 0:
+        return MlperfMean(None, 0, 0, 0)
+    _, counts = np.unique(at, return_counts=True)
+    repeated = int(counts[counts > 1].sum())
+    overrange = int(np.count_nonzero(~np.isfinite(sel) | (sel >= OVERRANGE_W)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(np.sum(sel) / sel.size)
+    return MlperfMean(mean, int(sel.size), repeated, overrange)
 
 
 def idle_watts(

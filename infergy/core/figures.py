@@ -39,7 +39,11 @@ def percentiles(values: F64, scale: float = 1.0) -> dict[str, float] | None:
 
 
 def performance(workload: Workload, window: Window) -> dict[str, Any]:
-    """The ``performance`` entry: counts, throughput over the window, latency in ms."""
+    """The ``performance`` entry: counts, throughput over the window, latency in ms.
+
+    ``queries`` are LoadGen's (an Offline run has one); ``batches`` the rows of an Offline
+    query log (None otherwise).
+    """
     if workload.queries is not None:
         latency = percentiles(workload.queries.latency_ns.astype(np.float64), 1e-6)
     elif workload.latency_ns:
@@ -50,6 +54,7 @@ def performance(workload: Workload, window: Window) -> dict[str, Any]:
     return {
         "queries": workload.query_count,
         "samples": samples,
+        "batches": workload.batches,
         "samples_per_second": samples / window.duration_s if samples is not None else None,
         "latency_ms": latency,
     }
@@ -64,26 +69,38 @@ def efficiency(
     workload: Workload,
     window: Window,
 ) -> dict[str, Any]:
-    """The ``efficiency`` entry of one source (None where a figure does not apply)."""
-    queries = workload.query_count
-    avg_w = energy_j / window.duration_s if energy_j is not None else None
-    per_query = workload.scenario.per_query_energy_metric
+    """The ``efficiency`` entry of one source (None where a figure does not apply).
+
+    Time-weighted: J per query of the result's scenario and J per sample (they differ for
+    Offline, MultiStream and inferred MultiStream), samples/s per W. MLPerf's, from its mean
+    ``mlperf_w``: mJ per query (SingleStream/MultiStream) and its samples (or tokens) per J.
+    """
+    queries = workload.energy_queries
+    samples = workload.sample_count
+    duration_s = window.duration_s
+    avg_w = energy_j / duration_s if energy_j is not None else None
+    dyn_j = energy_j - idle_w * duration_s if energy_j is not None and idle_w is not None else None
+    rule = workload.rule
+    lg_queries = workload.loadgen.query_count if workload.loadgen is not None else None
+    power_metric = rule.power_metric(mlperf_w, duration_s, lg_queries or workload.query_count)
+    mlperf_eff = rule.efficiency(mlperf_w, power_metric)
     sps = samples_per_second
     return {
         "samples_per_second_per_watt": sps / avg_w if sps is not None and avg_w else None,
-        "joules_per_query": energy_j / queries if energy_j is not None and queries else None,
-        "millijoules_per_query_mlperf": (
-            mlperf_w * window.duration_s * 1000 / queries
-            if per_query and mlperf_w is not None and queries
-            else None
-        ),
-        "dynamic_joules_per_query": (
-            (energy_j - idle_w * window.duration_s) / queries
-            if energy_j is not None and idle_w is not None and queries
-            else None
-        ),
+        "joules_per_query": _per(energy_j, queries),
+        "joules_per_sample": _per(energy_j, samples),
+        "millijoules_per_query_mlperf": power_metric if rule.power_unit == "millijoules" else None,
+        "samples_per_joule_mlperf": mlperf_eff if rule.efficiency_unit == "samples/J" else None,
+        "tokens_per_joule_mlperf": mlperf_eff if rule.efficiency_unit == "tokens/J" else None,
+        "dynamic_joules_per_query": _per(dyn_j, queries),
+        "dynamic_joules_per_sample": _per(dyn_j, samples),
         "per_query_joules": None,
+        "per_batch_joules": None,
     }
+
+
+def _per(joules: float | None, count: float | None) -> float | None:
+    return joules / count if joules is not None and count else None
 
 
 def source_problems(

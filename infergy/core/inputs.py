@@ -9,9 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
 from infergy.core.clock import OffsetEstimate
+from infergy.core.mlperf import LoadgenRun, MlperfRule, mlperf_rule
 from infergy.core.profile import DEFAULT_GAP_FACTOR
-from infergy.core.trace import MULTI_STREAM_SAMPLES_PER_QUERY, QueryLog, Scenario, Trace, Window
+from infergy.core.trace import (
+    F64,
+    I64,
+    MULTI_STREAM_SAMPLES_PER_QUERY,
+    QueryLog,
+    Scenario,
+    Trace,
+    Window,
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,8 @@ class SourceInput:
         offset: clock offset to apply (host = source - offset), if known.
         idle_w: idle baseline in watts, if measured or given.
         update_period_ns: measured update period (a counter's), for the edge uncertainty.
+        mlperf_samples: every sample line as MLPerf's checker reads it (timestamps as written,
+            repeats and overrange values kept), for its mean; None: the trace's samples.
     """
 
     name: str
@@ -33,18 +46,25 @@ class SourceInput:
     offset: OffsetEstimate | None = None
     idle_w: float | None = None
     update_period_ns: int | None = None
+    mlperf_samples: tuple[I64, F64] | None = None
 
 
 @dataclass(frozen=True)
 class Workload:
     """What the measured run did.
 
+    Words as MLPerf uses them: a **query** is one LoadGen ``IssueQuery`` (Offline: one per run,
+    of every sample; MultiStream: 8 samples; SingleStream and Server: 1), a **sample** one input.
+    infergy's query log of an Offline run has one row per **batch** (all issued with the one
+    query).
+
     Attributes:
-        scenario: the LoadGen scenario.
-        queries: every query, when recorded (enables per-query energy and our own latencies).
-        query_count: queries in the run (LoadGen's ``result_query_count`` without a query log).
+        scenario: the scenario the result is for (``--scenario``; else LoadGen's).
+        queries: every query (Offline: every batch), when recorded (per-query energy).
+        query_count: LoadGen queries in the run.
         sample_count: samples in the run.
         latency_ns: p50/p90/p99 latency in ns when known without a query log (LoadGen's).
+        loadgen: what LoadGen logged about the run (MLPerf's figures); None without its log.
     """
 
     scenario: Scenario
@@ -52,11 +72,17 @@ class Workload:
     query_count: int | None = None
     sample_count: int | None = None
     latency_ns: Mapping[str, float] | None = None
+    loadgen: LoadgenRun | None = None
 
     @classmethod
-    def of_queries(cls, scenario: Scenario, queries: QueryLog) -> Workload:
-        """A workload described by its full query log."""
-        return cls(scenario, queries, len(queries), queries.total_samples)
+    def of_queries(
+        cls, scenario: Scenario, queries: QueryLog, loadgen: LoadgenRun | None = None
+    ) -> Workload:
+        """A workload described by its full query log (Offline: the batches of its queries)."""
+        count = len(queries)
+        if _run_scenario(scenario, loadgen) is Scenario.OFFLINE and count:
+            count = int(np.unique(queries.issue_ns).size)  # a query's batches share its issue
+        return cls(scenario, queries, count, queries.total_samples, loadgen=loadgen)
 
     @classmethod
     def of_counts(
@@ -65,12 +91,52 @@ class Workload:
         query_count: int,
         latency_ns: Mapping[str, float] | None = None,
         sample_count: int | None = None,
+        loadgen: LoadgenRun | None = None,
     ) -> Workload:
         """A workload known only by LoadGen's counts (MultiStream queries carry 8 samples)."""
         if sample_count is None:
-            per = MULTI_STREAM_SAMPLES_PER_QUERY if scenario is Scenario.MULTI_STREAM else 1
+            run = _run_scenario(scenario, loadgen)
+            per = MULTI_STREAM_SAMPLES_PER_QUERY if run is Scenario.MULTI_STREAM else 1
             sample_count = query_count * per
-        return cls(scenario, None, query_count, sample_count, latency_ns)
+        return cls(scenario, None, query_count, sample_count, latency_ns, loadgen)
+
+    @property
+    def run_scenario(self) -> Scenario:
+        """The scenario LoadGen ran (differs from :attr:`scenario` for an inferred result)."""
+        return _run_scenario(self.scenario, self.loadgen)
+
+    @property
+    def rule(self) -> MlperfRule:
+        """MLPerf's rule for this result."""
+        return mlperf_rule(self.scenario, self.loadgen)
+
+    @property
+    def batches(self) -> int | None:
+        """Offline with a query log: its rows, one per batch."""
+        if self.queries is None or self.run_scenario is not Scenario.OFFLINE:
+            return None
+        return len(self.queries)
+
+    @property
+    def energy_queries(self) -> float | None:
+        """Queries of :attr:`scenario` for the J/query figures.
+
+        The run's, except for MultiStream inferred from SingleStream, whose queries are 8 of
+        the run's (one sample each).
+        """
+        factor = self.rule.query_factor
+        if factor > 1 and self.sample_count:
+            return self.sample_count / factor
+        return self.query_count
+
+    @property
+    def rows_are_queries(self) -> bool:
+        """The query log's rows are LoadGen queries (not an Offline run's batches)."""
+        return self.run_scenario is not Scenario.OFFLINE
+
+
+def _run_scenario(scenario: Scenario, loadgen: LoadgenRun | None) -> Scenario:
+    return loadgen.scenario if loadgen is not None else scenario
 
 
 @dataclass(frozen=True)

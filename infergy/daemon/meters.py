@@ -39,6 +39,9 @@ from infergy.meters.ptd import PtdMeter
 from infergy.meters.rapl import RaplMeter, probe_rapl
 from infergy.ptd_bridge.emulator import AnalyzerEmulator
 
+PTD_PREFLIGHT_S = 3.0
+"""A PTD server named by the job must accept a connection within this long (a refused one is
+retried every 0.1 s until then), before anything else runs."""
 FOLLOW_PERIOD_S = 0.02
 """Simulated devices follow the load's mean activity over this period."""
 
@@ -92,8 +95,8 @@ class MeterSet:
                 try:
                     await self._open_one(item, settings, gpus, env)
                 except InfergyError as err:
-                    if not auto or item == "sim":
-                        raise
+                    if not auto or item == "sim" or item.startswith("ptd://"):
+                        raise  # a configured analyzer that cannot be reached is an error
                     self.notes.append(f"{item}: not used: {err}")
             if auto and not any(m.name in ("ptd", "rapl") for m in self.meters):
                 # No wall or CPU reference: the emulated analyzer stands in, labelled as such.
@@ -126,6 +129,7 @@ class MeterSet:
                 interval_ms=settings.meters.ptd_interval_ms, autostart=True,
                 connect_timeout_s=10.0, capacity=self.capacity,
             )  # fmt: skip
+            await meter.check_reachable(PTD_PREFLIGHT_S)
             self.meters.append(meter)
         else:
             msg = f"unknown meter {item!r}"

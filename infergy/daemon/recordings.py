@@ -23,11 +23,14 @@ from infergy.config.settings import Settings
 from infergy.core.analysis import analyze
 from infergy.core.clock import OffsetEstimate
 from infergy.core.inputs import AnalysisOptions, SourceInput, Workload
+from infergy.core.mlperf import INFERABLE
 from infergy.core.trace import NS_PER_S, QueryLog, Scenario, Trace, Window
+from infergy.daemon.submission import submission_checks, testing_dir
 from infergy.errors import InputError
 from infergy.formats import load_power_source
 from infergy.formats.csv import load_queries_csv
 from infergy.formats.loadgen import LoadgenDetail, load_loadgen_detail
+from infergy.formats.ptd import PtdLog, uncertainty_warnings
 from infergy.store.names import new_run_id
 
 T = TypeVar("T")
@@ -107,21 +110,7 @@ def analyze_recordings(
         raise InputError(msg, hint="LoadGen's mlperf_log_detail.txt carries power_begin/power_end")
 
     problems: list[str] = []
-    sources, inputs = [], {}
-    for name, path in paths.items():
-        loaded = load_power_source(path)
-        problems.extend(f"{name}: {p}" for p in loaded.problems)
-        off = offsets.get(name)
-        sources.append(
-            SourceInput(
-                name=name,
-                kind=source_kind(name),
-                trace=loaded.trace,
-                offset=None if off is None else OffsetEstimate(round(off * 1e6), 0, "given"),
-                idle_w=idle.get(name),
-            )
-        )
-        inputs[name] = {"path": str(path), "format": loaded.format, "sha256": _sha256(path)}
+    sources, inputs, ptd_logs = _load_sources(paths, offsets, idle, problems)
 
     detail = load_loadgen_detail(req.loadgen_log) if req.loadgen_log is not None else None
     queries = None
@@ -134,7 +123,8 @@ def analyze_recordings(
         problems.extend(f"loadgen error: {e}" for e in detail.errors)
     scenario = _scenario(req.scenario, detail, problems)
     window = _window(detail, queries, problems)
-    workload = _workload(scenario, detail, queries, window)
+    workload = _workload(scenario, detail, queries)
+    invalid = _checker_problems(ptd_logs, window, detail, problems)
 
     idle_window = None
     if req.idle_before_s is not None:
@@ -170,6 +160,11 @@ def analyze_recordings(
         ),
         problems=problems,
     )
+    result = analysis.result
+    if req.loadgen_log is not None and (run_1 := testing_dir(req.loadgen_log)) is not None:
+        invalid |= _submission(result, run_1, paths)
+    if invalid and result["status"] == "ok":
+        result["status"] = "degraded"  # not a valid MLPerf result: never "ok"
     loadgen_dir = None
     if req.loadgen_log is not None:
         loadgen_dir = req.loadgen_log if req.loadgen_log.is_dir() else req.loadgen_log.parent
@@ -184,6 +179,71 @@ def _check_kinds(paths: dict[str, Path]) -> None:
             raise InputError(msg, hint=_KIND_HINT)
 
 
+def _submission(result: dict[str, Any], run_1: Path, paths: dict[str, Path]) -> bool:
+    """The checks beside a ``performance/run_1`` folder; True when the power checker fails."""
+    name = next((n for n, p in paths.items() if p.resolve().parent == run_1), None)
+    testing_w = result["power"][name]["mlperf_average_watts"] if name is not None else None
+    extra: list[str] = []
+    entry = submission_checks(run_1, paths.get(name) if name else None, testing_w, extra)
+    result["mlperf"]["submission"] = entry
+    result["problems"].extend(extra)
+    return entry["ranging"] is not None and not entry["ranging"]["ok"]
+
+
+def _load_sources(
+    paths: dict[str, Path],
+    offsets: dict[str, float],
+    idle: dict[str, float],
+    problems: list[str],
+) -> tuple[list[SourceInput], dict[str, Any], dict[str, PtdLog]]:
+    """The power sources, their provenance, and the PTD logs among them (for their status)."""
+    sources, inputs, ptd_logs = [], {}, {}
+    for name, path in paths.items():
+        loaded = load_power_source(path)
+        problems.extend(f"{name}: {p}" for p in loaded.problems)
+        off = offsets.get(name)
+        sources.append(
+            SourceInput(
+                name=name,
+                kind=source_kind(name),
+                trace=loaded.trace,
+                offset=None if off is None else OffsetEstimate(round(off * 1e6), 0, "given"),
+                idle_w=idle.get(name),
+                mlperf_samples=loaded.mlperf_samples,
+            )
+        )
+        if loaded.ptd is not None:
+            ptd_logs[name] = loaded.ptd
+        inputs[name] = {"path": str(path), "format": loaded.format, "sha256": _sha256(path)}
+    return sources, inputs, ptd_logs
+
+
+def _checker_problems(
+    ptd_logs: dict[str, PtdLog],
+    window: Window,
+    detail: LoadgenDetail | None,
+    problems: list[str],
+) -> bool:
+    """MLPerf's checks beyond the figures: PTD's uncertainty warnings, LoadGen's verdict.
+
+    Returns whether LoadGen says INVALID (the result is then never ``ok``).
+    """
+    for name, log in ptd_logs.items():
+        for st in uncertainty_warnings(log, window.start_ns, window.end_ns)[:1]:
+            problems.append(
+                f"{name}: PTD warned inside the window that a sample's uncertainty is above "
+                f"MLPerf's 1 % ({st.text.strip()}); MLPerf's power checker fails such a run"
+            )
+    run = detail.mlperf_run() if detail is not None else None
+    if detail is None or run is None or run.validity != "INVALID":
+        return False
+    reason = detail.results.get("result_invalid_reason")
+    problems.append(
+        f"LoadGen result INVALID: {str(reason).strip() if reason else 'no reason logged'}"
+    )
+    return True
+
+
 def _scenario(given: str | None, detail: LoadgenDetail | None, problems: list[str]) -> Scenario:
     lg = detail.scenario if detail is not None else None
     if given is None:
@@ -195,8 +255,11 @@ def _scenario(given: str | None, detail: LoadgenDetail | None, problems: list[st
         scenario = Scenario.parse(given)
     except InputError as e:
         raise InputError(str(e), hint="e.g. --scenario single-stream") from None
-    if lg is not None and lg is not scenario:
-        problems.append(f"--scenario {scenario.value} overrides LoadGen's {lg.value}")
+    if lg is not None and lg is not scenario and (lg, scenario) not in INFERABLE:
+        problems.append(
+            f"--scenario {scenario.value} overrides LoadGen's {lg.value}; MLPerf infers "
+            "no such result"
+        )
     return scenario
 
 
@@ -225,23 +288,18 @@ def _window(detail: LoadgenDetail | None, queries: QueryLog | None, problems: li
 
 
 def _workload(
-    scenario: Scenario, detail: LoadgenDetail | None, queries: QueryLog | None, window: Window
+    scenario: Scenario, detail: LoadgenDetail | None, queries: QueryLog | None
 ) -> Workload:
+    run = detail.mlperf_run() if detail is not None else None
     if queries is not None:
-        return Workload.of_queries(scenario, queries)
+        return Workload.of_queries(scenario, queries, run)
     assert detail is not None  # _window() guarantees one of the two
     count = detail.result_query_count
     if count is None:
         msg = "the LoadGen log has no result_query_count and no --queries was given"
         raise InputError(msg, hint="give the run's query log with --queries")
-    samples = None
-    if scenario in (Scenario.OFFLINE, Scenario.SERVER):
-        rate = detail.results.get("result_samples_per_second") or detail.results.get(
-            "result_completed_samples_per_sec"
-        )
-        if isinstance(rate, int | float):
-            samples = round(float(rate) * window.duration_ns / NS_PER_S)
-    return Workload.of_counts(scenario, count, detail.latency_percentiles_ns, samples)
+    samples = run.sample_count if run is not None else None
+    return Workload.of_counts(scenario, count, detail.latency_percentiles_ns, samples, run)
 
 
 def _pairs(items: Sequence[str], opt: str, convert: Callable[[str], T]) -> dict[str, T]:

@@ -97,11 +97,13 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         "status": result.get("status"),
         "problems": list(result.get("problems") or []),
         "scenario": result.get("scenario"),
+        "loadgen_validity": (result.get("loadgen") or {}).get("validity"),
         "samples_per_second": performance.get("samples_per_second"),
         "efficiency": {
             str(source): {
                 "samples_per_second_per_watt": figures.get("samples_per_second_per_watt"),
                 "joules_per_query": figures.get("joules_per_query"),
+                "joules_per_sample": figures.get("joules_per_sample"),
             }
             for source, figures in efficiency.items()
             if isinstance(figures, dict)

@@ -38,6 +38,7 @@ from infergy.daemon.session_types import (
 )
 from infergy.errors import AnalysisError, ConfigError, InfergyError
 from infergy.exporters.files import write_run_files
+from infergy.runners.preflight import preflight
 from infergy.runners.scratch import remove_scratch
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
@@ -116,6 +117,8 @@ class Session:
         out_dir = self.settings.output.dir / self.run_id
         await asyncio.to_thread(_make_run_dir, out_dir)
         self._phase(st, "prepare", None)
+        # What the job alone shows cannot work fails now, before a meter or model is opened.
+        preflight(self.spec.workload_config(tuple(self.spec.gpus or ())))
         gpu_backend = (self.spec.backend or "onnxruntime") in ("torch", "tensorrt")
         try:  # the service's meters are already sampling, and not ours to close
             meter_set = (
@@ -335,9 +338,7 @@ class Session:
         queries = run.queries if run is not None else partial
         problems = list(meter_set.notes) + st.notes + meter_set.health_problems()
         if run is not None:
-            problems += run.problems
-            if run.validity != "VALID":
-                problems.append(f"LoadGen reports the run {run.validity}")
+            problems += run.problems  # an INVALID verdict is one of them, with LoadGen's reason
         if queries is None or len(queries) == 0:
             msg = "no query completed"
             raise AnalysisError(msg)
@@ -345,7 +346,7 @@ class Session:
         a = self.settings.analysis
         analysis = analyze(
             meter_set.source_inputs(self._since_ns(st)),
-            Workload.of_queries(cfg.scenario, queries),
+            Workload.of_queries(cfg.scenario, queries, run.mlperf if run is not None else None),
             window,
             identity=self._identity(st, cfg, meter_set),
             options=AnalysisOptions(
@@ -361,8 +362,11 @@ class Session:
             if name in result["power"]:
                 result["power"][name]["simulated"] = True
         if run is not None:
+            if run.validity != "VALID" and result["status"] == "ok":
+                result["status"] = "degraded"  # not a valid LoadGen result: never "ok"
             result["loadgen"] = {
                 "validity": run.validity,
+                "valid": {"VALID": True, "INVALID": False}.get(run.validity),
                 "power_begin_unix_ns": run.power_begin_ns,
                 "power_end_unix_ns": run.power_end_ns,
                 "window_disagreement_ms": run.window_disagreement_ms,

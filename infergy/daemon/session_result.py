@@ -36,16 +36,18 @@ def result_identity(
 ) -> dict[str, Any]:
     """The descriptive part of a result: what ran, where, with which software and GPUs."""
     software = software_versions()
+    described: dict[str, Any] = {}
     if runner is not None:
         with contextlib.suppress(InfergyError):
-            software["workload"] = runner.describe()
+            described = software["workload"] = runner.describe()
     devices = [f"gpu{i}" for i in cfg.gpus] if cfg.gpus else ["cpu"]
     return {
         "run_id": run_id,
         "backend": cfg.backend,
-        "model": cfg.model,
-        "precision": cfg.precision,
-        "batch_size": cfg.batch_size,
+        # what ran, not what was asked: "auto" is resolved by the backend (tiny, resnet50...)
+        "model": str(described.get("model") or cfg.model),
+        "precision": described.get("precision") or cfg.precision,
+        "batch_size": described.get("batch_size") or cfg.batch_size,
         "devices": devices,
         "host": socket.gethostname(),
         "provenance": {

@@ -122,6 +122,10 @@ def _queries(t: Telemetry) -> Iterable[Sample]:
     return (((k,), float(n)) for k, n in sorted(t.queries_by_scenario.items()))
 
 
+def _samples(t: Telemetry) -> Iterable[Sample]:
+    return (((k,), float(n)) for k, n in sorted(t.samples_by_scenario.items()))
+
+
 def _last(field: str) -> Reader:
     """A per-session figure (labels scenario, model, backend)."""
 
@@ -213,8 +217,13 @@ METRICS: tuple[MetricSpec, ...] = (
         "", ("status",), _sessions,
     ),
     MetricSpec(
-        "infergy_queries_total", "counter", "Queries of finished sessions by scenario.",
+        "infergy_queries_total", "counter",
+        "LoadGen queries of finished sessions by scenario (Offline: one a session).",
         "", ("scenario",), _queries,
+    ),
+    MetricSpec(
+        "infergy_samples_total", "counter", "Samples of finished sessions by scenario.",
+        "", ("scenario",), _samples,
     ),
     MetricSpec(
         "infergy_last_session_samples_per_second", "gauge",
@@ -243,8 +252,18 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec(
         "infergy_last_session_joules_per_query", "gauge",
-        "Energy per query of a source in the last session (x1000 for mJ/query).",
+        "Energy per LoadGen query of a source in the last session (Offline: its one query).",
         "", (*_SESSION, "source"), _last_by_source("joules_per_query"),
+    ),
+    MetricSpec(
+        "infergy_last_session_joules_per_sample", "gauge",
+        "Energy per sample of a source in the last session (x1000 for mJ/sample).",
+        "", (*_SESSION, "source"), _last_by_source("joules_per_sample"),
+    ),
+    MetricSpec(
+        "infergy_last_session_loadgen_valid", "gauge",
+        "1 when LoadGen called the last session's run VALID, 0 when INVALID.",
+        "", _SESSION, _last("loadgen_valid"),
     ),
     MetricSpec(
         "infergy_build_info", "info", "infergy's version and the Python running it.",

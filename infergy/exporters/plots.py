@@ -53,7 +53,7 @@ def draw_run_plots(
             fig = _energy_figure(plt, result, traces, queries, window, label)
             if fig is not None:
                 written.append(_save(fig, run_dir / "per_query_energy.png", plt))
-            fig = _latency_figure(plt, queries, label)
+            fig = _latency_figure(plt, queries, label, _row_unit(result))
             written.append(_save(fig, run_dir / "latency.png", plt))
     finally:
         plt.close("all")
@@ -186,8 +186,9 @@ def _energy_figure(  # noqa: PLR0917 (a private drawing helper)
     per_query_mj = energy.per_query_j * 1e3
     fig, ax = plt.subplots(figsize=(7, 4))
     _histogram_with_percentiles(ax, per_query_mj, "tab:orange")
-    ax.set_xlabel(f"energy per query, {_legend(result, source)} (mJ, log scale)")
-    ax.set_ylabel("queries (log scale)")
+    unit = _row_unit(result)
+    ax.set_xlabel(f"energy per {unit}, {_legend(result, source)} (mJ, log scale)")
+    ax.set_ylabel(f"{_PLURAL[unit]} (log scale)")
     ax.set_title(label, fontsize=9)
     return fig
 
@@ -204,11 +205,19 @@ def _histogram_with_percentiles(ax: Any, values: np.ndarray, color: str) -> None
     ax.legend(fontsize=8)
 
 
-def _latency_figure(plt: Any, queries: QueryLog, label: str) -> Any:
+_PLURAL = {"batch": "batches", "query": "queries"}
+
+
+def _row_unit(result: Mapping[str, Any]) -> str:
+    """What a query-log row is: an Offline run's rows are batches of its one query."""
+    return "batch" if (result.get("performance") or {}).get("batches") is not None else "query"
+
+
+def _latency_figure(plt: Any, queries: QueryLog, label: str, unit: str = "query") -> Any:
     latency_ms = queries.latency_ns / 1e6
     fig, ax = plt.subplots(figsize=(7, 4))
     _histogram_with_percentiles(ax, latency_ms.astype(np.float64), "tab:blue")
     ax.set_xlabel("latency (ms, log scale)")
-    ax.set_ylabel("queries (log scale)")
+    ax.set_ylabel(f"{_PLURAL[unit]} (log scale)")
     ax.set_title(label, fontsize=9)
     return fig

@@ -37,12 +37,14 @@ class SourceFigures:
     Attributes:
         average_watts: time-weighted mean power over the measured window.
         samples_per_second_per_watt: throughput per watt.
-        joules_per_query: energy per query.
+        joules_per_query: energy per LoadGen query (Offline: the whole run's one query).
+        joules_per_sample: energy per sample.
     """
 
     average_watts: float | None = None
     samples_per_second_per_watt: float | None = None
     joules_per_query: float | None = None
+    joules_per_sample: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class LastSession:
         samples_per_second: throughput.
         latency_s: latency quantiles in seconds by ``quantile`` label (``0.5``, ``0.9``...).
         sources: per power source (``gpu0``, ``gpus``, ``ac``...).
+        loadgen_valid: 1.0 when LoadGen called the run VALID, 0.0 INVALID, None unknown.
     """
 
     scenario: str
@@ -66,6 +69,7 @@ class LastSession:
     samples_per_second: float | None = None
     latency_s: Mapping[str, float] = field(default_factory=dict)
     sources: Mapping[str, SourceFigures] = field(default_factory=dict)
+    loadgen_valid: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -107,8 +111,12 @@ def last_session_of(result: Mapping[str, Any]) -> LastSession:
             average_watts=_number(p.get("average_watts")),
             samples_per_second_per_watt=_number(e.get("samples_per_second_per_watt")),
             joules_per_query=_number(e.get("joules_per_query")),
+            joules_per_sample=_number(e.get("joules_per_sample")),
         )
     end_ns = _number(_mapping(result.get("window")).get("end_unix_ns"))
+    validity = _mapping(result.get("loadgen")).get("validity") or _mapping(
+        result.get("mlperf")
+    ).get("validity")
     return LastSession(
         scenario=_label(result.get("scenario")),
         model=_label(result.get("model")),
@@ -117,6 +125,7 @@ def last_session_of(result: Mapping[str, Any]) -> LastSession:
         samples_per_second=_number(performance.get("samples_per_second")),
         latency_s=latency_s,
         sources=sources,
+        loadgen_valid={"VALID": 1.0, "INVALID": 0.0}.get(str(validity)),
     )
 
 
@@ -132,6 +141,7 @@ class SessionStats:
         self.running = 0
         self.by_status: Counter[str] = Counter(dict.fromkeys(KNOWN_STATUSES, 0))
         self.queries_by_scenario: Counter[str] = Counter({s.value: 0 for s in Scenario})
+        self.samples_by_scenario: Counter[str] = Counter({s.value: 0 for s in Scenario})
         self._last: OrderedDict[tuple[str, str, str], LastSession] = OrderedDict()
 
     def started(self) -> None:
@@ -150,9 +160,14 @@ class SessionStats:
             return
         status = _label(result.get("status"))
         self.by_status[status] += 1
-        queries = _number(_mapping(result.get("performance")).get("queries"))
+        performance = _mapping(result.get("performance"))
+        scenario = _label(result.get("scenario"))
+        queries = _number(performance.get("queries"))
         if queries is not None and queries > 0:
-            self.queries_by_scenario[_label(result.get("scenario"))] += int(queries)
+            self.queries_by_scenario[scenario] += int(queries)
+        samples = _number(performance.get("samples"))
+        if samples is not None and samples > 0:
+            self.samples_by_scenario[scenario] += int(samples)
         if status != "failed":
             self.remember(result)
 

@@ -109,7 +109,9 @@ class Telemetry:
         gpus: GPU context, per GPU.
         sessions_running: sessions in progress.
         sessions_by_status: finished sessions by result status.
-        queries_by_scenario: queries of finished sessions by scenario.
+        queries_by_scenario: LoadGen queries of finished sessions by scenario (Offline: 1
+            a session).
+        samples_by_scenario: samples of finished sessions by scenario.
         last_sessions: latest figures per (scenario, model, backend).
     """
 
@@ -121,6 +123,7 @@ class Telemetry:
     sessions_running: int = 0
     sessions_by_status: Mapping[str, int] = field(default_factory=dict)
     queries_by_scenario: Mapping[str, int] = field(default_factory=dict)
+    samples_by_scenario: Mapping[str, int] = field(default_factory=dict)
     last_sessions: tuple[LastSession, ...] = ()
 
 
@@ -321,6 +324,7 @@ class LiveTelemetry:
             stats = self._sessions
             running, by_status = stats.running, dict(stats.by_status)
             queries, last = dict(stats.queries_by_scenario), stats.last_sessions
+            samples = dict(stats.samples_by_scenario)
         fresh_ns = round(self.stale_s * NS_PER_S)
         return Telemetry(
             version=__version__,
@@ -331,6 +335,7 @@ class LiveTelemetry:
             sessions_running=running,
             sessions_by_status=by_status,
             queries_by_scenario=queries,
+            samples_by_scenario=samples,
             last_sessions=last,
         )
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from infergy.core.trace import Trace
+from infergy.core.trace import F64, I64, Trace
 from infergy.errors import InputError
 from infergy.formats.common import read_text_file
 from infergy.formats.csv import TRACE_HEADERS, parse_trace_csv
@@ -52,6 +52,17 @@ class LoadedSource:
     format: str
     problems: list[str] = field(default_factory=list)
     ptd: PtdLog | None = None
+
+    @property
+    def mlperf_samples(self) -> tuple[I64, F64] | None:
+        """A PTD log's sample lines as MLPerf's checker reads them: (t_ns, watts) as written.
+
+        Repeated timestamps and every value are kept (the trace keeps one sample per
+        timestamp, invalid readings as NaN); None for a CSV trace (its samples are the trace's).
+        """
+        if self.ptd is None:
+            return None
+        return self.ptd.t_ns, self.ptd.watts
 
 
 def _first_line(text: str) -> str:

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from infergy.core.mlperf import LoadgenRun
 from infergy.core.trace import Scenario, Window
 from infergy.errors import InputError, TraceError
 from infergy.formats.common import read_text_file
@@ -92,6 +93,8 @@ class LoadgenDetail:
         version: ``loadgen_version``, e.g. ``6.0.17 @ d6147c7eb7``.
         problems: unreadable lines and values.
         summary: the summary log found beside the detail log, if any.
+        values: every key's first value (what MLPerf's checker reads: a log holding several
+            runs is read at the first).
     """
 
     power_begin_ns: int | None
@@ -105,6 +108,13 @@ class LoadgenDetail:
     version: str | None
     problems: list[str]
     summary: LoadgenSummary | None = None
+    values: dict[str, object] = field(default_factory=dict)
+
+    def mlperf_run(self) -> LoadgenRun | None:
+        """What MLPerf's checker reads of this run (None: the scenario is unknown)."""
+        if self.scenario is None:
+            return None
+        return LoadgenRun(self.scenario, self.values)
 
     @property
     def result_query_count(self) -> int | None:
@@ -159,6 +169,7 @@ class _Records:
     )
     bad: list[int] = field(default_factory=list)
     records: int = 0
+    repeated: dict[str, int] = field(default_factory=dict)
 
     def old_form(self, line: str) -> None:
         old = _OLD_POWER_RE.search(line)
@@ -178,7 +189,9 @@ class _Records:
             self.warnings.append(_message(key, value))
         if key in self.power:
             self.power[key].append(str(value))
-        elif key.startswith("result_"):
+        elif key in self.first and key.startswith(("result_", "effective_")):
+            self.repeated[key] = self.repeated.get(key, 1) + 1
+        elif key.startswith("result_"):  # the first one wins, as in MLPerf's checker
             self.results[key] = value
         elif key.startswith("effective_"):
             self.settings[key.removeprefix("effective_")] = value
@@ -212,6 +225,12 @@ def parse_loadgen_detail(text: str) -> LoadgenDetail:
         )
     if acc.records == 0 and not any(acc.power.values()):
         problems.append("no :::MLLOG records found: is this an mlperf_log_detail.txt?")
+    if acc.repeated:
+        keys = ", ".join(sorted(acc.repeated))
+        problems.append(
+            f"{len(acc.repeated)} result/setting keys appear more than once (several runs in one "
+            f"log?): the first of each is used, as MLPerf's checker does ({keys[:200]})"
+        )
     begin, end = (_power_time(k, acc.power[k], problems) for k in ("power_begin", "power_end"))
     if begin is not None and end is not None and end <= begin:
         problems.append("power_end is not after power_begin")
@@ -227,6 +246,7 @@ def parse_loadgen_detail(text: str) -> LoadgenDetail:
         warnings=acc.warnings,
         version=version if isinstance(version, str) else None,
         problems=problems,
+        values=acc.first,
     )
 
 
@@ -234,9 +254,11 @@ def _power_time(key: str, values: list[str], problems: list[str]) -> int | None:
     if not values:
         return None
     if len(values) > 1:
-        problems.append(f"{key} appears {len(values)} times; the last one is used")
+        problems.append(
+            f"{key} appears {len(values)} times; the first one is used, as MLPerf's checker does"
+        )
     try:
-        return parse_ptd_time(values[-1])
+        return parse_ptd_time(values[0])
     except InputError as err:
         problems.append(f"{key}: {err}")
         return None

@@ -215,6 +215,20 @@ class PtdMeter(MlperfPasses):
         for h in self._health.values():
             h.up = True
 
+    async def check_reachable(self, timeout_s: float = 3.0) -> None:
+        """Fail now, naming host and port, when nothing accepts a connection there.
+
+        A session calls this before its idle baseline: a refused connection is then reported
+        in about ``timeout_s`` instead of after the meter's own first-connection patience.
+
+        Raises:
+            AnalyzerConnectionError: nothing accepted the connection within ``timeout_s``.
+        """
+        conn = await PtdConnection.open(
+            self.host, self.port, clock=self._clock, timeout_s=timeout_s
+        )
+        await conn.close()
+
     async def wait_connected(self, timeout_s: float | None = None) -> None:
         """Wait until the meter is connected (for sessions that start it and go on)."""
         async with asyncio.timeout(timeout_s or self.connect_timeout_s + 5):

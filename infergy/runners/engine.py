@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import shutil
 import statistics
 import tempfile
 import threading
@@ -20,7 +21,16 @@ from typing import Any
 import numpy as np
 
 from infergy.core.trace import MULTI_STREAM_SAMPLES_PER_QUERY, Scenario
-from infergy.errors import InfergyError, WorkloadError, WorkloadFailedError
+from infergy.errors import InfergyError, InputError, WorkloadError, WorkloadFailedError
+from infergy.formats.loadgen import load_loadgen_detail
+from infergy.runners.attempts import (
+    MAX_ATTEMPTS,
+    Attempt,
+    OfflineGuard,
+    corrected,
+    judge,
+    retryable,
+)
 from infergy.runners.backends import Backend, create_backend
 from infergy.runners.lg_settings import (
     Calibration,
@@ -30,7 +40,14 @@ from infergy.runners.lg_settings import (
     steady_capacity,
 )
 from infergy.runners.models import ModelSpec, resolve_model
-from infergy.runners.recorder import I64, QueryRecorder, StatusBoard
+from infergy.runners.recorder import (
+    I64,
+    IN_FLIGHT,
+    QUERIES_ISSUED,
+    SAMPLES_DONE,
+    QueryRecorder,
+    StatusBoard,
+)
 from infergy.runners.sut import Sut, loadgen_complete
 from infergy.runners.types import WorkloadConfig
 
@@ -41,6 +58,8 @@ TIGHT_WARMUP_SHARE = 0.3
 MIN_LOADGEN_WARMUP_S = 0.25
 """A LoadGen calibration run shorter than this measures little beyond its own start-up."""
 PHASE_FILES = {"warmup": "queries-warmup.bin", "run": "queries-run.bin"}
+WATCH_INTERVAL_S = 0.02
+"""How often a running attempt is checked against its guard."""
 
 BackendFactory = Callable[[WorkloadConfig, ModelSpec, "int | None"], Backend]
 
@@ -77,6 +96,8 @@ class RunResult:
     failures: int
     wall_offset_ns: int
     """``time.time_ns() - time.monotonic_ns()`` right after the run (LoadGen stamps wall time)."""
+    attempts: list[Attempt]
+    """Every measured attempt, the kept one last (see :mod:`infergy.runners.attempts`)."""
 
 
 def tight_loop(
@@ -273,11 +294,12 @@ class Engine:
 
         settings = calibration_settings(self.cfg, run_s, loop_sps)
         first = len(rec)
+        # Its logs are scratch, kept outside the run's folder: a tool that takes the first
+        # mlperf_log_detail.txt under it (power-dev) must never find a calibration run's.
         with tempfile.TemporaryDirectory(prefix="infergy-lg-warmup-") as tmp:
-            outdir = Path(tmp) if self.state_dir is None else self.state_dir / "loadgen-warmup"
             deadline_ns = time.monotonic_ns() + round(run_s * 1e9)
-            sut = self._loadgen_test(
-                lg, settings, outdir, rec, Scenario.OFFLINE, deadline_ns=deadline_ns
+            sut, _ = self._loadgen_test(
+                lg, settings, Path(tmp), rec, Scenario.OFFLINE, deadline_ns=deadline_ns
             )
         if sut.failure.first is not None:
             msg = f"warmup failed: {sut.failure.first}"
@@ -293,8 +315,13 @@ class Engine:
         scenario: Scenario,
         *,
         deadline_ns: int | None = None,
-    ) -> Sut:
-        """One LoadGen test on our SUT; from ``deadline_ns`` on, pending samples are abandoned."""
+        watch: Callable[[], str | None] | None = None,
+    ) -> tuple[Sut, str | None]:
+        """One LoadGen test on our SUT; returns it and why it was cut short (None: it was not).
+
+        From ``deadline_ns`` on, or once ``watch`` (called every :data:`WATCH_INTERVAL_S`)
+        returns a reason, pending samples are abandoned.
+        """
         loadgen_dir.mkdir(parents=True, exist_ok=True)  # LoadGen aborts at exit without it
         pooled = scenario in (Scenario.OFFLINE, Scenario.SERVER)
         timeout_ns = round(self.cfg.batching_timeout_ms * 1e6)
@@ -313,17 +340,30 @@ class Engine:
             issue(ids)  # Sut.issue never raises
 
         stop = threading.Event()
+        cut_reason: list[str] = []
+
+        def why_cut() -> str | None:
+            if deadline_ns is not None and time.monotonic_ns() >= deadline_ns:
+                return "deadline"
+            return watch() if watch is not None else None
 
         def cut() -> None:
-            assert deadline_ns is not None
-            if stop.wait(max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9)):
-                return
+            while True:
+                wait_s = WATCH_INTERVAL_S
+                if deadline_ns is not None:
+                    wait_s = min(wait_s, max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9))
+                if stop.wait(wait_s):
+                    return
+                reason = why_cut()
+                if reason is not None:
+                    break
+            cut_reason.append(reason)
             sut.abandon()
             while not stop.wait(0.005):  # the query may be issued after the deadline
                 sut.abandon()
 
         cutter = None
-        if deadline_ns is not None:
+        if deadline_ns is not None or watch is not None:
             cutter = threading.Thread(target=cut, name="infergy-warmup-cutoff", daemon=True)
             cutter.start()
         lg_sut = lg.ConstructFastSUT(issue_fast, sut.flush)
@@ -343,7 +383,23 @@ class Engine:
             sut.close()
             lg.DestroyQSL(qsl)
             lg.DestroyFastSUT(lg_sut)
-        return sut
+        return sut, (cut_reason[0] if cut_reason else None)
+
+    def _offline_watch(self, guard: OfflineGuard) -> Callable[[], str | None]:
+        """The guard fed from the live counters (elapsed from when the query was issued)."""
+        values = self.status.values
+        issued_ns: list[int] = []
+
+        def watch() -> str | None:
+            if not issued_ns:
+                if values[QUERIES_ISSUED] < 1:
+                    return None
+                issued_ns.append(time.monotonic_ns())
+            done = int(values[SAMPLES_DONE])
+            total = done + int(values[IN_FLIGHT])
+            return guard.verdict((time.monotonic_ns() - issued_ns[0]) / 1e9, done, total)
+
+        return watch
 
     def run(self, loadgen_dir: Path) -> RunResult:
         """One LoadGen test in ``cfg.scenario``; LoadGen's logs go to ``loadgen_dir``."""
@@ -352,21 +408,54 @@ class Engine:
         if self.calibration is None:
             self.warmup(min(2.0, max(0.3, self.cfg.duration_s / 10)))
         assert self.calibration is not None
-        settings = build_settings(self.cfg, self.calibration)
-        rec = self._recorder("run")
-        try:
-            sut = self._loadgen_test(lg, settings, loadgen_dir, rec, self.cfg.scenario)
-        finally:
-            rec.close()
+        cal, sc, duration_s = self.calibration, self.cfg.scenario, self.cfg.duration_s
+        attempts: list[Attempt] = []
+        for k in range(1, MAX_ATTEMPTS + 1):
+            final = k == MAX_ATTEMPTS or not retryable(sc)
+            settings = build_settings(self.cfg, cal, use_hint=k == 1)
+            guard = OfflineGuard(duration_s) if sc is Scenario.OFFLINE and not final else None
+            rec = self._recorder("run")
+            # Each attempt logs to scratch; only the kept one's logs reach loadgen_dir.
+            with tempfile.TemporaryDirectory(prefix="infergy-lg-run-") as tmp:
+                try:
+                    watch = None if guard is None else self._offline_watch(guard)
+                    sut, cut = self._loadgen_test(lg, settings, Path(tmp), rec, sc, watch=watch)
+                finally:
+                    rec.close()
+                records = rec.records()
+                attempt = judge(sc, duration_s, records, settings, cut=cut,
+                                min_duration_met=_min_duration_met(Path(tmp)))  # fmt: skip
+                attempts.append(attempt)
+                if attempt.rejected is None or final or sut.failure.first is not None:
+                    _keep_logs(Path(tmp), loadgen_dir)
+                    break
+            cal = corrected(cal, sc, attempt, records, final=k + 1 == MAX_ATTEMPTS)
         return RunResult(
-            records=rec.records(), settings=settings, failure=sut.failure.first,
+            records=records, settings=settings, failure=sut.failure.first,
             failures=sut.failure.count, wall_offset_ns=time.time_ns() - time.monotonic_ns(),
+            attempts=attempts,
         )  # fmt: skip
 
     def close(self) -> None:
         """Release every backend (idempotent)."""
         while self.backends:
             self.backends.pop().close()
+
+
+def _min_duration_met(loadgen_dir: Path) -> bool | None:
+    """LoadGen's ``result_min_duration_met`` of the test just logged there (None: unknown)."""
+    try:
+        met = load_loadgen_detail(loadgen_dir).results.get("result_min_duration_met")
+    except InputError:
+        return None
+    return met if isinstance(met, bool) else None
+
+
+def _keep_logs(scratch: Path, loadgen_dir: Path) -> None:
+    """Move the kept attempt's LoadGen logs from scratch into ``loadgen_dir``."""
+    loadgen_dir.mkdir(parents=True, exist_ok=True)
+    for f in scratch.iterdir():
+        shutil.move(f, loadgen_dir / f.name)
 
 
 def _noop(_samples: list[int]) -> None:

@@ -6,9 +6,9 @@ LoadGen generates the whole query schedule before the run from the *expected* la
 So warmup measures the real figures (:class:`Calibration`; for Offline and Server through a
 short LoadGen Offline run on the same SUT, see ``Engine.warmup``) and the settings are derived
 from them: SingleStream/MultiStream expect 0.8x the measured latency (a few more queries than
-needed, never too few), Offline expects 1.2x the measured capacity (a run at par lasts
-1.32x ``min_duration``: margin for a warmup that underestimated), Server targets
-``target_qps`` (default: half the capacity).
+needed, never too few), Offline expects the measured capacity (a run at par lasts 1.1x
+``min_duration``; an attempt that runs dry or long is re-sized, see
+:mod:`infergy.runners.attempts`), Server targets ``target_qps`` (default: half the capacity).
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ LG_SCENARIO = {
 }
 MAX_GENERATED_SAMPLES = 20_000_000
 """LoadGen holds the schedule in memory (~0.35 kB a query, libs.md): refuse beyond this."""
-OFFLINE_QPS_MARGIN = 1.2
-"""Offline expects this much more than warmup measured: a run faster than expected ends before
-min_duration (INVALID); one slower lasts longer (1.1 x 1.2 = 1.32 x min_duration at par)."""
+OFFLINE_QPS_MARGIN = 1.0
+"""Offline expects what warmup measured: LoadGen generates 1.1x that for min_duration, so a
+run at par lasts 1.1x ``--duration``, the middle of the accepted [1.0, 1.2]x; an attempt off
+either way is re-sized from its own throughput (:mod:`infergy.runners.attempts`)."""
 SERVER_MAX_LOAD = 1.5
 """A Server target above this multiple of the measured capacity cannot be met."""
 
@@ -62,8 +63,13 @@ class Calibration:
         return asdict(self)
 
 
-def build_settings(cfg: WorkloadConfig, cal: Calibration) -> dict[str, Any]:
+def build_settings(
+    cfg: WorkloadConfig, cal: Calibration, *, use_hint: bool = True
+) -> dict[str, Any]:
     """The TestSettings fields for this run, as plain values (see :func:`apply_settings`).
+
+    ``use_hint=False`` ignores an Offline ``target_qps`` hint (a re-run sized from what the
+    previous attempt measured).
 
     Raises:
         LoadgenSettingsError: a Server target far above the capacity, or a schedule too
@@ -90,7 +96,8 @@ def build_settings(cfg: WorkloadConfig, cal: Calibration) -> dict[str, Any]:
         s["multi_stream_samples_per_query"] = MULTI_STREAM_SAMPLES_PER_QUERY
         generated = 2 * duration_ms * 1_000_000 // expected * MULTI_STREAM_SAMPLES_PER_QUERY
     elif sc is Scenario.OFFLINE:
-        qps = max(cfg.target_qps or 0.0, OFFLINE_QPS_MARGIN * cal.capacity_sps, 1.0)
+        hinted = (cfg.target_qps or 0.0) if use_hint else 0.0
+        qps = max(hinted, OFFLINE_QPS_MARGIN * cal.capacity_sps, 1.0)
         s["offline_expected_qps"] = qps
         generated = int(1.1 * cfg.duration_s * qps)
     else:
@@ -111,13 +118,31 @@ def build_settings(cfg: WorkloadConfig, cal: Calibration) -> dict[str, Any]:
         s["server_target_qps"] = qps
         s["server_target_latency_ns"] = latency_ns
         generated = int(cfg.duration_s * qps * 1.1)
+    _check_generated(cfg, generated)
+    return s
+
+
+def check_schedule(cfg: WorkloadConfig) -> None:
+    """Refuse, before anything runs, a schedule the given figures already make impossible.
+
+    A Server (or a hinted Offline) run of ``target_qps`` for ``duration_s`` has its size known
+    without a warm-up; the rest is checked by :func:`build_settings` once warm-up measured.
+
+    Raises:
+        LoadgenSettingsError: LoadGen would pre-generate more than it can hold in memory.
+    """
+    if cfg.target_qps is not None and cfg.scenario in (Scenario.SERVER, Scenario.OFFLINE):
+        _check_generated(cfg, int(1.1 * cfg.duration_s * cfg.target_qps))
+
+
+def _check_generated(cfg: WorkloadConfig, generated: int) -> None:
     if generated > MAX_GENERATED_SAMPLES:
         msg = (
             f"LoadGen would pre-generate ~{generated:,} samples for a {cfg.duration_s:g}-s "
-            f"{sc.value} run (more than {MAX_GENERATED_SAMPLES:,} to hold in memory)"
+            f"{cfg.scenario.value} run (more than {MAX_GENERATED_SAMPLES:,} to hold in memory)"
         )
-        raise LoadgenSettingsError(msg, hint="shorten --duration or use a larger batch")
-    return s
+        hint = "shorten --duration, lower --target-qps or use a larger batch"
+        raise LoadgenSettingsError(msg, hint=hint)
 
 
 CALIBRATION_OVERGENERATE = 2.5

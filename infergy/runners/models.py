@@ -16,6 +16,7 @@ User models are paths to an ONNX file or a serialized TensorRT plan (``.plan``/`
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,24 @@ def resolve_model(backend: str, model: str) -> ModelSpec:
     Raises:
         ModelError: an unknown built-in name, a missing/unreadable file, an unknown suffix.
     """
+    spec = check_model(backend, model)
+    if spec.path is None:
+        return spec
+    try:
+        digest = sha256_file(spec.path)
+    except OSError as err:
+        msg = f"model {str(spec.path)!r} cannot be read: {err.strerror or err}"
+        raise ModelError(msg, hint="check the file's permissions") from err
+    return ModelSpec(name=spec.name, kind=spec.kind, path=spec.path, sha256=digest)
+
+
+def check_model(backend: str, model: str) -> ModelSpec:
+    """What :func:`resolve_model` checks, without reading the file (a session's first check).
+
+    Raises:
+        ModelError: an unknown built-in name, a missing or unreadable file, an unknown suffix,
+            a TensorRT plan for another backend.
+    """
     name = DEFAULT_MODEL[backend] if model == "auto" else model
     if name in BUILTIN:
         return ModelSpec(name=name, kind="builtin")
@@ -82,16 +101,14 @@ def resolve_model(backend: str, model: str) -> ModelSpec:
     if suffix not in ONNX_SUFFIXES + PLAN_SUFFIXES:
         msg = f"model {path.name!r}: unknown file type {suffix or '(no suffix)'!r}"
         raise ModelError(msg, hint=hint)
-    try:
-        digest = sha256_file(path)
-    except OSError as err:
-        msg = f"model {str(path)!r} cannot be read: {err.strerror or err}"
-        raise ModelError(msg, hint="check the file's permissions") from err
+    if not os.access(path, os.R_OK):
+        msg = f"model {str(path)!r} cannot be read"
+        raise ModelError(msg, hint="check the file's permissions")
     kind = "onnx" if suffix in ONNX_SUFFIXES else "plan"
     if kind == "plan" and backend != "tensorrt":
         msg = f"{path.name} is a TensorRT plan; the {backend} backend needs an ONNX model"
         raise ModelError(msg, hint="use --backend tensorrt, or give the .onnx file")
-    return ModelSpec(name=path.name, kind=kind, path=path, sha256=digest)
+    return ModelSpec(name=path.name, kind=kind, path=path)
 
 
 def tiny_onnx_bytes(*, fp16: bool = False, seed: int = 0) -> bytes:

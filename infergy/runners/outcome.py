@@ -18,6 +18,7 @@ import numpy as np
 from infergy.core.trace import QueryLog, Scenario
 from infergy.errors import InputError
 from infergy.formats.loadgen import LoadgenDetail, load_loadgen_detail
+from infergy.runners.attempts import Attempt, attempts_note, window_problem
 from infergy.runners.recorder import I64
 from infergy.runners.types import RunOutcome
 
@@ -67,6 +68,8 @@ def build_outcome(
     failures: int = 0,
     settings: dict[str, Any] | None = None,
     backend_problems: list[str] | None = None,
+    duration_s: float | None = None,
+    attempts: list[Attempt] | None = None,
 ) -> RunOutcome:
     """Assemble the outcome of one run (never raises on LoadGen's content).
 
@@ -82,6 +85,8 @@ def build_outcome(
         settings: the TestSettings values given to LoadGen.
         backend_problems: what the backends reported at load (e.g. int8 calibrated on
             generated inputs), one line each.
+        duration_s: the requested ``--duration``.
+        attempts: every measured attempt, the kept one last (rejected ones are noted).
     """
 
     def to_session(t: I64) -> I64:
@@ -97,6 +102,11 @@ def build_outcome(
         detail = None
         problems.append(f"LoadGen logs unreadable: {err}")
     loadgen: dict[str, Any] = {"requested": settings or {}}
+    if attempts:
+        loadgen["attempts"] = [a.to_json() for a in attempts]
+        problems += attempts_note(attempts)
+        if duration_s is not None:
+            problems += window_problem(scenario, attempts, duration_s)
     begin = end = None
     disagreement: float | None = None
     validity = "UNKNOWN"
@@ -111,10 +121,8 @@ def build_outcome(
             warnings=detail.warnings,
         )  # fmt: skip
         problems += [f"LoadGen: {e}" for e in detail.errors]
-        reason = detail.results.get("result_invalid_reason")
-        if validity == "INVALID" and reason:
-            problems.append(f"LoadGen result INVALID: {reason}")
         problems += detail.problems
+    problems.extend(validity_problem(validity, detail))
     if len(queries) == 0:
         problems.append("no query was completed")
     elif begin is not None and end is not None:
@@ -149,7 +157,19 @@ def build_outcome(
         queries=queries, per_device=per_device, loadgen_dir=loadgen_dir, power_begin_ns=begin,
         power_end_ns=end, window_disagreement_ms=disagreement, validity=validity,
         loadgen=loadgen, problems=problems,
+        mlperf=detail.mlperf_run() if detail is not None else None,
     )  # fmt: skip
+
+
+def validity_problem(validity: str, detail: LoadgenDetail | None) -> list[str]:
+    """The one line that says a run is not a valid LoadGen result, with LoadGen's reason."""
+    if validity == "VALID":
+        return []
+    if validity == "INVALID":
+        reason = detail.results.get("result_invalid_reason") if detail is not None else None
+        why = str(reason).strip() if reason else "no reason logged"
+        return [f"LoadGen result INVALID: {why}"]
+    return ["LoadGen's verdict is unknown (no result_validity in its logs)"]
 
 
 def _check_counts(

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from infergy.core.mlperf import LoadgenRun
 from infergy.core.trace import QueryLog, Scenario
 from infergy.errors import WorkloadError
 
@@ -164,6 +165,7 @@ class RunOutcome:
         loadgen: headline figures from the detail log (``samples_per_second``,
             ``latency_ns`` percentiles, ``result_*``, settings, errors).
         problems: what went wrong or looks doubtful, one line each.
+        mlperf: what MLPerf's checker reads of the run's detail log (None: unreadable).
     """
 
     queries: QueryLog
@@ -175,3 +177,4 @@ class RunOutcome:
     validity: str
     loadgen: dict[str, Any]
     problems: list[str] = field(default_factory=list)
+    mlperf: LoadgenRun | None = None

@@ -44,6 +44,7 @@ from infergy import errors
 from infergy.core.clock import SessionClock
 from infergy.core.trace import QueryLog
 from infergy.errors import InfergyError, WorkloadFailedError
+from infergy.runners.attempts import MAX_ATTEMPTS, Attempt
 from infergy.runners.outcome import backend_problems, build_outcome, query_logs
 from infergy.runners.recorder import StatusBoard, read_records
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
@@ -180,7 +181,9 @@ class Workload:
         """
         cmd = {"cmd": "run", "loadgen_dir": str(self.loadgen_dir)}
         await asyncio.to_thread(self.loadgen_dir.mkdir, parents=True, exist_ok=True)
-        budget_s = 3 * self.cfg.duration_s + 120.0  # LoadGen's own max_duration is 3x + slack
+        # Rejected attempts are cut at 1.2x; the kept one is bounded by LoadGen's max_duration
+        # (3x) for the scenarios that honour it, by the work itself for Offline.
+        budget_s = (MAX_ATTEMPTS + 3) * 1.2 * self.cfg.duration_s + 120.0
         reply = await self._phase("run", cmd, budget_s, on_progress)
         records = await asyncio.to_thread(read_records, self.state_dir / "queries-run.bin")
         return await asyncio.to_thread(
@@ -189,7 +192,8 @@ class Workload:
             mono_to_session_ns=self._mono_to_session,
             mono_to_wall_ns=int(reply["wall_offset_ns"]), failure=reply.get("failure"),
             failures=int(reply.get("failures") or 0), settings=reply.get("settings"),
-            backend_problems=backend_problems(self._describe),
+            backend_problems=backend_problems(self._describe), duration_s=self.cfg.duration_s,
+            attempts=[Attempt(**a) for a in reply.get("attempts") or []],
         )  # fmt: skip
 
     def partial(self) -> QueryLog:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -114,3 +115,98 @@ def test_runner_tuning_flags_reach_the_runner(tmp_path: Path) -> None:
     assert not any(k.startswith("runner/") for k in kept), sorted(kept)
     assert "queries.csv.gz" in kept and "queries.csv" not in kept, sorted(kept)
     assert all((run_dir / k).stat().st_size > 0 for k in kept), sorted(kept)
+
+
+def test_an_invalid_loadgen_result_is_degraded_and_strict_exits_3(tmp_path: Path) -> None:
+    """A Server run LoadGen calls INVALID (a 1-us latency bound no query meets) is never ok."""
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--scenario", "server",
+                    "--target-qps", "200", "--target-latency-ms", "0.001", "--duration", "2",
+                    "--idle", "0", "--warmup", "1", "--meter", "sim", "--strict", "--json")  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
+                          timeout=120, check=False)  # fmt: skip
+    r = json.loads(proc.stdout)
+    assert r["loadgen"]["validity"] == "INVALID", r["problems"]
+    assert r["loadgen"]["valid"] is False
+    assert r["status"] == "degraded", r["problems"]
+    invalid_lines = [p for p in r["problems"] if "INVALID" in p]
+    assert len(invalid_lines) == 1, invalid_lines  # said once, with LoadGen's reason
+    assert "Reduce target QPS" in invalid_lines[0]
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    with Store.open(tmp_path / "store.db") as store:
+        assert [run.status for run in store.list_runs()] == ["degraded"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens there once closed
+
+
+def test_an_unreachable_analyzer_fails_fast_before_anything_runs(tmp_path: Path) -> None:
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--duration", "2", "--idle", "1",
+                    "--warmup", "1", "--meter", f"ptd://127.0.0.1:{_closed_port()}")  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
+                          timeout=120, check=False)  # fmt: skip
+    elapsed_s = time.monotonic() - t0
+    err = " ".join(proc.stderr.split())  # the console wraps long lines
+    assert proc.returncode == 1, err
+    assert "cannot connect to the PTD server at 127.0.0.1:" in err
+    assert "Traceback" not in proc.stderr
+    assert elapsed_s < 8.0, f"a refused connection took {elapsed_s:.1f} s to report"
+    assert "idle baseline" not in proc.stderr + proc.stdout  # reported before the idle phase
+    with Store.open(tmp_path / "store.db") as store:
+        assert store.list_runs() == []  # nothing ran: nothing stored
+
+
+def test_a_missing_model_file_is_refused_before_the_meters_open(tmp_path: Path) -> None:
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--model", str(tmp_path / "no.onnx"),
+                    "--duration", "2", "--meter", f"ptd://127.0.0.1:{_closed_port()}")  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
+                          timeout=120, check=False)  # fmt: skip
+    # the model is checked first: the (unreachable) analyzer is never tried
+    err = " ".join(proc.stderr.split())  # the console wraps long lines
+    assert proc.returncode == 2, err
+    assert "no.onnx' not found" in err
+    assert "PTD" not in err
+
+
+def test_a_server_schedule_too_large_to_hold_is_refused_before_the_idle_phase(
+    tmp_path: Path,
+) -> None:
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--scenario", "server",
+                    "--target-qps", "1000000", "--duration", "600", "--meter", "sim")  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
+                          timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "pre-generate" in proc.stderr
+    assert "idle baseline" not in proc.stderr + proc.stdout
+    assert time.monotonic() - t0 < 8.0
+
+
+def test_the_summary_says_what_was_measured_in_mlperf_s_words(tmp_path: Path) -> None:
+    """An Offline run is one LoadGen query of every sample: not "queries 921,982" and a
+    J/query that is per sample. The screen and result.json name the model (not "auto")."""
+    cmd, env = _cli(tmp_path, "--backend", "onnxruntime", "--duration", "2", "--idle", "0",
+                    "--warmup", "1", "--meter", "sim")  # fmt: skip
+    env["COLUMNS"] = "200"
+    proc = subprocess.run(cmd, capture_output=True, env=env, text=True, cwd=tmp_path,
+                          timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    screen = " ".join(proc.stdout.split())
+    for words in ("model tiny", "backend onnxruntime", "precision fp32", "batch 1",
+                  "devices cpu", "LoadGen VALID", "scenario offline", "queries 1 "):  # fmt: skip
+        assert words in screen, (words, screen)
+    assert "J/sample" in screen and "per-batch J" in screen
+    (result_file,) = (tmp_path / "out").glob("*/result.json")
+    r = json.loads(result_file.read_text())
+    assert (r["model"], r["precision"], r["batch_size"]) == ("tiny", "fp32", 1)
+    perf = r["performance"]
+    assert perf["queries"] == 1 and perf["batches"] == perf["samples"] > 100
+    eff = r["efficiency"]["ac"]
+    assert eff["joules_per_query"] == pytest.approx(r["power"]["ac"]["energy_joules"])
+    assert eff["joules_per_sample"] == pytest.approx(eff["joules_per_query"] / perf["samples"])
+    assert eff["per_query_joules"] is None and eff["per_batch_joules"]["p50"] > 0
+    assert eff["samples_per_joule_mlperf"] is not None  # LoadGen's samples/s over MLPerf's W
+    assert r["mlperf"]["scenario"] == "Offline" and r["mlperf"]["validity"] == "VALID"

@@ -19,7 +19,7 @@ T0 = 1_750_000_000 * S
 KEYS = {
     "schema_version", "run_id", "status", "problems", "scenario", "backend", "model",
     "precision", "batch_size", "devices", "host", "window", "performance", "power",
-    "efficiency", "provenance",
+    "efficiency", "mlperf", "provenance",
 }  # fmt: skip
 POWER_KEYS = {
     "kind", "semantics", "energy_joules", "average_watts", "mlperf_average_watts",

@@ -30,6 +30,45 @@ def test_job_defaults_are_the_runner_defaults() -> None:
     assert set(TUNING.values()) <= {f.name for f in fields(WorkloadConfig)}
 
 
+@pytest.mark.parametrize(
+    ("backend", "scenario", "precision", "batch"),
+    [
+        ("torch", "offline", "fp16", 256),
+        ("tensorrt", "server", "fp16", 256),
+        ("torch", "single-stream", "fp16", 1),
+        ("torch", "multi-stream", "fp16", 8),
+        ("onnxruntime", "offline", "fp32", 1),
+        (None, "offline", "fp32", 1),
+        ("onnxruntime", "multi-stream", "fp32", 8),
+    ],
+)
+def test_the_defaults_measure_what_the_hardware_can_do(
+    backend: str | None, scenario: str, precision: str, batch: int
+) -> None:
+    """A GPU backend defaults to fp16 and a batch that fills the GPU (not fp32 batch 1)."""
+    body: dict[str, object] = {"scenario": scenario}
+    if scenario == "server":
+        body["target_qps"] = 100.0
+    if backend is not None:
+        body["backend"] = backend
+    cfg = JobSpec.model_validate(body).workload_config((0,) if backend != "onnxruntime" else ())
+    assert (cfg.precision, cfg.batch_size) == (precision, batch)
+
+
+def test_a_precision_or_batch_given_is_kept() -> None:
+    spec = JobSpec.model_validate({"backend": "torch", "precision": "fp32", "batch_size": 1})
+    cfg = spec.workload_config((0,))
+    assert (cfg.precision, cfg.batch_size) == ("fp32", 1)
+
+
+def test_run_help_says_the_defaults(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: fp16 on torch/tensorrt, fp32 on onnxruntime" in text
+    assert "Offline/Server 256 on torch/tensorrt" in text
+
+
 def test_every_tuning_field_reaches_the_runner() -> None:
     spec = JobSpec.model_validate({
         "backend": "torch", "scenario": "server", "target_qps": 900, "batch_size": 64,

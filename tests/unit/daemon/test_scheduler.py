@@ -115,8 +115,15 @@ def test_a_job_goes_queued_running_ok_with_timestamps_and_summary() -> None:
             "status": "ok",
             "problems": [],
             "scenario": "single-stream",
+            "loadgen_validity": None,
             "samples_per_second": 100.0,
-            "efficiency": {"gpus": {"samples_per_second_per_watt": 2.0, "joules_per_query": 0.5}},
+            "efficiency": {
+                "gpus": {
+                    "samples_per_second_per_watt": 2.0,
+                    "joules_per_query": 0.5,
+                    "joules_per_sample": None,
+                }
+            },
         }
         assert job.result is not None
         assert job.result["run_id"] == run_id
@@ -365,6 +372,7 @@ def test_summarize_tolerates_a_sparse_result() -> None:
         "status": "failed",
         "problems": [],
         "scenario": None,
+        "loadgen_validity": None,
         "samples_per_second": None,
         "efficiency": {},
     }

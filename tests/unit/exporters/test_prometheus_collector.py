@@ -44,10 +44,13 @@ CONTRACT = {  # ARCHITECTURE.md, "Live exports (contract)", plus infergy_source_
     "infergy_session_running": (),
     "infergy_sessions_total": ("status",),
     "infergy_queries_total": ("scenario",),
+    "infergy_samples_total": ("scenario",),
     "infergy_last_session_samples_per_second": ("scenario", "model", "backend"),
     "infergy_last_session_average_watts": ("scenario", "model", "backend", "source"),
     "infergy_last_session_samples_per_second_per_watt": ("scenario", "model", "backend", "source"),
     "infergy_last_session_joules_per_query": ("scenario", "model", "backend", "source"),
+    "infergy_last_session_joules_per_sample": ("scenario", "model", "backend", "source"),
+    "infergy_last_session_loadgen_valid": ("scenario", "model", "backend"),
     "infergy_last_session_latency_seconds": ("scenario", "model", "backend", "quantile"),
     "infergy_last_session_timestamp_seconds": ("scenario", "model", "backend"),
     "infergy_build_info": ("version", "python_version"),
@@ -61,8 +64,10 @@ RESULT: dict[str, Any] = {
     "performance": {"queries": 1, "samples": 2400, "samples_per_second": 240.0,
                     "latency_ms": {"p50": 4.0, "p90": 5.5, "p99": None}},
     "power": {"gpu0": {"average_watts": 300.0}, "ac": {"average_watts": 480.0}},
-    "efficiency": {"gpu0": {"samples_per_second_per_watt": 0.8, "joules_per_query": 1.25},
+    "efficiency": {"gpu0": {"samples_per_second_per_watt": 0.8, "joules_per_query": 1.25,
+                            "joules_per_sample": 1.25 / 2400},
                    "ac": {"samples_per_second_per_watt": 0.5, "joules_per_query": None}},
+    "loadgen": {"validity": "VALID"},
 }  # fmt: skip
 
 
@@ -210,6 +215,16 @@ def test_session_counters_and_last_session_gauges() -> None:
     )
     assert sample(registry, "infergy_last_session_joules_per_query", **key, source="gpu0") == 1.25
     assert sample(registry, "infergy_last_session_joules_per_query", **key, source="ac") is None
+    # an Offline session is one LoadGen query of every sample: both counted, J/sample beside
+    assert sample(registry, "infergy_samples_total", scenario="offline") == 2400.0
+    j_sample = sample(registry, "infergy_last_session_joules_per_sample", **key, source="gpu0")
+    assert j_sample == pytest.approx(1.25 / 2400)
+    assert sample(registry, "infergy_last_session_loadgen_valid", **key) == 1.0
+    invalid = copy.deepcopy(RESULT) | {"status": "degraded", "loadgen": {"validity": "INVALID"}}
+    telemetry.session_finished(invalid)
+    assert sample(registry, "infergy_last_session_loadgen_valid", **key) == 0.0
+    assert sample(registry, "infergy_sessions_total", status="degraded") == 1.0
+    telemetry.restore_last_session(RESULT)  # the gauges back, nothing counted
 
     # a failed session is counted but keeps the last good figures; unknown model -> "unknown"
     failed = copy.deepcopy(RESULT) | {

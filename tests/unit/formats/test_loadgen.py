@@ -139,9 +139,36 @@ def test_dirty_detail_log() -> None:
     ]
     d = parse_loadgen_detail("\ufeff" + "\r\n".join(lines) + "\r\n")
     assert d.problems[0] == "4 unparseable :::MLLOG lines skipped (first at line 21)"
-    assert d.problems[1] == "power_begin appears 2 times; the last one is used"
+    assert d.problems[1] == (
+        "power_begin appears 2 times; the first one is used, as MLPerf's checker does"
+    )
     assert d.scenario is Scenario.SERVER and d.result_valid is True
     assert d.power_begin_ns is not None and d.window is not None
+
+
+def test_a_log_of_several_runs_is_read_at_its_first_as_mlperf_s_checker_does() -> None:
+    """MLPerfLog and power_checker.py take each key's first occurrence (a FindPeakPerformance
+    log holds several runs); the last one used to win."""
+
+    def rec(key: str, value: str) -> str:
+        return f':::MLLOG {{"key": "{key}", "value": {value}}}'
+
+    text = "\n".join([
+        rec("effective_scenario", '"SingleStream"'), rec("effective_min_duration_ms", "600000"),
+        rec("power_begin", '"07-23-2024 15:48:32.939"'), rec("result_query_count", "100"),
+        rec("power_end", '"07-23-2024 15:58:32.939"'), rec("result_validity", '"VALID"'),
+        rec("effective_min_duration_ms", "1000"),
+        rec("power_begin", '"07-23-2024 16:00:00.000"'), rec("result_query_count", "5"),
+        rec("power_end", '"07-23-2024 16:00:01.000"'), rec("result_validity", '"INVALID"'),
+    ])  # fmt: skip
+    d = parse_loadgen_detail(text)
+    assert d.result_query_count == 100 and d.result_valid is True
+    assert d.settings["min_duration_ms"] == 600000
+    assert d.window is not None and d.window.duration_s == pytest.approx(600.0)
+    assert d.values["result_query_count"] == 100
+    assert any("the first of each is used" in p for p in d.problems), d.problems
+    run = d.mlperf_run()
+    assert run is not None and run.query_count == 100 and run.validity == "VALID"
 
 
 def test_bad_values_become_problems() -> None:

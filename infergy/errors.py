@@ -93,6 +93,19 @@ class AnalyzerRangeError(AnalyzerError):
     """A voltage/current range request was refused or is out of the instrument's ranges."""
 
 
+class WindowError(InfergyError):
+    """A measurement window was misused: begun twice, ended twice or never begun, a bad count."""
+
+
+class CommandStartError(InputError):
+    """``infergy measure``: the command cannot be started (not found, not executable).
+
+    Exit code 127, as a shell gives for a command it cannot run.
+    """
+
+    exit_code = 127
+
+
 class WorkloadError(InfergyError):
     """An inference workload cannot be prepared as asked: exit code 2, nothing left running."""
 

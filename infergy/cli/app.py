@@ -15,7 +15,17 @@ import typer
 from rich.console import Console
 
 from infergy import __version__
-from infergy.cli import analyze, analyzer_sim, doctor, plot, ptd_bridge, run, runs, serve
+from infergy.cli import (
+    analyze,
+    analyzer_sim,
+    doctor,
+    measure,
+    plot,
+    ptd_bridge,
+    run,
+    runs,
+    serve,
+)
 from infergy.errors import InfergyError
 
 app = typer.Typer(
@@ -29,7 +39,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-for _command in (run, analyze, serve, runs, plot, doctor, ptd_bridge, analyzer_sim):
+for _command in (run, measure, analyze, serve, runs, plot, doctor, ptd_bridge, analyzer_sim):
     _command.register(app)
 
 
@@ -58,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     if debug:  # accepted anywhere on the line: move it where the root callback expects it
         args = ["--debug", *[a for a in args if a != "--debug"]]
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line, whatever its length
     try:
         rv: Any = app(args=args, prog_name="infergy", standalone_mode=False)
     except typer.Exit as e:

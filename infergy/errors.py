@@ -144,6 +144,19 @@ class WorkloadFailedError(MeasurementFailedError):
     """The workload broke during warmup or the measured run (worker crash, LoadGen error)."""
 
 
+class ServerRequestError(WorkloadFailedError):
+    """A request to a running inference server failed (``kserve``/``openai`` backends).
+
+    Attributes:
+        lost: the server did not answer (refused, reset, timed out), as opposed to an error
+            reply: enough of these in a row and the server is taken as gone for the run.
+    """
+
+    def __init__(self, message: str, *, lost: bool, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.lost = lost
+
+
 class JobError(InfergyError):
     """A request to the service's job queue cannot be carried out (``infergy serve``)."""
 

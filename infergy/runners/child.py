@@ -113,7 +113,8 @@ class Child:
         if cmd == "run":
             r = self.engine.run(Path(msg["loadgen_dir"]))
             return {"settings": r.settings, "failure": r.failure, "failures": r.failures,
-                    "wall_offset_ns": r.wall_offset_ns, "records": len(r.records)}  # fmt: skip
+                    "wall_offset_ns": r.wall_offset_ns, "records": len(r.records),
+                    "notes": r.notes, "network": r.network}  # fmt: skip
         if cmd == "describe":
             return self.engine.describe()
         msg_ = f"unknown command {cmd!r}"

@@ -12,10 +12,10 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from infergy.runners.models import ModelSpec, resolve_model
 from infergy.runners.recorder import I64, QueryRecorder, StatusBoard
 from infergy.runners.sut import Sut, loadgen_complete
 from infergy.runners.types import WorkloadConfig
+
+if TYPE_CHECKING:
+    from infergy.runners.network.sut import NetworkSut
 
 QSL_SAMPLES = 1024
 """LoadGen's sample library: indices only (the inputs are made once per backend)."""
@@ -77,6 +80,10 @@ class RunResult:
     failures: int
     wall_offset_ns: int
     """``time.time_ns() - time.monotonic_ns()`` right after the run (LoadGen stamps wall time)."""
+    notes: list[str] = field(default_factory=list)
+    """What the SUT says about the run (a network server that went away...)."""
+    network: dict[str, Any] | None = None
+    """A network SUT's counts (requests, failures, tokens), None in process."""
 
 
 def tight_loop(
@@ -256,7 +263,8 @@ class Engine:
         t0_ns = time.monotonic_ns()
         loadgen_part = duration_s >= MIN_LOADGEN_WARMUP_S / (1 - TIGHT_WARMUP_SHARE)
         st = tight_loop(self.backends, batch=cfg.batch_size,
-                        workers_per_device=cfg.workers_per_device,
+                        workers_per_device=cfg.concurrency if cfg.network else
+                        cfg.workers_per_device,
                         duration_s=TIGHT_WARMUP_SHARE * duration_s if loadgen_part else duration_s,
                         recorder=rec)  # fmt: skip
         loop_sps = st.steady_samples_per_s
@@ -293,7 +301,7 @@ class Engine:
         scenario: Scenario,
         *,
         deadline_ns: int | None = None,
-    ) -> Sut:
+    ) -> Sut | NetworkSut:
         """One LoadGen test on our SUT; from ``deadline_ns`` on, pending samples are abandoned."""
         loadgen_dir.mkdir(parents=True, exist_ok=True)  # LoadGen aborts at exit without it
         pooled = scenario in (Scenario.OFFLINE, Scenario.SERVER)
@@ -301,16 +309,28 @@ class Engine:
         # On a CPU backend a completer thread would take cores from the inference itself
         # (measured: 0.93 -> 0.90 of the tight loop on 2 cores); on a GPU the host is idle.
         on_gpus = all(b.device != "cpu" for b in self.backends)
-        sut = Sut(
-            self.backends, workers_per_device=self.cfg.workers_per_device, recorder=rec,
-            complete=loadgen_complete(lg), pooled=pooled, max_batch=self.cfg.batch_size,
-            batching_timeout_ns=timeout_ns if scenario is Scenario.SERVER else 0,
-            defer_complete=scenario is Scenario.OFFLINE and on_gpus,
-        )  # fmt: skip
-        issue = sut.issue
+        sut: Sut | NetworkSut
+        issue_fast: Callable[[Sequence[int], Sequence[int]], None]
+        if self.cfg.network:  # a running server: the asynchronous SUT (imports aiohttp)
+            from infergy.runners.network.backend import NetworkBackend  # noqa: PLC0415
 
-        def issue_fast(ids: list[int], _indices: list[int]) -> None:
-            issue(ids)  # Sut.issue never raises
+            server = self.backends[0]
+            assert isinstance(server, NetworkBackend)
+            sut = server.sut(rec, lg, max_batch=self.cfg.batch_size)
+            issue_fast = sut.issue
+        else:
+            sut = Sut(
+                self.backends, workers_per_device=self.cfg.workers_per_device, recorder=rec,
+                complete=loadgen_complete(lg), pooled=pooled, max_batch=self.cfg.batch_size,
+                batching_timeout_ns=timeout_ns if scenario is Scenario.SERVER else 0,
+                defer_complete=scenario is Scenario.OFFLINE and on_gpus,
+            )  # fmt: skip
+            issue = sut.issue
+
+            def issue_ids(ids: Sequence[int], _indices: Sequence[int]) -> None:
+                issue(ids)  # Sut.issue never raises
+
+            issue_fast = issue_ids
 
         stop = threading.Event()
 
@@ -358,9 +378,11 @@ class Engine:
             sut = self._loadgen_test(lg, settings, loadgen_dir, rec, self.cfg.scenario)
         finally:
             rec.close()
+        net = None if isinstance(sut, Sut) else sut
         return RunResult(
             records=rec.records(), settings=settings, failure=sut.failure.first,
             failures=sut.failure.count, wall_offset_ns=time.time_ns() - time.monotonic_ns(),
+            notes=[] if net is None else net.notes(), network=None if net is None else net.stats(),
         )  # fmt: skip
 
     def close(self) -> None:

@@ -111,6 +111,8 @@ def build_settings(cfg: WorkloadConfig, cal: Calibration) -> dict[str, Any]:
         s["server_target_qps"] = qps
         s["server_target_latency_ns"] = latency_ns
         generated = int(cfg.duration_s * qps * 1.1)
+    if cfg.backend == "openai":  # streamed samples: LoadGen's TTFT and TPOT
+        s["use_token_latencies"] = True
     if generated > MAX_GENERATED_SAMPLES:
         msg = (
             f"LoadGen would pre-generate ~{generated:,} samples for a {cfg.duration_s:g}-s "

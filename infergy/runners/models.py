@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from infergy.errors import ModelError
+from infergy.runners.types import NETWORK_BACKENDS
 
 BUILTIN = ("tiny", "resnet50")
 DEFAULT_MODEL = {"onnxruntime": "tiny", "torch": "resnet50", "tensorrt": "resnet50"}
@@ -40,7 +41,7 @@ class ModelSpec:
 
     Attributes:
         name: ``tiny``, ``resnet50`` or the file's name.
-        kind: ``builtin``, ``onnx`` or ``plan``.
+        kind: ``builtin``, ``onnx``, ``plan``, or ``served`` (a network backend's model).
         path: the file, for ``onnx`` and ``plan``.
         sha256: the file's hash (built-ins: filled in once generated).
     """
@@ -66,6 +67,8 @@ def resolve_model(backend: str, model: str) -> ModelSpec:
     Raises:
         ModelError: an unknown built-in name, a missing/unreadable file, an unknown suffix.
     """
+    if backend in NETWORK_BACKENDS:  # the server holds the model: a name, not a file
+        return ModelSpec(name=model, kind="served")
     name = DEFAULT_MODEL[backend] if model == "auto" else model
     if name in BUILTIN:
         return ModelSpec(name=name, kind="builtin")

@@ -148,7 +148,7 @@ def build_outcome(
     return RunOutcome(
         queries=queries, per_device=per_device, loadgen_dir=loadgen_dir, power_begin_ns=begin,
         power_end_ns=end, window_disagreement_ms=disagreement, validity=validity,
-        loadgen=loadgen, problems=problems,
+        loadgen=loadgen, problems=problems, degraded=bool(failure or failures),
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from infergy import __version__
 from infergy.cli import (
@@ -25,6 +26,7 @@ from infergy.cli import (
     run,
     runs,
     serve,
+    watch,
 )
 from infergy.errors import InfergyError
 
@@ -39,7 +41,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-for _command in (run, measure, analyze, serve, runs, plot, doctor, ptd_bridge, analyzer_sim):
+for _command in (
+    run, measure, watch, analyze, serve, runs, plot, doctor, ptd_bridge, analyzer_sim,
+):  # fmt: skip
     _command.register(app)
 
 
@@ -86,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     except InfergyError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/bold red] {e}")
+        err.print(f"[bold red]error:[/bold red] {escape(str(e))}")  # "[meters] ptd" is text
         if e.hint:
-            err.print(f"[dim]hint:[/dim] {e.hint}")
+            err.print(f"[dim]hint:[/dim] {escape(e.hint)}")
         return e.exit_code
     except Exception as e:
         if debug:

@@ -109,7 +109,7 @@ class Measurement:
         self.settle_timeout_s = settle_timeout_s
         self.clock = SessionClock()
         """The session clock every timestamp is on (int64 ns, Unix epoch, UTC)."""
-        self._book = WindowBook(self.clock.now_ns, self._figures_of, max_ended=max_windows)
+        self._book = WindowBook(self.clock, self._figures_of, max_ended=max_windows)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._done = threading.Event()

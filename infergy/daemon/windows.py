@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from infergy.core.clock import SessionClock
 from infergy.core.trace import NS_PER_S
 from infergy.errors import WindowError
 
@@ -159,8 +161,13 @@ class Window:
 class WindowBook:
     """Open and recently ended windows, shared by every thread of one measurement.
 
+    The hot path takes no lock: each begin or end is one ``time.monotonic_ns()`` and one or
+    two dict operations, each atomic under the GIL (and in free-threaded builds); "already
+    open" is decided by ``dict.setdefault`` itself. Only forgetting the oldest ended windows
+    takes a lock.
+
     Args:
-        now_ns: the session clock.
+        clock: the session clock (timestamps are its int64 ns).
         figures_of: computes a window's figures (the measurement).
         max_ended: ended windows remembered (oldest forgotten first).
         on_change: called with the number of open windows after each begin/end (simulated
@@ -169,60 +176,61 @@ class WindowBook:
 
     def __init__(
         self,
-        now_ns: Callable[[], int],
+        clock: SessionClock,
         figures_of: FiguresOf,
         *,
         max_ended: int = MAX_ENDED_WINDOWS,
         on_change: Callable[[int], None] | None = None,
     ) -> None:
-        self._now_ns = now_ns
+        self._offset_ns = clock.wall0_ns - clock.mono0_ns  # session ns = monotonic ns + this
         self._figures_of = figures_of
         self._max_ended = max(1, max_ended)
         self.on_change = on_change
         """Told the number of open windows after each begin/end (set before windows begin)."""
-        self._lock = threading.Lock()
+        self._evict_lock = threading.Lock()
         self._open: dict[str, int] = {}
-        self._ended: OrderedDict[str, Window] = OrderedDict()
-        self.ended_total = 0
-        """Windows ended so far (also those no longer remembered)."""
+        self._ended: OrderedDict[str, Window] = OrderedDict()  # oldest first; O(1) popitem
         self.accepting = False
         """Begin/end are refused (with a clear error) while this is False."""
 
     def begin(self, name: str) -> None:
         """Open ``name`` now (see :meth:`infergy.Measurement.begin_window`)."""
-        t_ns = self._now_ns()
+        t_ns = _monotonic_ns() + self._offset_ns
         if type(name) is not str or not name:
             raise WindowError(_bad_name(name))
-        with self._lock:
-            if not self.accepting:
-                raise WindowError(_not_running(name), hint=_HINT_WITH)
-            if name in self._open:
-                msg = f"window {name!r} is already open (begun twice without an end)"
-                raise WindowError(msg, hint="give concurrent windows distinct names")
-            self._open[name] = t_ns
-            self._ended.pop(name, None)  # a name may be reused once ended
-            n_open = len(self._open)
+        if not self.accepting:
+            raise WindowError(_not_running(name), hint=_HINT_WITH)
+        if self._open.setdefault(name, t_ns) is not t_ns:
+            msg = f"window {name!r} is already open (begun twice without an end)"
+            raise WindowError(msg, hint="give concurrent windows distinct names")
         if self.on_change is not None:
-            self.on_change(n_open)
+            self.on_change(len(self._open))
 
     def end(self, name: str) -> Window:
         """Close ``name`` now and return its :class:`Window`."""
-        t_ns = self._now_ns()
+        t_ns = _monotonic_ns() + self._offset_ns
         if type(name) is not str:
             raise WindowError(_bad_name(name))
-        with self._lock:
-            start_ns = self._open.pop(name, None)
-            if start_ns is None:
-                raise WindowError(self._why_not_open(name))
-            window = Window(name, start_ns, max(t_ns, start_ns + 1), self._figures_of)
-            self._ended[name] = window
-            if len(self._ended) > self._max_ended:
-                self._ended.popitem(last=False)
-            self.ended_total += 1
-            n_open = len(self._open)
+        start_ns = self._open.pop(name, None)
+        if start_ns is None:
+            raise WindowError(self._why_not_open(name))
+        window = Window(name, start_ns, t_ns if t_ns > start_ns else start_ns + 1, self._figures_of)
+        ended = self._ended
+        ended.pop(name, None)  # a reused name moves to the end of the order
+        ended[name] = window
+        if len(ended) > self._max_ended:
+            self._forget_oldest()
         if self.on_change is not None:
-            self.on_change(n_open)
+            self.on_change(len(self._open))
         return window
+
+    def _forget_oldest(self) -> None:
+        with self._evict_lock:
+            while len(self._ended) > self._max_ended:
+                try:
+                    self._ended.popitem(last=False)
+                except KeyError:  # emptied meanwhile
+                    return
 
     def _why_not_open(self, name: str) -> str:
         if not self.accepting and name not in self._ended:
@@ -233,26 +241,25 @@ class WindowBook:
 
     def close(self) -> list[str]:
         """Refuse further begins and ends; returns the names of windows left open."""
-        with self._lock:
-            self.accepting = False
-            left = list(self._open)
-            self._open.clear()
+        self.accepting = False
+        left = list(self._open)
+        self._open.clear()
         return left
 
     def open_names(self) -> list[str]:
         """Windows begun and not yet ended."""
-        with self._lock:
-            return list(self._open)
+        return list(self._open)
 
     def ended(self) -> list[Window]:
         """The ended windows remembered, oldest first."""
-        with self._lock:
+        with self._evict_lock:
             return list(self._ended.values())
 
     def __iter__(self) -> Iterator[Window]:
         return iter(self.ended())
 
 
+_monotonic_ns = time.monotonic_ns
 _HINT_WITH = "use it inside `with infergy.Measurement() as m:` (or between start() and close())"
 
 

@@ -5,8 +5,9 @@ computed later, lazily, off that path. Measured in one process, on a running
 ``infergy.Measurement``:
 
   pair         one begin_window + end_window on one thread, names made beforehand: the
-               median over --repeats runs of --windows pairs each (ns per pair); and the
-               per-pair p50/p99 of one run timed pair by pair (each includes ~50 ns of timer);
+               median over --repeats runs of --windows pairs each (wall ns per pair, and the
+               thread's CPU ns per pair, which other processes on a busy host do not inflate);
+               and the per-pair p50/p99 of one run timed pair by pair (~50 ns of it timer);
   loop         the same loop calling two no-op methods instead: the loop's own share;
   threads      --threads threads doing pairs at once: wall time per pair seen by one thread,
                and all threads' pairs per second (the GIL serialises them: per pair of all
@@ -46,14 +47,17 @@ class _Noop:
         pass
 
 
-def _pairs(m: Any, names: list[str]) -> float:
-    """ns per begin+end pair over ``names``."""
+def _pairs(m: Any, names: list[str], cpu: list[float] | None = None) -> float:
+    """Wall ns per begin+end pair over ``names`` (this thread's CPU ns appended to ``cpu``)."""
     begin, end = m.begin_window, m.end_window
-    t0 = time.perf_counter_ns()
+    c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
     for n in names:
         begin(n)
         end(n)
-    return (time.perf_counter_ns() - t0) / len(names)
+    wall = (time.perf_counter_ns() - t0) / len(names)
+    if cpu is not None:
+        cpu.append((time.thread_time_ns() - c0) / len(names))
+    return wall
 
 
 def _each(m: Any, names: list[str]) -> list[int]:
@@ -101,7 +105,8 @@ def main() -> None:
         out["sources"], out["simulated"] = m.sources, sorted(m.simulated)
         names = [[f"r{r}.{i}" for i in range(a.windows)] for r in range(a.repeats)]
         _pairs(m, [f"warm{i}" for i in range(2000)])
-        pair_runs = [_pairs(m, names[r]) for r in range(a.repeats)]
+        cpu_runs: list[float] = []
+        pair_runs = [_pairs(m, names[r], cpu_runs) for r in range(a.repeats)]
         noop_runs = [_pairs(_Noop(), names[r]) for r in range(a.repeats)]
         each = sorted(_each(m, [f"e{i}" for i in range(a.windows)]))
         thread_runs = [_threads(m, [f"th{r}.{i}" for i in range(a.windows // a.threads)],
@@ -120,6 +125,7 @@ def main() -> None:
     per_window_ns = (time.perf_counter_ns() - t0) / len(sample)
     out.update(
         pair_ns_median=statistics.median(pair_runs), pair_ns_runs=pair_runs,
+        pair_cpu_ns_median=statistics.median(cpu_runs), pair_cpu_ns_runs=cpu_runs,
         loop_ns_median=statistics.median(noop_runs),
         pair_each_ns={"p50": each[len(each) // 2], "p99": each[int(len(each) * 0.99)],
                       "max": each[-1]},
@@ -132,7 +138,8 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "measurement_overhead.json").write_text(json.dumps(out, indent=2) + "\n")
     print(
-        f"begin+end: {out['pair_ns_median'] / 1e3:.2f} µs per window (median of {a.repeats}; "
+        f"begin+end: {out['pair_ns_median'] / 1e3:.2f} µs per window, "
+        f"{out['pair_cpu_ns_median'] / 1e3:.2f} µs of CPU (median of {a.repeats}; "
         f"the bare loop {out['loop_ns_median'] / 1e3:.2f} µs); one by one p50 "
         f"{out['pair_each_ns']['p50'] / 1e3:.2f} / p99 {out['pair_each_ns']['p99'] / 1e3:.2f} µs; "
         f"{a.threads} threads {out['threaded_pair_ns_median'] / 1e3:.2f} µs per thread, "

@@ -113,8 +113,8 @@ def test_openai_streams_give_loadgen_first_token_and_per_token_latencies(tmp_pat
     res = _result(done)["loadgen"]["results"]
     ttft_ms = res["result_first_token_50.00_percentile_latency_ns"] / 1e6
     tpot_ms = res["result_time_per_output_token_50.00_percentile_ns"] / 1e6
-    assert 30 <= ttft_ms < 45, ttft_ms  # the server's 30 ms, plus the loop's hop
-    assert 8 <= tpot_ms < 12, tpot_ms  # (latency - TTFT) / (tokens - 1): the server's 8 ms
+    assert 30 <= ttft_ms < 60, ttft_ms  # the server's 30 ms, plus the hops (a busy 2-core VM)
+    assert 8 <= tpot_ms < 16, tpot_ms  # (latency - TTFT) / (tokens - 1): the server's 8 ms
 
 
 def test_openai_chat_endpoint_and_a_server_refusing_stream_options(tmp_path):
@@ -131,16 +131,19 @@ def test_openai_chat_endpoint_and_a_server_refusing_stream_options(tmp_path):
     assert server["protocol"] == "openai-chat" and server["usage_reported"] is False
 
 
-@pytest.mark.parametrize("mode", ["die", "hang"])
+@pytest.mark.parametrize(
+    ("kind", "mode"), [("kserve", "die"), ("kserve", "hang"), ("openai", "die")]
+)
 def test_a_server_that_goes_away_mid_run_gives_a_degraded_run_with_what_was_measured(
-    tmp_path, mode
+    tmp_path, kind, mode
 ):
     # the warm-up takes ~1.5 s from the first request; the server fails 2 s into the 8-s run
-    with running("kserve", "--fail-after-s", "3.5", "--fail-mode", mode) as (_proc, port):
+    with running(kind, "--fail-after-s", "3.5", "--fail-mode", mode) as (_proc, port):
+        url = f"http://127.0.0.1:{port}" + ("/v2/models/tiny" if kind == "kserve" else "/v1")
         t0 = time.monotonic()
         done = _run(
-            tmp_path, "--backend", "kserve", "--endpoint", f"http://127.0.0.1:{port}/v2/models/tiny",
-            "--duration", "8", "--concurrency", "4", "--request-timeout", "2", "--strict",
+            tmp_path, "--backend", kind, "--endpoint", url, "--duration", "8",
+            "--concurrency", "4", "--request-timeout", "2", "--strict",
         )  # fmt: skip
         took_s = time.monotonic() - t0
     assert done.returncode == 3, done.stderr  # degraded, --strict
@@ -150,8 +153,10 @@ def test_a_server_that_goes_away_mid_run_gives_a_degraded_run_with_what_was_meas
     assert net["server_lost"] is True and net["samples_not_sent"] > 0
     problems = "\n".join(r["problems"])
     assert "the server stopped answering" in problems
-    why = "no answer within 2 s" if mode == "hang" else "cannot connect"
-    assert why in problems or "closed the connection" in problems, problems
+    why = (
+        ("no answer within 2 s",) if mode == "hang" else ("cannot connect", "closed the connection")
+    )
+    assert any(w in problems for w in why), problems
     assert r["performance"]["queries"] > 0  # what completed before it went is measured
     assert 0 < r["window"]["duration_s"] < 5
     assert r["power"]["ac"]["coverage"] == pytest.approx(1.0)

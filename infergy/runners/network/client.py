@@ -75,9 +75,10 @@ class LoopThread:
         connector = aiohttp.TCPConnector(
             limit=self.concurrency, limit_per_host=self.concurrency, keepalive_timeout=60
         )
-        timeout = aiohttp.ClientTimeout(
-            total=self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s)
-        )
+        timeout = aiohttp.ClientTimeout(  # sock_read: a stream that stalls mid-way times out too
+            total=self.timeout_s, connect=min(CONNECT_TIMEOUT_S, self.timeout_s),
+            sock_read=self.timeout_s,
+        )  # fmt: skip
         return aiohttp.ClientSession(connector=connector, timeout=timeout, raise_for_status=False)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:

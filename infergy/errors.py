@@ -93,6 +93,19 @@ class AnalyzerRangeError(AnalyzerError):
     """A voltage/current range request was refused or is out of the instrument's ranges."""
 
 
+class WindowError(InfergyError):
+    """A measurement window was misused: begun twice, ended twice or never begun, a bad count."""
+
+
+class CommandStartError(InputError):
+    """``infergy measure``: the command cannot be started (not found, not executable).
+
+    Exit code 127, as a shell gives for a command it cannot run.
+    """
+
+    exit_code = 127
+
+
 class WorkloadError(InfergyError):
     """An inference workload cannot be prepared as asked: exit code 2, nothing left running."""
 
@@ -129,6 +142,19 @@ class LoadgenSettingsError(WorkloadError):
 
 class WorkloadFailedError(MeasurementFailedError):
     """The workload broke during warmup or the measured run (worker crash, LoadGen error)."""
+
+
+class ServerRequestError(WorkloadFailedError):
+    """A request to a running inference server failed (``kserve``/``openai`` backends).
+
+    Attributes:
+        lost: the server did not answer (refused, reset, timed out), as opposed to an error
+            reply: enough of these in a row and the server is taken as gone for the run.
+    """
+
+    def __init__(self, message: str, *, lost: bool, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.lost = lost
 
 
 class JobError(InfergyError):

@@ -15,7 +15,18 @@ import typer
 from rich.console import Console
 
 from infergy import __version__
-from infergy.cli import analyze, analyzer_sim, doctor, plot, ptd_bridge, run, runs, serve
+from infergy.cli import (
+    analyze,
+    analyzer_sim,
+    doctor,
+    measure,
+    plot,
+    ptd_bridge,
+    run,
+    runs,
+    serve,
+    watch,
+)
 from infergy.cli.console import print_error
 from infergy.errors import InfergyError
 
@@ -30,7 +41,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-for _command in (run, analyze, serve, runs, plot, doctor, ptd_bridge, analyzer_sim):
+for _command in (
+    run, measure, watch, analyze, serve, runs, plot, doctor, ptd_bridge, analyzer_sim,
+):  # fmt: skip
     _command.register(app)
 
 
@@ -59,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     if debug:  # accepted anywhere on the line: move it where the root callback expects it
         args = ["--debug", *[a for a in args if a != "--debug"]]
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)  # one line, whatever its length
     try:
         rv: Any = app(args=args, prog_name="infergy", standalone_mode=False)
     except typer.Exit as e:

@@ -37,6 +37,10 @@ _EPILOG = (
     "  infergy run --backend torch --batch-size 256 --gpus 0 --meter nvml --meter ptd://lab:8888\n\n"
     "  infergy run --scenario server --target-qps 500 --strict\n\n"
     "  infergy run --backend torch --batch-size 256 --compile   # ~3x eager on an H100, cached\n\n"
+    "  infergy run --backend kserve --endpoint http://127.0.0.1:8000/v2/models/resnet50 "
+    "--batch-size 8 --concurrency 16   # a running Triton / KServe server\n\n"
+    "  infergy run --backend openai --endpoint http://127.0.0.1:8000/v1 --scenario server "
+    "--target-qps 4 --max-tokens 128   # vLLM, TensorRT-LLM, llama.cpp (TTFT, TPOT)\n\n"
     "Exit codes: 0 ok, 1 the measurement failed or was interrupted, 2 bad usage or config, "
     "3 degraded result with --strict."
 )
@@ -150,6 +154,8 @@ def register(app: typer.Typer) -> None:
 
 TUNING = "Runner tuning"
 """The help panel of the options that change how fast the workload runs, not what is measured."""
+NETWORK = "A running server (--backend kserve | openai)"
+"""The help panel of the network backends' options."""
 
 
 def run(
@@ -157,12 +163,16 @@ def run(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="onnxruntime | torch | tensorrt (default: torch on a GPU, else onnxruntime)."
+            help="onnxruntime | torch | tensorrt | kserve | openai (default: torch on a GPU, "
+            "else onnxruntime)."
         ),
     ] = None,
     model: Annotated[
         str,
-        typer.Option(help="auto, a built-in model (tiny, resnet50) or a path to .onnx / .plan."),
+        typer.Option(
+            help="auto, a built-in model (tiny, resnet50) or a path to .onnx / .plan; "
+            "openai: the served model's name (auto: the server's first)."
+        ),
     ] = "auto",
     scenario: Annotated[
         str, typer.Option(help="offline | server | single-stream | multi-stream.")
@@ -269,6 +279,33 @@ def run(
             min=0, rich_help_panel=TUNING, help="LoadGen and input RNG seed (0: LoadGen's)"
         ),
     ] = 0,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            rich_help_panel=NETWORK,
+            help="kserve: http://HOST:PORT/v2/models/NAME; openai: http://HOST:PORT/v1.",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(min=1, max=1024, rich_help_panel=NETWORK, help="Requests in flight at most."),
+    ] = 16,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            rich_help_panel=NETWORK,
+            help="One request's time limit (a whole stream for openai).",
+        ),
+    ] = 60.0,
+    max_tokens: Annotated[
+        int, typer.Option(min=1, rich_help_panel=NETWORK, help="openai: tokens per sample.")
+    ] = 128,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(rich_help_panel=NETWORK, help="openai: a text file, one prompt per line."),
+    ] = None,
     config: ConfigOpt = None,
 ) -> int:
     """Measure one inference run: idle baseline, warm-up, a LoadGen test, energy per query.
@@ -295,7 +332,9 @@ def run(
             "calibration_data": None if calibration_data is None else str(calibration_data),
             "workers": workers, "cuda_graphs": cuda_graphs, "channels_last": channels_last,
             "compile": compile_model, "batching_timeout_ms": batching_timeout_ms,
-            "target_latency_ms": target_latency_ms, "seed": seed,
+            "target_latency_ms": target_latency_ms, "seed": seed, "endpoint": endpoint,
+            "concurrency": concurrency, "request_timeout": request_timeout,
+            "max_tokens": max_tokens, "prompts": None if prompts is None else str(prompts),
         }
     )  # fmt: skip
     return run_session_cli(choose_backend(spec), settings, json_out=json_out)

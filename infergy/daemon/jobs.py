@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from infergy.core.trace import MULTI_STREAM_SAMPLES_PER_QUERY, Scenario
 from infergy.errors import InfergyError
-from infergy.runners.types import WorkloadConfig
+from infergy.runners.types import NETWORK_BACKENDS, WorkloadConfig
 
-Backend = Literal["onnxruntime", "torch", "tensorrt"]
+Backend = Literal["onnxruntime", "torch", "tensorrt", "kserve", "openai"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 MAX_DURATION_S = 24 * 3600.0
 MAX_PORT = 65535
@@ -97,6 +97,17 @@ class JobSpec(BaseModel):
     """LoadGen's RNG seeds and the input generator's (0 keeps LoadGen's defaults)."""
     label: Annotated[str, Field(max_length=200)] | None = None
     """Free text stored with the result."""
+    endpoint: Annotated[str, Field(max_length=2048, pattern=r"^https?://")] | None = None
+    """kserve: the model's URL (``http://HOST:PORT/v2/models/NAME``); openai: the API's
+    (``http://HOST:PORT/v1``, or ``.../v1/chat/completions``). The service sends the requests."""
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 16
+    """kserve/openai: requests in flight at most (connections are kept and reused)."""
+    request_timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """kserve/openai: one request's time limit in seconds (a whole stream for openai)."""
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 128
+    """openai: tokens asked for per sample."""
+    prompts: Annotated[str, Field(max_length=4096)] | None = None
+    """openai: a text file of prompts (one per line) on the measuring host."""
 
     @field_validator("scenario")
     @classmethod
@@ -124,6 +135,15 @@ class JobSpec(BaseModel):
                     raise ValueError(msg)
         if len(set(value)) != len(value):
             msg = "a meter is listed twice"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _endpoint(cls, value: Any) -> Any:
+        # before the schema's pattern check, so the error says what is allowed, in words
+        if isinstance(value, str) and not re.match(r"^https?://", value):
+            msg = f"endpoint must be an http(s):// URL, got {value!r}"
             raise ValueError(msg)
         return value
 
@@ -160,6 +180,18 @@ class JobSpec(BaseModel):
         if self.compile and self.backend not in (None, "torch"):
             msg = f"compile is a torch option; the backend is {self.backend}"
             raise ValueError(msg)
+        network = self.backend in NETWORK_BACKENDS
+        if network and self.endpoint is None:
+            msg = f"the {self.backend} backend needs endpoint (the running server's URL)"
+            raise ValueError(msg)
+        if not network and self.endpoint is not None:
+            msg = f"endpoint is for the kserve and openai backends, not {self.backend or 'auto'}"
+            raise ValueError(msg)
+        if self.prompts is not None and self.backend != "openai":
+            msg = f"prompts is an openai option; the backend is {self.backend or 'auto'}"
+            raise ValueError(msg)
+        if network and self.endpoint is not None:
+            _check_endpoint(self.backend or "", self.endpoint, self.model)
         return self
 
     @property
@@ -181,6 +213,8 @@ class JobSpec(BaseModel):
 
     def workload_config(self, gpus: tuple[int, ...]) -> WorkloadConfig:
         """The runner's config for this job on ``gpus`` (``()``: the CPU), defaults resolved."""
+        if self.backend in NETWORK_BACKENDS:
+            gpus = ()  # the server runs the model; `gpus` only chose what is metered
         return WorkloadConfig(
             backend=self.backend or "onnxruntime", model=self.model,
             precision=self.resolved_precision, batch_size=self.resolved_batch_size,
@@ -190,9 +224,27 @@ class JobSpec(BaseModel):
             target_latency_ms=self.target_latency_ms, workers_per_device=self.workers,
             cuda_graphs=self.cuda_graphs, channels_last=self.channels_last, compile=self.compile,
             calibration_data=None if self.calibration_data is None else Path(self.calibration_data),
+            endpoint=self.endpoint, concurrency=self.concurrency,
+            request_timeout_s=self.request_timeout, max_tokens=self.max_tokens,
+            prompts=None if self.prompts is None else Path(self.prompts),
         )  # fmt: skip
 
     @property
     def scenario_enum(self) -> Scenario:
         """The scenario as the core's enum."""
         return Scenario.parse(self.scenario)
+
+
+def _check_endpoint(backend: str, endpoint: str, model: str) -> None:
+    """The endpoint's form for its protocol, checked before the job is queued."""
+    from infergy.runners.network.kserve import KServeModel  # noqa: PLC0415 (aiohttp: lazily)
+    from infergy.runners.network.openai import OpenAIModel  # noqa: PLC0415
+
+    try:
+        if backend == "kserve":
+            KServeModel.parse(endpoint)
+        else:
+            OpenAIModel.parse(endpoint, model=model, max_tokens=1)
+    except InfergyError as err:
+        msg = f"{err}" + (f" ({err.hint})" if err.hint else "")
+        raise ValueError(msg) from None

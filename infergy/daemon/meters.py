@@ -30,7 +30,7 @@ from infergy.daemon.sim_devices import (
     Emulated,
     open_emulated,
 )
-from infergy.errors import ConfigError, InfergyError
+from infergy.errors import ConfigError, InfergyError, MeterError
 from infergy.meters.base import DEFAULT_CAPACITY, Meter, SourceInfo
 from infergy.meters.gpu_sim import SimulatedGpu
 from infergy.meters.nvml import NvmlMeter
@@ -80,11 +80,24 @@ class MeterSet:
         gpus: Sequence[int] | None = None,
         env: Mapping[str, str] | None = None,
         capacity: int = DEFAULT_CAPACITY,
+        simulate_missing: bool = True,
     ) -> MeterSet:
         """Open the requested meters, or choose them (``requested`` empty).
 
+        Args:
+            requested: ``nvml``, ``rapl``, ``sim``, ``ptd://HOST:PORT``; empty: automatic.
+            settings: the configuration (``[meters]``).
+            clock: the session clock the samples are stamped with.
+            gpus: GPU indices to meter (None: every visible one).
+            env: the environment (``CUDA_VISIBLE_DEVICES``).
+            capacity: samples kept per source.
+            simulate_missing: chosen automatically without a wall or CPU reference, add the
+                emulated analyzer (SIMULATED); False (``infergy watch``): never, and no meter
+                at all is an error saying why.
+
         Raises:
-            MeterError: an explicitly requested meter cannot be opened (with the reason).
+            MeterError: an explicitly requested meter cannot be opened (with the reason), or
+                none could be chosen and ``simulate_missing`` is False.
         """
         self = cls(clock)
         self.capacity = capacity
@@ -99,8 +112,11 @@ class MeterSet:
                         raise  # a configured analyzer that cannot be reached is an error
                     self.notes.append(f"{item}: not used: {err}")
             if auto and not any(m.name in ("ptd", "rapl") for m in self.meters):
-                # No wall or CPU reference: the emulated analyzer stands in, labelled as such.
-                await self._open_one("sim", settings, gpus, env)
+                if simulate_missing:
+                    # No wall or CPU reference: the emulated analyzer stands in, labelled so.
+                    await self._open_one("sim", settings, gpus, env)
+                elif not self.meters:
+                    raise MeterError(_nothing_here(settings, self.notes), hint=_NOTHING_HINT)
         except BaseException:
             await self.aclose()
             raise
@@ -359,6 +375,24 @@ def _automatic(settings: Settings) -> list[str]:
     if settings.meters.rapl and probe_rapl().usable:
         wanted.append("rapl")
     return wanted
+
+
+_NOTHING_HINT = (
+    "--meter sim shows a SIMULATED analyzer; --from http://HOST:8765 watches a running "
+    '`infergy serve`; a wall analyzer is [meters] ptd = "HOST:PORT"'
+)
+
+
+def _nothing_here(settings: Settings, notes: Sequence[str]) -> str:
+    """Why no meter could be chosen: each candidate's reason, in one line."""
+    why = [n.replace(": not used: ", ": ") for n in notes if ": not used: " in n]
+    if not settings.meters.rapl:
+        why.append("rapl: disabled ([meters] rapl = false)")
+    elif not any(w.startswith("rapl") for w in why):
+        why.append(f"rapl: {probe_rapl().reason or 'not usable'}")
+    if settings.meters.ptd is None:
+        why.append("no analyzer configured ([meters] ptd)")
+    return "no power meter is available here: " + "; ".join(why)
 
 
 def _recent_watts(trace: Trace) -> float | None:

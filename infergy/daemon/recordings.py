@@ -237,10 +237,7 @@ def _checker_problems(
     run = detail.mlperf_run() if detail is not None else None
     if detail is None or run is None or run.validity != "INVALID":
         return False
-    reason = detail.results.get("result_invalid_reason")
-    problems.append(
-        f"LoadGen result INVALID: {str(reason).strip() if reason else 'no reason logged'}"
-    )
+    problems.append(f"LoadGen result INVALID: {detail.invalid_reason()}")
     return True
 
 

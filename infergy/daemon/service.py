@@ -121,7 +121,9 @@ class Service:
             nvml = meters.nvml()
             if nvml is not None:
                 nvml.set_counter_poll_factor(s.meters.nvml.idle_counter_poll_factor)
-            self.telemetry = telemetry = LiveTelemetry(meters.meters, clock=clock)
+            self.telemetry = telemetry = LiveTelemetry(
+                meters.meters, clock=clock, simulated=meters.simulated
+            )
             for summary in await asyncio.to_thread(store.list_runs, 32):
                 with contextlib.suppress(InfergyError):
                     telemetry.restore_last_session(store.get_result(summary.run_id))

@@ -358,6 +358,8 @@ class Session:
             problems=problems,
         )
         result = analysis.result
+        if run is not None and run.degraded and result["status"] == "ok":
+            result["status"] = "degraded"  # figures of what completed; the rest failed
         for name in meter_set.simulated:
             if name in result["power"]:
                 result["power"][name]["simulated"] = True

@@ -40,7 +40,7 @@ def result_identity(
     if runner is not None:
         with contextlib.suppress(InfergyError):
             described = software["workload"] = runner.describe()
-    devices = [f"gpu{i}" for i in cfg.gpus] if cfg.gpus else ["cpu"]
+    devices = cfg.device_names  # gpu<i> per GPU, "cpu", or "server" for a network backend
     return {
         "run_id": run_id,
         "backend": cfg.backend,

@@ -26,7 +26,7 @@ import dataclasses
 import logging
 import platform
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -176,6 +176,7 @@ class _Tracked:
     live: LiveSource
     cursor_ns: int
     health: MeterHealth | None = None
+    simulated: bool = False
 
 
 class LiveTelemetry:
@@ -188,6 +189,8 @@ class LiveTelemetry:
         stale_s: a source (or GPU context) silent for longer than this, or than 3 of its
             nominal periods, shows no power and is not up.
         max_last_sessions: (scenario, model, backend) combinations kept for the gauges.
+        simulated: meter source names whose readings are simulated although their meter does
+            not say so (the emulated analyzer behind a real PTD client).
     """
 
     def __init__(
@@ -198,8 +201,10 @@ class LiveTelemetry:
         window_s: float = 1.0,
         stale_s: float = 5.0,
         max_last_sessions: int = 32,
+        simulated: Collection[str] = (),
     ) -> None:
         self._clock = clock
+        self._simulated = frozenset(simulated)
         self.window_s = window_s
         self.stale_s = stale_s
         self.started_ns = clock.now_ns()
@@ -269,7 +274,8 @@ class LiveTelemetry:
             if any(t.labels == labels for t in self._tracked.values()):
                 labels = (labels[0], info.name)  # two meters with one name: keep both series
             live = LiveSource(info.semantics, info.nominal_period_ns, window_s=self.window_s)
-            tracked = _Tracked(meter, info, labels, live, cursor_ns=self.started_ns)
+            simulated = info.simulated or info.name in self._simulated
+            tracked = _Tracked(meter, info, labels, live, self.started_ns, simulated=simulated)
             self._tracked[key] = tracked
         return tracked
 
@@ -358,7 +364,7 @@ class _Published:
                 meter_source=info.name,
                 kind=info.kind,
                 semantics=str(info.semantics),
-                simulated=info.simulated,
+                simulated=tracked.simulated,
                 up=h is not None and h.up,
                 power_w=live.power_w(),
                 energy_j=live.energy_j if live.has_energy else None,

@@ -122,6 +122,27 @@ class LoadgenDetail:
         n = self.results.get("result_query_count")
         return n if isinstance(n, int) and not isinstance(n, bool) else None
 
+    def invalid_reason(self) -> str:
+        """Why LoadGen calls the run INVALID, in its words.
+
+        ``result_invalid_reason``, else the constraints it logged as not met (early stopping
+        logs no reason of its own).
+        """
+        reason = str(self.values.get("result_invalid_reason") or "").strip()
+        if reason:
+            return reason
+        unmet = {
+            "result_perf_constraints_met": "performance constraints not met",
+            "result_min_duration_met": "min duration not met",
+            "result_min_queries_met": "min queries not met",
+            "early_stopping_met": "early stopping not met",
+        }
+        why = [text for key, text in unmet.items() if self.values.get(key) is False]
+        detail = " ".join(str(self.values.get("early_stopping_result") or "").split())
+        if "early stopping not met" in why and detail:
+            why[why.index("early stopping not met")] += f" ({detail.removeprefix('* ')})"
+        return "; ".join(why) or "no reason logged"
+
     @property
     def result_valid(self) -> bool | None:
         """``result_validity`` (VALID -> True), else the summary's verdict, else None."""

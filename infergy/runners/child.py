@@ -115,7 +115,8 @@ class Child:
             r = self.engine.run(Path(msg["loadgen_dir"]))
             return {"settings": r.settings, "failure": r.failure, "failures": r.failures,
                     "wall_offset_ns": r.wall_offset_ns, "records": len(r.records),
-                    "attempts": [a.to_json() for a in r.attempts]}  # fmt: skip
+                    "attempts": [a.to_json() for a in r.attempts],
+                    "notes": r.notes, "network": r.network}  # fmt: skip
         if cmd == "describe":
             return self.engine.describe()
         msg_ = f"unknown command {cmd!r}"

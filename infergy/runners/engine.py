@@ -13,10 +13,10 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from infergy.runners.recorder import (
 )
 from infergy.runners.sut import Sut, loadgen_complete
 from infergy.runners.types import WorkloadConfig
+
+if TYPE_CHECKING:
+    from infergy.runners.network.sut import NetworkSut
 
 QSL_SAMPLES = 1024
 """LoadGen's sample library: indices only (the inputs are made once per backend)."""
@@ -98,6 +101,10 @@ class RunResult:
     """``time.time_ns() - time.monotonic_ns()`` right after the run (LoadGen stamps wall time)."""
     attempts: list[Attempt]
     """Every measured attempt, the kept one last (see :mod:`infergy.runners.attempts`)."""
+    notes: list[str] = field(default_factory=list)
+    """What the SUT says about the run (a network server that went away...)."""
+    network: dict[str, Any] | None = None
+    """A network SUT's counts (requests, failures, tokens), None in process."""
 
 
 def tight_loop(
@@ -277,7 +284,8 @@ class Engine:
         t0_ns = time.monotonic_ns()
         loadgen_part = duration_s >= MIN_LOADGEN_WARMUP_S / (1 - TIGHT_WARMUP_SHARE)
         st = tight_loop(self.backends, batch=cfg.batch_size,
-                        workers_per_device=cfg.workers_per_device,
+                        workers_per_device=cfg.concurrency if cfg.network else
+                        cfg.workers_per_device,
                         duration_s=TIGHT_WARMUP_SHARE * duration_s if loadgen_part else duration_s,
                         recorder=rec)  # fmt: skip
         loop_sps = st.steady_samples_per_s
@@ -316,28 +324,14 @@ class Engine:
         *,
         deadline_ns: int | None = None,
         watch: Callable[[], str | None] | None = None,
-    ) -> tuple[Sut, str | None]:
+    ) -> tuple[Sut | NetworkSut, str | None]:
         """One LoadGen test on our SUT; returns it and why it was cut short (None: it was not).
 
         From ``deadline_ns`` on, or once ``watch`` (called every :data:`WATCH_INTERVAL_S`)
         returns a reason, pending samples are abandoned.
         """
         loadgen_dir.mkdir(parents=True, exist_ok=True)  # LoadGen aborts at exit without it
-        pooled = scenario in (Scenario.OFFLINE, Scenario.SERVER)
-        timeout_ns = round(self.cfg.batching_timeout_ms * 1e6)
-        # On a CPU backend a completer thread would take cores from the inference itself
-        # (measured: 0.93 -> 0.90 of the tight loop on 2 cores); on a GPU the host is idle.
-        on_gpus = all(b.device != "cpu" for b in self.backends)
-        sut = Sut(
-            self.backends, workers_per_device=self.cfg.workers_per_device, recorder=rec,
-            complete=loadgen_complete(lg), pooled=pooled, max_batch=self.cfg.batch_size,
-            batching_timeout_ns=timeout_ns if scenario is Scenario.SERVER else 0,
-            defer_complete=scenario is Scenario.OFFLINE and on_gpus,
-        )  # fmt: skip
-        issue = sut.issue
-
-        def issue_fast(ids: list[int], _indices: list[int]) -> None:
-            issue(ids)  # Sut.issue never raises
+        sut, issue_fast = self._sut(lg, rec, scenario)
 
         stop = threading.Event()
         cut_reason: list[str] = []
@@ -345,7 +339,9 @@ class Engine:
         def why_cut() -> str | None:
             if deadline_ns is not None and time.monotonic_ns() >= deadline_ns:
                 return "deadline"
-            return watch() if watch is not None else None
+            if watch is None or sut.failure.first is not None:
+                return None  # a failing SUT is no mis-sized estimate: its failure ends the run
+            return watch()
 
         def cut() -> None:
             while True:
@@ -385,6 +381,39 @@ class Engine:
             lg.DestroyFastSUT(lg_sut)
         return sut, (cut_reason[0] if cut_reason else None)
 
+    def _sut(
+        self, lg: Any, rec: QueryRecorder, scenario: Scenario
+    ) -> tuple[Sut | NetworkSut, Callable[[Sequence[int], Sequence[int]], None]]:
+        """The SUT of one LoadGen test and its issue callback (in process, or a server's)."""
+        pooled = scenario in (Scenario.OFFLINE, Scenario.SERVER)
+        timeout_ns = round(self.cfg.batching_timeout_ms * 1e6)
+        # On a CPU backend a completer thread would take cores from the inference itself
+        # (measured: 0.93 -> 0.90 of the tight loop on 2 cores); on a GPU the host is idle.
+        on_gpus = all(b.device != "cpu" for b in self.backends)
+        sut: Sut | NetworkSut
+        issue_fast: Callable[[Sequence[int], Sequence[int]], None]
+        if self.cfg.network:  # a running server: the asynchronous SUT (imports aiohttp)
+            from infergy.runners.network.backend import NetworkBackend  # noqa: PLC0415
+
+            server = self.backends[0]
+            assert isinstance(server, NetworkBackend)
+            sut = server.sut(rec, lg, max_batch=self.cfg.batch_size)
+            issue_fast = sut.issue
+        else:
+            sut = Sut(
+                self.backends, workers_per_device=self.cfg.workers_per_device, recorder=rec,
+                complete=loadgen_complete(lg), pooled=pooled, max_batch=self.cfg.batch_size,
+                batching_timeout_ns=timeout_ns if scenario is Scenario.SERVER else 0,
+                defer_complete=scenario is Scenario.OFFLINE and on_gpus,
+            )  # fmt: skip
+            issue = sut.issue
+
+            def issue_ids(ids: Sequence[int], _indices: Sequence[int]) -> None:
+                issue(ids)  # Sut.issue never raises
+
+            issue_fast = issue_ids
+        return sut, issue_fast
+
     def _offline_watch(self, guard: OfflineGuard) -> Callable[[], str | None]:
         """The guard fed from the live counters (elapsed from when the query was issued)."""
         values = self.status.values
@@ -411,7 +440,9 @@ class Engine:
         cal, sc, duration_s = self.calibration, self.cfg.scenario, self.cfg.duration_s
         attempts: list[Attempt] = []
         for k in range(1, MAX_ATTEMPTS + 1):
-            final = k == MAX_ATTEMPTS or not retryable(sc)
+            # A running server is the user's: its load is not re-run, and a stall there is its
+            # failure to report, not a mis-sized estimate to cut (the first attempt is kept).
+            final = k == MAX_ATTEMPTS or not retryable(sc) or self.cfg.network
             settings = build_settings(self.cfg, cal, use_hint=k == 1)
             guard = OfflineGuard(duration_s) if sc is Scenario.OFFLINE and not final else None
             rec = self._recorder("run")
@@ -430,10 +461,12 @@ class Engine:
                     _keep_logs(Path(tmp), loadgen_dir)
                     break
             cal = corrected(cal, sc, attempt, records, final=k + 1 == MAX_ATTEMPTS)
+        net = None if isinstance(sut, Sut) else sut
         return RunResult(
             records=records, settings=settings, failure=sut.failure.first,
             failures=sut.failure.count, wall_offset_ns=time.time_ns() - time.monotonic_ns(),
             attempts=attempts,
+            notes=[] if net is None else net.notes(), network=None if net is None else net.stats(),
         )  # fmt: skip
 
     def close(self) -> None:

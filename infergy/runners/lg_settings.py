@@ -118,6 +118,8 @@ def build_settings(
         s["server_target_qps"] = qps
         s["server_target_latency_ns"] = latency_ns
         generated = int(cfg.duration_s * qps * 1.1)
+    if cfg.backend == "openai":  # streamed samples: LoadGen's TTFT and TPOT
+        s["use_token_latencies"] = True
     _check_generated(cfg, generated)
     return s
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from infergy.errors import ModelError
+from infergy.runners.types import NETWORK_BACKENDS
 
 BUILTIN = ("tiny", "resnet50")
 DEFAULT_MODEL = {"onnxruntime": "tiny", "torch": "resnet50", "tensorrt": "resnet50"}
@@ -41,7 +42,7 @@ class ModelSpec:
 
     Attributes:
         name: ``tiny``, ``resnet50`` or the file's name.
-        kind: ``builtin``, ``onnx`` or ``plan``.
+        kind: ``builtin``, ``onnx``, ``plan``, or ``served`` (a network backend's model).
         path: the file, for ``onnx`` and ``plan``.
         sha256: the file's hash (built-ins: filled in once generated).
     """
@@ -85,6 +86,8 @@ def check_model(backend: str, model: str) -> ModelSpec:
         ModelError: an unknown built-in name, a missing or unreadable file, an unknown suffix,
             a TensorRT plan for another backend.
     """
+    if backend in NETWORK_BACKENDS:  # the server holds the model: a name, not a file
+        return ModelSpec(name=model, kind="served")
     name = DEFAULT_MODEL[backend] if model == "auto" else model
     if name in BUILTIN:
         return ModelSpec(name=name, kind="builtin")

@@ -156,7 +156,7 @@ def build_outcome(
     return RunOutcome(
         queries=queries, per_device=per_device, loadgen_dir=loadgen_dir, power_begin_ns=begin,
         power_end_ns=end, window_disagreement_ms=disagreement, validity=validity,
-        loadgen=loadgen, problems=problems,
+        loadgen=loadgen, problems=problems, degraded=bool(failure or failures),
         mlperf=detail.mlperf_run() if detail is not None else None,
     )  # fmt: skip
 
@@ -166,8 +166,7 @@ def validity_problem(validity: str, detail: LoadgenDetail | None) -> list[str]:
     if validity == "VALID":
         return []
     if validity == "INVALID":
-        reason = detail.results.get("result_invalid_reason") if detail is not None else None
-        why = str(reason).strip() if reason else "no reason logged"
+        why = detail.invalid_reason() if detail is not None else "no LoadGen log"
         return [f"LoadGen result INVALID: {why}"]
     return ["LoadGen's verdict is unknown (no result_validity in its logs)"]
 

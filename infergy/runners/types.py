@@ -16,7 +16,9 @@ from infergy.core.mlperf import LoadgenRun
 from infergy.core.trace import QueryLog, Scenario
 from infergy.errors import WorkloadError
 
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
+NETWORK_BACKENDS = ("kserve", "openai")
+"""Backends that send LoadGen's queries to a running inference server (``runners/network``)."""
+BACKENDS = ("onnxruntime", "torch", "tensorrt", *NETWORK_BACKENDS)
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -53,6 +55,12 @@ class WorkloadConfig:
         calibration_data: tensorrt int8: a directory of ``.npy`` files or one ``.npz``, each
             array a batch of preprocessed inputs ``(N, *sample shape)``
             (:mod:`infergy.runners.calib_data`); None calibrates on generated inputs.
+        endpoint: kserve: the model's URL (``http://host:8000/v2/models/NAME``); openai: the
+            API's (``http://host:8000/v1``, or ``.../v1/chat/completions`` for chat).
+        concurrency: kserve/openai: requests in flight at most (one connection each, reused).
+        request_timeout_s: kserve/openai: one request's limit (a stream's, for openai).
+        max_tokens: openai: tokens asked for per sample.
+        prompts: openai: a text file, one prompt per line (None: built-in generated prompts).
     """
 
     backend: str
@@ -73,6 +81,16 @@ class WorkloadConfig:
     compile: bool = False
     intra_op_threads: int = 0
     calibration_data: Path | None = None
+    endpoint: str | None = None
+    concurrency: int = 16
+    request_timeout_s: float = 60.0
+    max_tokens: int = 128
+    prompts: Path | None = None
+
+    @property
+    def network(self) -> bool:
+        """Whether the workload is a running server's (kserve, openai)."""
+        return self.backend in NETWORK_BACKENDS
 
     def validate(self) -> WorkloadConfig:
         """Check the values that need no backend; returns a normalised copy.
@@ -97,6 +115,13 @@ class WorkloadConfig:
              "target latency must be > 0 ms"),
             (self.calibration_data is None or self.precision == "int8",
              f"calibration data is for int8 builds; precision is {self.precision}"),
+            (not self.network or bool(self.endpoint),
+             f"the {self.backend} backend needs the server's endpoint URL"),
+            (self.network or self.endpoint is None,
+             f"an endpoint is for the kserve and openai backends, not {self.backend}"),
+            (self.concurrency >= 1, "concurrency must be >= 1"),
+            (self.request_timeout_s > 0, "the request timeout must be > 0 s"),
+            (self.max_tokens >= 1, "max tokens must be >= 1"),
         ]  # fmt: skip
         for ok, msg in checks:
             if not ok:
@@ -106,11 +131,14 @@ class WorkloadConfig:
             calibration_data=(
                 None if self.calibration_data is None else Path(self.calibration_data).expanduser()
             ),
+            prompts=None if self.prompts is None else Path(self.prompts).expanduser(),
         )  # fmt: skip
 
     @property
     def device_names(self) -> list[str]:
-        """Per-device log names: ``gpu<i>`` per GPU index, or ``["cpu"]``."""
+        """Per-device log names: ``gpu<i>`` per GPU index, ``["server"]`` or ``["cpu"]``."""
+        if self.network:
+            return ["server"]
         return [f"gpu{g}" for g in self.gpus] or ["cpu"]
 
     @property
@@ -123,7 +151,7 @@ class WorkloadConfig:
         d = asdict(self)
         d["scenario"] = self.scenario.value
         d["gpus"] = list(self.gpus)
-        for name in ("cache_dir", "calibration_data"):
+        for name in ("cache_dir", "calibration_data", "prompts"):
             value = getattr(self, name)
             d[name] = None if value is None else str(value)
         return d
@@ -134,7 +162,7 @@ class WorkloadConfig:
         d = dict(d)
         d["scenario"] = Scenario.parse(str(d["scenario"]))
         d["gpus"] = tuple(d.get("gpus") or ())
-        for name in ("cache_dir", "calibration_data"):
+        for name in ("cache_dir", "calibration_data", "prompts"):
             d[name] = None if d.get(name) is None else Path(d[name])
         return cls(**d)
 
@@ -166,6 +194,8 @@ class RunOutcome:
             ``latency_ns`` percentiles, ``result_*``, settings, errors).
         problems: what went wrong or looks doubtful, one line each.
         mlperf: what MLPerf's checker reads of the run's detail log (None: unreadable).
+        degraded: requests or inferences failed during the run: its figures cover only what
+            completed, and the result is ``degraded``.
     """
 
     queries: QueryLog
@@ -178,3 +208,4 @@ class RunOutcome:
     loadgen: dict[str, Any]
     problems: list[str] = field(default_factory=list)
     mlperf: LoadgenRun | None = None
+    degraded: bool = False

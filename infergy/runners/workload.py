@@ -186,15 +186,19 @@ class Workload:
         budget_s = (MAX_ATTEMPTS + 3) * 1.2 * self.cfg.duration_s + 120.0
         reply = await self._phase("run", cmd, budget_s, on_progress)
         records = await asyncio.to_thread(read_records, self.state_dir / "queries-run.bin")
-        return await asyncio.to_thread(
+        outcome = await asyncio.to_thread(
             build_outcome, records, scenario=self.cfg.scenario,
             device_names=self.cfg.device_names, loadgen_dir=self.loadgen_dir,
             mono_to_session_ns=self._mono_to_session,
             mono_to_wall_ns=int(reply["wall_offset_ns"]), failure=reply.get("failure"),
             failures=int(reply.get("failures") or 0), settings=reply.get("settings"),
-            backend_problems=backend_problems(self._describe), duration_s=self.cfg.duration_s,
+            backend_problems=[*backend_problems(self._describe), *(reply.get("notes") or [])],
+            duration_s=self.cfg.duration_s,
             attempts=[Attempt(**a) for a in reply.get("attempts") or []],
         )  # fmt: skip
+        if reply.get("network") is not None:
+            outcome.loadgen["network"] = reply["network"]
+        return outcome
 
     def partial(self) -> QueryLog:
         """Queries of the measured run completed so far, on the session clock.

@@ -36,6 +36,10 @@ def create_backend(cfg: WorkloadConfig, spec: ModelSpec, gpu: int | None) -> Bac
         WorkloadError: the backend cannot run on that device.
         ModelError: the model cannot be turned into what the backend needs.
     """
+    if cfg.network:
+        from infergy.runners.network.backend import NetworkBackend  # noqa: PLC0415
+
+        return NetworkBackend(cfg)
     cache_dir = cfg.resolved_cache_dir
     if cfg.backend == "onnxruntime":
         from infergy.runners.backends.onnxrt import OnnxRuntimeBackend  # noqa: PLC0415

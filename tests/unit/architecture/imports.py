@@ -8,6 +8,14 @@ The rules (ARCHITECTURE.md, "Layers and folders"; docs/architecture.md):
    module (``infergy.formats._x``) or ``mod._x`` on an imported module, from another layer.
 3. **No import loops** between modules, counting every import (also those inside functions and
    under ``TYPE_CHECKING``): a loop is a design knot even when Python tolerates it.
+
+One more entry point besides ``__main__``: the package root's **lazy public re-exports**. The
+root ``__init__`` may import public names of any layer inside its module-level ``__getattr__``
+(PEP 562) and its module-level ``if TYPE_CHECKING:`` block, so ``infergy.Measurement`` works
+while ``import infergy`` imports nothing. Those imports run only on attribute access, after
+every layer is importable, so they sit above everything like ``__main__`` (no layer rule, no
+loop); they must name public names (rule 2 still applies). Anywhere else, the same imports
+are ordinary imports.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ class Graph:
     modules: dict[str, Path] = field(default_factory=dict)
     edges: list[Edge] = field(default_factory=list)
     private_uses: list[Edge] = field(default_factory=list)  # ``mod._x`` attribute uses
+    lazy_exports: list[Edge] = field(default_factory=list)  # the root's lazy re-exports
 
 
 def module_name(root_dir: Path, path: Path) -> str:
@@ -85,11 +94,13 @@ def read_graph(root_dir: Path) -> Graph:
         src = module_name(root_dir, path)
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         module_aliases: dict[str, str] = {}
+        lazy = _lazy_nodes(tree) if src == root else set()
         for node in ast.walk(tree):
+            edges = graph.lazy_exports if id(node) in lazy else graph.edges
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name == root or alias.name.startswith(root + "."):
-                        graph.edges.append(Edge(src, alias.name, (), str(path), node.lineno))
+                        edges.append(Edge(src, alias.name, (), str(path), node.lineno))
                         module_aliases[alias.asname or alias.name] = alias.name
             elif isinstance(node, ast.ImportFrom):
                 dst = _resolve(node, src, path.name == "__init__.py")
@@ -98,10 +109,10 @@ def read_graph(root_dir: Path) -> Graph:
                 for alias in node.names:
                     sub = f"{dst}.{alias.name}"
                     if sub in graph.modules:  # ``from pkg import module``
-                        graph.edges.append(Edge(src, sub, (), str(path), node.lineno))
+                        edges.append(Edge(src, sub, (), str(path), node.lineno))
                         module_aliases[alias.asname or alias.name] = sub
                     else:
-                        graph.edges.append(Edge(src, dst, (alias.name,), str(path), node.lineno))
+                        edges.append(Edge(src, dst, (alias.name,), str(path), node.lineno))
         for node in ast.walk(tree):
             if (
                 isinstance(node, ast.Attribute)
@@ -112,6 +123,23 @@ def read_graph(root_dir: Path) -> Graph:
                 dst = module_aliases[node.value.id]
                 graph.private_uses.append(Edge(src, dst, (node.attr,), str(path), node.lineno))
     return graph
+
+
+def _lazy_nodes(tree: ast.Module) -> set[int]:
+    """Nodes inside the module-level ``def __getattr__`` and ``if TYPE_CHECKING:`` blocks."""
+    out: set[int] = set()
+    for stmt in tree.body:
+        lazy_def = isinstance(stmt, ast.FunctionDef) and stmt.name == "__getattr__"
+        typing_only = isinstance(stmt, ast.If) and (
+            (isinstance(stmt.test, ast.Name) and stmt.test.id == "TYPE_CHECKING")
+            or (isinstance(stmt.test, ast.Attribute) and stmt.test.attr == "TYPE_CHECKING")
+        )
+        if lazy_def:
+            out.update(id(n) for n in ast.walk(stmt))
+        elif typing_only:
+            assert isinstance(stmt, ast.If)
+            out.update(id(n) for b in stmt.body for n in ast.walk(b))
+    return out
 
 
 def _private(name: str) -> bool:
@@ -145,7 +173,7 @@ def layer_violations(graph: Graph, layers: Mapping[str, int] = LAYERS) -> list[s
 def private_violations(graph: Graph) -> list[str]:
     """Private names or modules used from another layer."""
     out = []
-    for e in [*graph.edges, *graph.private_uses]:
+    for e in [*graph.edges, *graph.private_uses, *graph.lazy_exports]:
         if layer_of(e.src) == layer_of(e.dst):
             continue
         private_module = any(_private(p) for p in e.dst.split("."))

@@ -90,6 +90,53 @@ def test_entry_points_may_import_the_command_line(tmp_path):
     assert all_violations(read_graph(root)) == []
 
 
+_LAZY_ROOT = (
+    "from typing import TYPE_CHECKING\n"
+    "if TYPE_CHECKING:\n"
+    "    from infergy.daemon.measurement import Measurement\n"
+    "def __getattr__(name):\n"
+    "    from infergy.daemon import measurement\n"
+    "    return getattr(measurement, name)\n"
+)
+
+
+def test_the_package_roots_lazy_public_re_exports_are_an_entry_point(tmp_path):
+    root = tree(
+        tmp_path,
+        ("__init__.py", "__version__ = '1'\n" + _LAZY_ROOT),
+        ("errors.py", "X = 1\n"),
+        # the re-exported module imports the root back: not a loop (the root imports it lazily)
+        ("daemon/measurement.py", "from infergy import __version__\nclass Measurement: ...\n"),
+    )
+    assert all_violations(read_graph(root)) == []
+
+
+def test_an_eager_import_of_a_higher_layer_at_the_root_is_still_reported(tmp_path):
+    root = tree(
+        tmp_path,
+        ("__init__.py", "from infergy.daemon.measurement import Measurement\n"),
+        ("daemon/measurement.py", "from infergy import errors\nclass Measurement: ...\n"),
+        ("errors.py", "X = 1\n"),
+    )
+    problems = layer_violations(read_graph(root))
+    assert len(problems) == 1 and "infergy imports infergy.daemon.measurement" in problems[0]
+
+
+def test_lazy_re_exports_must_be_public_and_only_the_root_may_have_them(tmp_path):
+    root = tree(
+        tmp_path,
+        ("__init__.py", "def __getattr__(name):\n    from infergy.daemon.m import _secret\n"),
+        ("daemon/m.py", "_secret = 1\nclass Public: ...\n"),
+        # the same pattern in a layer package is an ordinary (upward) import
+        ("core/__init__.py", "def __getattr__(name):\n    from infergy.daemon.m import Public\n"),
+    )
+    graph = read_graph(root)
+    private = private_violations(graph)
+    assert private == [f"{root}/__init__.py:2: infergy uses _secret of infergy.daemon.m"], private
+    layers = layer_violations(graph)
+    assert len(layers) == 1 and "infergy.core imports infergy.daemon.m" in layers[0], layers
+
+
 def test_a_top_level_part_without_a_layer_is_reported(tmp_path):
     root = tree(tmp_path, ("helpers.py", "X = 1\n"))
     problems = layer_violations(read_graph(root))

@@ -84,6 +84,21 @@ def test_post_queues_a_job_and_get_follows_it_to_its_result() -> None:
     api(body)
 
 
+def test_a_network_backend_job_is_accepted_and_a_bad_endpoint_is_a_422() -> None:
+    async def body(client: Any, s: JobScheduler, fake: FakeSessions) -> None:
+        job = {"backend": "kserve", "endpoint": "http://127.0.0.1:8000/v2/models/resnet",
+               "concurrency": 32, "duration": 10}  # fmt: skip
+        r = await client.post("/v1/runs", json=job)
+        assert r.status == 202, await r.text()
+        (queued,) = s.list_jobs()
+        assert queued.spec.endpoint == job["endpoint"] and queued.spec.concurrency == 32
+        r = await client.post("/v1/runs", json={**job, "endpoint": "http://h/models/x"})
+        assert r.status == 422
+        assert "not a KServe v2 model URL" in (await r.json())["errors"][0]["msg"]
+
+    api(body)
+
+
 def test_field_errors_are_422_with_locations() -> None:
     async def body(client: Any, s: JobScheduler, fake: FakeSessions) -> None:
         bad = {"scenario": "server", "duration": -1, "batch_size": 0, "colour": "red"}

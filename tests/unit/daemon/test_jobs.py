@@ -108,6 +108,24 @@ def test_run_help_shows_the_tuning_panel_and_config_sections(
     assert "[analysis] idle_s" in out and "[output] dir" in out  # not eaten as rich markup
 
 
+def test_a_network_job_reaches_the_runner_without_gpus() -> None:
+    spec = JobSpec.model_validate({
+        "backend": "openai", "endpoint": "http://10.0.0.5:8000/v1", "model": "llama",
+        "concurrency": 64, "request_timeout": 120, "max_tokens": 256, "prompts": "/p.txt",
+        "gpus": [0], "scenario": "server", "target_qps": 4,
+    })  # fmt: skip
+    cfg = spec.workload_config((0,))
+    assert cfg.validate() == cfg and cfg.network and cfg.gpus == ()  # gpus: what is metered
+    assert (cfg.endpoint, cfg.concurrency, cfg.request_timeout_s, cfg.max_tokens) == (
+        "http://10.0.0.5:8000/v1",
+        64,
+        120.0,
+        256,
+    )
+    assert str(cfg.prompts) == "/p.txt" and cfg.device_names == ["server"]
+    assert WorkloadConfig.from_json(cfg.to_json()) == cfg
+
+
 # -- settings that would be silently ignored or cannot work are refused (issue 13, §6) ---------
 
 
@@ -168,3 +186,21 @@ def test_the_run_command_refuses_them_in_one_line_before_anything_starts(
     assert needle in err, err
     assert err.startswith("error:") and len(err.strip().splitlines()) == 2, err  # error + hint
     assert "Traceback" not in err and "internal error" not in err
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"backend": "kserve"}, "needs endpoint"),
+        ({"endpoint": "http://h:1/v1"}, "endpoint is for the kserve and openai backends"),
+        ({"backend": "kserve", "endpoint": "h:1/v2/models/x"}, "must be an http"),
+        ({"backend": "kserve", "endpoint": "http://h:1/v2/x"}, "not a KServe v2 model URL"),
+        ({"backend": "openai", "endpoint": "http://h:1/x"}, "not an OpenAI API URL"),
+        ({"backend": "openai", "endpoint": "http://h:1/v1", "concurrency": 0}, "concurrency"),
+        ({"backend": "openai", "endpoint": "http://h:1/v1", "request_timeout": 0}, "request_timeout"),
+        ({"backend": "torch", "prompts": "p.txt"}, "prompts is an openai option"),
+    ],
+)  # fmt: skip
+def test_bad_network_jobs_are_refused(body: dict[str, object], needle: str) -> None:
+    with pytest.raises(ValidationError, match=needle):
+        JobSpec.model_validate(body)

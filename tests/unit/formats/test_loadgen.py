@@ -234,3 +234,27 @@ def test_load_loadgen_detail_paths(tmp_path: Path) -> None:
     assert only_summary.power_begin_ns is None and only_summary.window is None
     assert only_summary.scenario is Scenario.OFFLINE and only_summary.result_valid is True
     assert only_summary.problems[0].startswith("no mlperf_log_detail.txt in ")
+
+
+def _detail_lines(**values: object) -> str:
+    lines = ['{"key": "effective_scenario", "value": "Server"}']
+    lines += [json.dumps({"key": k, "value": v}) for k, v in values.items()]
+    return "\n".join(":::MLLOG " + line for line in lines) + "\n"
+
+
+def test_an_invalid_run_says_which_constraint_loadgen_found_unmet():
+    detail = parse_loadgen_detail(
+        _detail_lines(
+            result_validity="INVALID", result_invalid_reason="", result_min_duration_met=True,
+            early_stopping_met=False,
+            early_stopping_result=" * Run unsuccessful.  * Processed 190 queries.",
+        )
+    )  # fmt: skip
+    assert detail.invalid_reason() == (
+        "early stopping not met (Run unsuccessful. * Processed 190 queries.)"
+    )
+    reasoned = parse_loadgen_detail(
+        _detail_lines(result_validity="INVALID", result_invalid_reason="Reduce target QPS")
+    )
+    assert reasoned.invalid_reason() == "Reduce target QPS"
+    assert parse_loadgen_detail(_detail_lines()).invalid_reason() == "no reason logged"

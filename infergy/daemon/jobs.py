@@ -18,10 +18,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from infergy.core.trace import Scenario
-from infergy.errors import InfergyError
+from infergy.errors import InfergyError, JobError
 from infergy.runners.types import WorkloadConfig
 
-Backend = Literal["onnxruntime", "torch", "tensorrt"]
+Backend = Literal["onnxruntime", "torch", "tensorrt", "sim"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 MAX_DURATION_S = 24 * 3600.0
 
@@ -35,7 +35,8 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     backend: Backend | None = None
-    """Inference backend; ``None`` picks torch on a GPU machine, else onnxruntime."""
+    """Inference backend; ``None`` picks torch on a GPU machine, else onnxruntime; ``sim``
+    sleeps a simulated GPU's batch latency (SIMULATED)."""
     model: str = "auto"
     """``auto`` (the backend's built-in model), a built-in name, or a path to .onnx / .plan."""
     scenario: str = Field(
@@ -45,8 +46,10 @@ class JobSpec(BaseModel):
     )
     """LoadGen scenario: offline, server, single-stream or multi-stream."""
     precision: Precision = "fp32"
-    batch_size: Annotated[int, Field(ge=1, le=65536)] = 1
-    """Samples per inference call (Offline/Server batching; SingleStream uses 1 per query)."""
+    batch_size: Annotated[int, Field(ge=1, le=65536)] | Literal["auto"] = 1
+    """Samples per inference call (Offline/Server batching; SingleStream uses 1 per query);
+    ``auto``: the knee of a batch sweep (the smallest batch within ``[maxq] knee_within`` of
+    the best samples/J), measured once per model, precision, GPU and backend, then cached."""
     duration: Annotated[float, Field(gt=0, le=MAX_DURATION_S)] = 60.0
     """Measured run length in seconds (LoadGen min_duration)."""
     target_qps: Annotated[float, Field(gt=0)] | None = None
@@ -123,7 +126,14 @@ class JobSpec(BaseModel):
         return self
 
     def workload_config(self, gpus: tuple[int, ...]) -> WorkloadConfig:
-        """The runner's config for this job on ``gpus`` (``()``: the CPU)."""
+        """The runner's config for this job on ``gpus`` (``()``: the CPU).
+
+        Raises:
+            JobError: ``batch_size`` is still ``auto`` (resolve it first: ``daemon.auto_batch``).
+        """
+        if self.batch_size == "auto":
+            msg = "batch size auto was not resolved before the workload was configured"
+            raise JobError(msg)
         return WorkloadConfig(
             backend=self.backend or "onnxruntime", model=self.model, precision=self.precision,
             batch_size=self.batch_size, scenario=self.scenario_enum, duration_s=self.duration,

@@ -15,7 +15,7 @@ from typing import Any
 from infergy.core.trace import QueryLog, Scenario
 from infergy.errors import WorkloadError
 
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
+BACKENDS = ("onnxruntime", "torch", "tensorrt", "sim")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -30,7 +30,7 @@ class WorkloadConfig:
     """One inference workload under LoadGen.
 
     Attributes:
-        backend: ``onnxruntime`` | ``torch`` | ``tensorrt``.
+        backend: ``onnxruntime`` | ``torch`` | ``tensorrt`` | ``sim`` (a SIMULATED GPU).
         model: ``auto`` (the backend's built-in default), a built-in name (``tiny``,
             ``resnet50``) or a path to an ``.onnx`` file or a TensorRT ``.plan``/``.engine``.
         precision: ``fp32`` | ``fp16`` | ``bf16`` | ``int8``.

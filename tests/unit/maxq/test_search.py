@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from infergy.core.gpu_model import PARTS, ModelSettings, steady_state
 from infergy.maxq.coordinate import CoordinateSearch, make_search
 from infergy.maxq.errors import SearchError
 from infergy.maxq.plan import Axes, SweepPoint
@@ -20,7 +21,6 @@ from infergy.maxq.search import (
     measurement_count,
     run_search,
 )
-from infergy.meters.gpu_model import PARTS, ModelSettings, steady_state
 
 
 def line(n: int) -> list[SweepPoint]:

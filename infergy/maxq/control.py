@@ -175,6 +175,9 @@ class GpuControl(Protocol):
     def supported_clocks(self) -> SupportedClocks:
         """The supported memory clocks and, per memory clock, SM clocks."""
 
+    def supports_memory_lock(self) -> bool | None:
+        """Whether memory clocks can be locked (Ampere and newer); None when unknown."""
+
     def set_power_limit_w(self, power_limit_w: float) -> None:
         """Request a power limit (within :meth:`power_limit_constraints`)."""
 

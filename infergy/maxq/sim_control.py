@@ -121,6 +121,10 @@ class SimulatedGpuControl:
         p = self.part
         return SupportedClocks(p.mem_clocks_mhz, dict.fromkeys(p.mem_clocks_mhz, p.sm_clocks_mhz))
 
+    def supports_memory_lock(self) -> bool:
+        """The part's answer (Turing: no)."""
+        return self.part.supports_mem_lock
+
     def model_settings(self) -> ModelSettings:
         """The current settings as the model takes them."""
         return self.board.settings

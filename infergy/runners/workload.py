@@ -156,6 +156,11 @@ class Workload:
         finally:
             await self._kill()
 
+    @property
+    def closed(self) -> bool:
+        """True once closed or aborted (a cancelled run ends the LoadGen process)."""
+        return self._closed
+
     def describe(self) -> dict[str, Any]:
         """Provenance: backend and versions, model and sha256, precision, batch, devices."""
         return dict(self._describe)

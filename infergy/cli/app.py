@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from infergy import __version__
-from infergy.cli import analyze, analyzer_sim, doctor, plot, ptd_bridge, run, runs, serve
+from infergy.cli import analyze, analyzer_sim, doctor, maxq, plot, ptd_bridge, run, runs, serve
 from infergy.errors import InfergyError
 
 app = typer.Typer(
@@ -29,7 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-for _command in (run, analyze, serve, runs, plot, doctor, ptd_bridge, analyzer_sim):
+for _command in (run, analyze, serve, runs, plot, doctor, maxq, ptd_bridge, analyzer_sim):
     _command.register(app)
 
 

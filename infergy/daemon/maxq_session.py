@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from infergy.config.settings import Settings
 from infergy.core.clock import SessionClock
 from infergy.core.trace import NS_PER_S, Window
+from infergy.daemon.auto_batch import cached_auto_batch, resolve_auto_batch
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.maxq_controls import controls_for, describe_restore, restore_left_journal
 from infergy.daemon.maxq_points import PointEntry, choose_source, entry_from_json, point_entry
@@ -64,7 +66,7 @@ POINT_OVERHEAD_S = 4.0
 planning guide; the record keeps each point's real ``overhead_s``."""
 
 
-class SweepObserver(SessionObserver):
+class SweepObserver(SessionObserver, Protocol):
     """What a sweep tells the outside world (a session observer, plus the sweep's steps)."""
 
     def planned(self, plan: Mapping[str, Any]) -> None:
@@ -77,8 +79,17 @@ class SweepObserver(SessionObserver):
         """A measurement ended (the record's ``points[]`` entry)."""
 
 
-class QuietSweepObserver(QuietObserver, SweepObserver):
-    """Ignores everything."""
+class QuietSweepObserver(QuietObserver):
+    """Ignores everything (implements :class:`SweepObserver`)."""
+
+    def planned(self, plan: Mapping[str, Any]) -> None:
+        """Ignored."""
+
+    def point_started(self, index: int, role: str, what: str) -> None:
+        """Ignored."""
+
+    def point_finished(self, entry: Mapping[str, Any]) -> None:
+        """Ignored."""
 
 
 @dataclass
@@ -143,7 +154,8 @@ class MaxqSweep:
         self.warmup_s = mq.warmup_s if spec.warmup is None else spec.warmup
         self.settle_s = mq.settle_s if spec.settle is None else spec.settle
         self.idle_s = mq.idle_s if spec.idle is None else spec.idle
-        self.state_dir = settings.maxq_state_dir(env if env is not None else _environ())
+        self._environ: Mapping[str, str] = env if env is not None else os.environ
+        self.state_dir = settings.maxq_state_dir(self._environ)
         self.constraints = Constraints(
             spec.max_latency_ms, spec.latency_percentile, spec.min_samples_per_second
         )
@@ -173,13 +185,18 @@ class MaxqSweep:
         self.meter_set = meter_set
         try:
             gpus = self._gpus(meter_set)
-            axes, search = await self._plan(meter_set, gpus)
             if self.dry_run:
+                if self._needs_auto():
+                    cached = cached_auto_batch(self._auto_job(), self.settings, self._environ)
+                    self.record.auto_batch_size = None if cached is None else cached.batch_size
+                await self._plan(meter_set, gpus)
                 return self.record
             async with unwrapped(), asyncio.TaskGroup() as tg:
                 own = meter_set.meters if shared is None else []
                 tasks = [tg.create_task(m.run(), name=f"meter[{m.name}]") for m in own]
                 try:
+                    await self._resolve_auto(meter_set)
+                    axes, search = await self._plan(meter_set, gpus)
                     await self._sweep(meter_set, gpus, axes, search)
                 finally:
                     for task in tasks:
@@ -190,6 +207,34 @@ class MaxqSweep:
                     await meter_set.stop_analyzers()
                 await meter_set.aclose()
         return self.record
+
+    def _needs_auto(self) -> bool:
+        spec = self.spec
+        in_axis = spec.batch_sizes is not None and "auto" in spec.batch_sizes.lower()
+        return self.record.auto_batch_size is None and (in_axis or spec.batch_size == "auto")
+
+    def _auto_job(self) -> JobSpec:
+        return self.spec.base_job(batch_size=1)
+
+    async def _resolve_auto(self, meter_set: MeterSet) -> None:
+        """``auto`` batches: the knee, cached or measured now by a read-only batch sweep."""
+        if not self._needs_auto():
+            return
+
+        async def run_sweep(sweep_id: str, spec: MaxqSpec) -> SweepRecord:
+            nested = MaxqSweep(
+                sweep_id, spec, self.settings, store=self.store, observer=self.observer,
+                runners=self._runners, controls=self._controls_factory,
+                shared_meters=meter_set, env=self._env,
+            )  # fmt: skip
+            return await nested.run()
+
+        found = await resolve_auto_batch(
+            self._auto_job(), self.settings, env=self._environ,
+            sweep_id=f"{self.sweep_id}-auto", run_sweep=run_sweep,
+        )  # fmt: skip
+        self.record.auto_batch_size = found.batch_size
+        self.observer.note(found.describe())
 
     def _gpus(self, meter_set: MeterSet) -> _Gpus:
         nvml = meter_set.nvml()
@@ -218,10 +263,7 @@ class MaxqSweep:
                 msg = f"--mem-clocks: {first.label} cannot lock its memory clock"
                 raise UnsupportedSettingError(msg, hint="memory clock locks need Ampere or newer")
             gpus.default = GpuSettings(constraints.default_w, simulated=first.simulated)
-        auto = None
-        if spec.batch_sizes is not None and "auto" in spec.batch_sizes.lower():
-            auto = self.record.auto_batch_size
-        axes = plan_axes(spec, constraints, clocks, auto_batch=auto)
+        axes = plan_axes(spec, constraints, clocks, auto_batch=self.record.auto_batch_size)
         if "auto" in [str(b) for b in axes.batch_sizes] and not self.dry_run:
             msg = "--batch-sizes auto was not resolved"  # resolved by the caller beforehand
             raise SweepSpecError(msg, hint="resolve it with daemon.auto_batch first")
@@ -476,12 +518,6 @@ def _gpu_json(control: GpuControl) -> dict[str, Any]:
 
 def _point(body: Mapping[str, Any]) -> SweepPoint:
     return SweepPoint(**{k: body.get(k) for k in SweepPoint.__dataclass_fields__})
-
-
-def _environ() -> Mapping[str, str]:
-    import os  # noqa: PLC0415
-
-    return os.environ
 
 
 def load_resume(store: Any, sweep_id: str) -> dict[str, Any]:

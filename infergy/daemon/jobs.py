@@ -15,7 +15,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from infergy.core.trace import Scenario
 from infergy.errors import InfergyError, JobError
@@ -90,6 +98,16 @@ class JobSpec(BaseModel):
             return Scenario.parse(value).value
         except (ValueError, InfergyError):
             msg = f"unknown scenario {value!r}; use one of {', '.join(sorted(_SCENARIOS))}"
+            raise ValueError(msg) from None
+
+    @field_validator("batch_size", mode="wrap")
+    @classmethod
+    def _batch(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # one error at batch_size, not one per branch of the int | "auto" union
+        try:
+            return handler(value)
+        except ValidationError:
+            msg = f"batch_size must be an integer from 1 to 65536 or 'auto', not {value!r}"
             raise ValueError(msg) from None
 
     @field_validator("meter", mode="before")

@@ -16,11 +16,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from infergy.daemon.meters import SIMULATED_BOARDS_DIR
 from infergy.errors import GpuError
 from infergy.maxq.control import GpuControl
-from infergy.maxq.journal import Journal, RestoreReport, find_journal, restore_leftover
+from infergy.maxq.journal import (
+    Journal,
+    JournalOwner,
+    RestoreReport,
+    find_journal,
+    owner_alive,
+    restore_leftover,
+)
 from infergy.maxq.nvml_control import NvmlGpuControl
 from infergy.maxq.sim_control import SimulatedGpuControl
 from infergy.meters.gpu_sim import SimulatedGpu
@@ -97,6 +105,29 @@ def restore_left_journal(
         return restore_leftover(state_dir, controls)
 
 
+def abort_dead_sweeps(store: Any, reason: str) -> list[str]:
+    """Mark ``aborted`` every ``running`` sweep record whose process is gone (killed, crashed).
+
+    A sweep still running in another process (its owner alive) is left as it is.
+    """
+    gone = []
+    for record in store.list_sweeps(1000):
+        if record.get("status") != "running":
+            continue
+        owner = record.get("owner") or {}
+        try:
+            who = JournalOwner(int(owner["pid"]), owner.get("start_ticks"), owner.get("boot_id"))
+        except (KeyError, TypeError, ValueError):
+            who = None
+        if who is not None and owner_alive(who):
+            continue
+        record["status"] = "aborted"
+        record["problems"] = [*record.get("problems", []), reason]
+        store.save_sweep(record)
+        gone.append(str(record["sweep_id"]))
+    return gone
+
+
 def describe_restore(report: RestoreReport) -> str:
     """One line: what a restore did."""
     gpus = ", ".join(report.restored) or "no GPU"
@@ -104,6 +135,7 @@ def describe_restore(report: RestoreReport) -> str:
 
 
 __all__ = [
+    "abort_dead_sweeps",
     "controls_for",
     "controls_for_journal",
     "describe_restore",

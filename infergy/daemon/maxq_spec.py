@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from infergy.core.trace import Scenario
 from infergy.daemon.jobs import MAX_DURATION_S, Backend, JobSpec, Precision
@@ -100,6 +108,15 @@ class MaxqSpec(BaseModel):
     warmup: Annotated[float, Field(ge=0, le=3600)] | None = None
     settle: Annotated[float, Field(ge=0, le=3600)] | None = None
     idle: Annotated[float, Field(ge=0, le=3600)] | None = None
+
+    @field_validator("batch_size", mode="wrap")
+    @classmethod
+    def _batch(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            msg = f"batch_size must be an integer from 1 to 65536 or 'auto', not {value!r}"
+            raise ValueError(msg) from None
 
     @field_validator("scenario")
     @classmethod

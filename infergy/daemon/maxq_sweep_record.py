@@ -31,7 +31,7 @@ from infergy.daemon.maxq_record import (
 from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.errors import InfergyError
 from infergy.maxq.control import PowerLimitConstraints
-from infergy.maxq.journal import Journal
+from infergy.maxq.journal import Journal, current_owner
 from infergy.maxq.plan import Axes
 from infergy.maxq.points import Objective
 from infergy.maxq.recommend import Constraints
@@ -60,6 +60,9 @@ class SweepRecord:
         self.body: dict[str, Any] = {"plan": None, "gpus": [], "journal": None, "restore": None}
         self.default_power_limit_w: float | None = None
         self._conclusion: dict[str, Any] = {"recommendation": None, "pareto": None}
+        me = current_owner()
+        self.owner = {"pid": me.pid, "start_ticks": me.start_ticks, "boot_id": me.boot_id}
+        """The process writing it: a ``running`` record whose owner is gone was killed."""
         if resume is not None:
             self.created_unix_ns = int(resume.get("created_unix_ns") or self.created_unix_ns)
             self.entries = [entry_from_json(p) for p in resume.get("points") or []]
@@ -207,6 +210,7 @@ class SweepRecord:
                 "higher_is_better": obj.higher_is_better,
             },
             "source": self.source,
+            "owner": self.owner,
             "auto_batch_size": self.auto_batch_size,
             **self.body,
             "points": points,

@@ -24,7 +24,7 @@ from infergy.cli.common import ConfigOpt, open_store
 from infergy.cli.maxq_console import MaxqConsole, render_plan, render_sweep, render_sweeps
 from infergy.cli.run import choose_backend
 from infergy.config.settings import Settings, load_settings
-from infergy.daemon.maxq_controls import describe_restore, restore_left_journal
+from infergy.daemon.maxq_controls import abort_dead_sweeps, describe_restore, restore_left_journal
 from infergy.daemon.maxq_session import MaxqSweep, QuietSweepObserver, SweepObserver, load_resume
 from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.errors import InfergyError, InputError
@@ -88,6 +88,8 @@ def run_sweep_cli(
     """Run (or plan) one sweep with the console display; returns the exit code."""
     console = Console(stderr=json_out)
     with open_store(settings) as store:
+        for gone in abort_dead_sweeps(store, "its process stopped (killed or crashed)"):
+            console.print(f"[yellow]note:[/yellow] sweep {gone} was interrupted: marked aborted")
         record = load_resume(store, resume) if resume else None
         if spec is None and record is None:
             msg = "give at least one axis (--power-limits, --batch-sizes...) or --resume ID"

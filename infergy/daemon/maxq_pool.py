@@ -5,8 +5,9 @@ model (loading it, building engines, compiling, capturing graphs) can take minut
 distinct workload is opened once and leased to every point that runs it. The pool is the
 session's runner factory (``runners=pool.lease``); a lease forwards the workload's calls,
 points LoadGen's logs at the point's own folder, and does not close it (the pool does, at
-the end). At most ``max_open`` stay open (the least recently used is closed first); a
-workload a cancelled run ended is opened again when needed.
+the end). At most ``max_open`` stay open (the least recently used is closed first, except the
+first one opened: the default settings' workload, measured again at the end); a workload a
+cancelled run ended is opened again when needed.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class WorkloadPool:
         self._opener = opener
         self._max_open = max(1, max_open)
         self._open: OrderedDict[WorkloadConfig, Any] = OrderedDict()
+        self._pinned: WorkloadConfig | None = None
         self.opened = 0
         """How many times a workload was prepared (a sweep's cost beyond its points)."""
 
@@ -93,12 +95,16 @@ class WorkloadPool:
             workload = None
         if workload is None:
             while len(self._open) >= self._max_open:
-                _, oldest = self._open.popitem(last=False)
+                evict = next((k for k in self._open if k != self._pinned), None)
+                if evict is None:
+                    break
+                oldest = self._open.pop(evict)
                 with contextlib.suppress(InfergyError):
                     await oldest.aclose()
             where = self._dir / f"workload-{self.opened + 1:02d}"
             workload = await self._opener(cfg, clock, where, on_in_flight=on_in_flight)
             self.opened += 1
+            self._pinned = self._pinned or cfg
         self._open[cfg] = workload
         self._open.move_to_end(cfg)
         return Lease(workload, out_dir / "loadgen")

@@ -291,17 +291,17 @@ class MaxqSweep:
             self.observer.note(describe_restore(report))
             self.record.problems.append(describe_restore(report))
         journal: Journal | None = None
+        if self.spec.changes_settings:  # raises before any change: no permission, a journal
+            journal = await asyncio.to_thread(
+                start_changes, self.state_dir, gpus.controls, sweep_id=self.sweep_id
+            )
+            self.record.journaled(journal)
         pool = WorkloadPool(
             self.settings.output.dir / self.sweep_id, self._runners,
             max_open=self.settings.maxq.max_open_workloads,
         )  # fmt: skip
         status = "failed"
         try:
-            if self.spec.changes_settings:
-                journal = await asyncio.to_thread(
-                    start_changes, self.state_dir, gpus.controls, sweep_id=self.sweep_id
-                )
-                self.record.journaled(journal)
             self._save("running")
             await self._measure_all(meter_set, gpus, axes, search, pool)
             status = "ok"

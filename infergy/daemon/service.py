@@ -30,6 +30,7 @@ from typing import Any, Literal
 from infergy import __version__
 from infergy.config.settings import Settings, load_settings
 from infergy.core.clock import SessionClock
+from infergy.daemon.auto_batch import resolve_auto_batch
 from infergy.daemon.http_api import build_app, serve_http
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.maxq_controls import abort_dead_sweeps, describe_restore, restore_left_journal
@@ -319,6 +320,8 @@ class Service:
         if missing:
             msg = f"this service does not sample {', '.join(missing)}"
             raise JobError(msg, hint=f"it samples: {', '.join(sorted(available))}")
+        if spec.batch_size == "auto":
+            spec = await self._auto_batch(run_id, spec)
         self.telemetry.session_started()
         session = Session(
             run_id,
@@ -331,6 +334,22 @@ class Service:
         )
         outcome = await session.run()
         return outcome.result
+
+    async def _auto_batch(self, run_id: str, spec: JobSpec) -> JobSpec:
+        """``batch_size: auto``: the cached knee, else a read-only batch sweep on our meters."""
+
+        async def run_sweep(sweep_id: str, sweep_spec: MaxqSpec) -> Any:
+            sweep = MaxqSweep(
+                sweep_id, sweep_spec, self.settings, store=self.store,
+                observer=QuietSweepObserver(), shared_meters=self.meter_set, env=self.env,
+            )  # fmt: skip
+            return await sweep.run()
+
+        found = await resolve_auto_batch(
+            spec, self.settings, env=self.env, sweep_id=f"mq-{run_id}-auto", run_sweep=run_sweep
+        )
+        logger.info("job %s: %s", run_id, found.describe())
+        return spec.model_copy(update={"batch_size": found.batch_size})
 
     def _publish(self, outcome: SessionOutcome) -> None:
         assert self.telemetry is not None and self.outbox is not None

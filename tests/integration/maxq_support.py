@@ -29,8 +29,12 @@ def settings(tmp: Path, part: str = "h200", **maxq: Any) -> Settings:
         {
             "output": {"dir": str(tmp / "out")},
             "store": {"path": str(tmp / "store.db")},
-            "meters": {"simulated_gpus": 1, "simulated_part": part, "rapl": False,
-                       "emulator": {"noise": 0.0}},
+            "meters": {
+                "simulated_gpus": 1,
+                "simulated_part": part,
+                "rapl": False,
+                "emulator": {"noise": 0.0},
+            },
             "maxq": {"state_dir": str(tmp / "state"), **FAST, **maxq},
             "session": {"tail_s": 1.2, "plots": False},
         }  # fmt: skip

@@ -95,7 +95,7 @@ def test_a_range_outside_the_limits_names_the_allowed_range_and_changes_nothing(
     tmp_path: Path,
 ) -> None:
     controls = board_controls()
-    with pytest.raises(SweepSpecError, match="100, 150 W outside .* allowed range 200-700 W"):
+    with pytest.raises(SweepSpecError, match=r"100, 150 W outside .* allowed range 200-700 W"):
         run(tmp_path, spec(power_limits="100:300:50"), controls=controls)
     _nothing_changed(tmp_path, controls)
 
@@ -122,7 +122,7 @@ def test_a_setter_failing_mid_sweep_restores_keeps_the_points_and_resumes(
     # setter calls: 1-3 apply the defaults for the start baseline, 4 sets the first point
     controls = board_controls(fail_on_setter_call=7)
     sweep_spec = spec(power_limits="300,600,700", batch_sizes="256", search="grid")
-    sweep, record = run(tmp_path, sweep_spec, controls=controls)
+    _, record = run(tmp_path, sweep_spec, controls=controls)
     assert record is not None and record["status"] == "failed"
     stopped = [p for p in record["problems"] if p.startswith("stopped")]
     assert len(stopped) == 1 and "injected failure" in stopped[0]

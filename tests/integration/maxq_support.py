@@ -37,7 +37,7 @@ def settings(tmp: Path, part: str = "h200", **maxq: Any) -> Settings:
             },
             "maxq": {"state_dir": str(tmp / "state"), **FAST, **maxq},
             "session": {"tail_s": 1.2, "plots": False},
-        }  # fmt: skip
+        }
     )
 
 

@@ -55,8 +55,8 @@ def maxq_spec(values: dict[str, Any]) -> MaxqSpec:
         return MaxqSpec.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as err:
         first = err.errors()[0]
-        flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "the sweep"
-        msg = f"{flag}: {first['msg'].removeprefix('Value error, ')}"
+        text = first["msg"].removeprefix("Value error, ")
+        msg = f"--{str(first['loc'][0]).replace('_', '-')}: {text}" if first["loc"] else text
         raise InputError(msg, hint="see `infergy maxq --help`") from None
 
 

@@ -32,7 +32,7 @@ def settings(tmp_path: Path) -> Settings:
         {
             "maxq": {"state_dir": str(tmp_path)},
             "meters": {"simulated_gpus": 1, "simulated_part": "h200"},
-        }  # fmt: skip
+        }
     )
 
 

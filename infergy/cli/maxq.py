@@ -155,9 +155,12 @@ class _StderrNotes(QuietSweepObserver):
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self._noted: set[str] = set()
 
     def note(self, text: str) -> None:
-        self.console.print(f"note: {text}", highlight=False)
+        if text not in self._noted:  # every point's session repeats the meters' notes
+            self._noted.add(text)
+            self.console.print(f"note: {text}", highlight=False)
 
 
 @maxq_app.callback(epilog=_EPILOG)

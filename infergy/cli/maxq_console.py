@@ -54,6 +54,13 @@ class MaxqConsole(ConsoleObserver):
     def __init__(self, console: Console) -> None:
         super().__init__(console)
         self._expected: int | None = None
+        self._noted: set[str] = set()
+
+    def note(self, text: str) -> None:
+        """Each note once (every point's session repeats the meters' notes)."""
+        if text not in self._noted:
+            self._noted.add(text)
+            super().note(text)
 
     def planned(self, plan: Mapping[str, Any]) -> None:
         """Print the plan in one line."""

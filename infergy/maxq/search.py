@@ -156,6 +156,8 @@ class GoldenSectionSearch:
         confirm_z: a bound within this many sigmas of the best is measured again.
         max_measurements: measurements of one point at most (1: never measure again).
         measured: a shared record of results (shared by the line searches of a sweep).
+        tolerance: stop once the bracket is flat: its measured bounds score within this
+            fraction of the best (0: never; every point of the bracket is probed).
     """
 
     def __init__(
@@ -166,6 +168,7 @@ class GoldenSectionSearch:
         confirm_z: float = 3.0,
         max_measurements: int = 2,
         measured: dict[SweepPoint, Observation] | None = None,
+        tolerance: float = 0.0,
     ) -> None:
         if not points:
             msg = "a golden-section search needs at least one point"
@@ -176,6 +179,7 @@ class GoldenSectionSearch:
         self._measured: dict[SweepPoint, Observation] = {} if measured is None else measured
         self.confirm_z = confirm_z
         self.max_measurements = max_measurements
+        self.tolerance = tolerance
 
     @property
     def grid_size(self) -> int:
@@ -229,6 +233,8 @@ class GoldenSectionSearch:
         if used >= len(self._points):
             return None
         left, best, right = bracket
+        if self.tolerance > 0 and self._flat(left, best, right):
+            return None
         sides = [
             [i for i in range(best + 1, right) if self._points[i] not in self._measured],
             [i for i in range(best - 1, left, -1) if self._points[i] not in self._measured],
@@ -240,6 +246,22 @@ class GoldenSectionSearch:
             target = max(1, round(GOLDEN * span))
             return self._points[min(side, key=lambda i: abs(abs(i - best) - target))]
         return self._close_call(left, best, right)
+
+    def _flat(self, left: int, best: int, right: int) -> bool:
+        """Both sides of the bracket are bounded by a measured point within ``tolerance`` of
+        the best (or hold nothing unmeasured): on a smooth unimodal curve, no point between
+        them can be much better than the best, so more probes buy less than the noise.
+        """
+        b = self._measured[self._points[best]]
+        floor = b.score - self.tolerance * abs(b.score)
+        for bound, inside in ((left, range(left + 1, best)), (right, range(best + 1, right))):
+            if all(self._points[i] in self._measured for i in inside if 0 <= i < len(self._points)):
+                continue
+            if not 0 <= bound < len(self._points):
+                return False
+            if self._measured[self._points[bound]].score < floor:
+                return False
+        return True
 
     def _close_call(self, left: int, best: int, right: int) -> SweepPoint | None:
         """A bound that is only a little worse than the best, or the best, measured once."""

@@ -16,7 +16,9 @@ results in order: a search is deterministic given its results.
   best (within ``confirm_z`` sigmas) and the best itself are measured a second time before the
   search ends. A point flagged as not binding (a limit above the draw) ends the axis: higher
   settings are the same point. It asks each point at most twice and never takes more
-  measurements than the axis has points, so it always ends.
+  measurements than the axis has points, so it always ends. With a ``tolerance``, it also
+  ends once the bracket's bounds score within that fraction of the best (flat at the scale
+  of the noise).
 - :class:`~infergy.maxq.coordinate.CoordinateSearch` combines them over several axes.
 """
 
@@ -248,9 +250,10 @@ class GoldenSectionSearch:
         return self._close_call(left, best, right)
 
     def _flat(self, left: int, best: int, right: int) -> bool:
-        """Both sides of the bracket are bounded by a measured point within ``tolerance`` of
-        the best (or hold nothing unmeasured): on a smooth unimodal curve, no point between
-        them can be much better than the best, so more probes buy less than the noise.
+        """Whether both bracket bounds are within ``tolerance`` of the best (or nothing is left).
+
+        On a smooth unimodal curve no point between such bounds can be much better than the
+        best, so more probes buy less than the noise.
         """
         b = self._measured[self._points[best]]
         floor = b.score - self.tolerance * abs(b.score)

@@ -13,6 +13,7 @@ cancelled run ended is opened again when needed.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -80,6 +81,8 @@ class WorkloadPool:
         self._pinned: WorkloadConfig | None = None
         self.opened = 0
         """How many times a workload was prepared (a sweep's cost beyond its points)."""
+        self.prepare_s = 0.0
+        """Seconds spent preparing them (model load, engine builds, compiles)."""
 
     async def lease(
         self,
@@ -102,7 +105,9 @@ class WorkloadPool:
                 with contextlib.suppress(InfergyError):
                     await oldest.aclose()
             where = self._dir / f"workload-{self.opened + 1:02d}"
+            t0 = time.monotonic()
             workload = await self._opener(cfg, clock, where, on_in_flight=on_in_flight)
+            self.prepare_s += time.monotonic() - t0
             self.opened += 1
             self._pinned = self._pinned or cfg
         self._open[cfg] = workload

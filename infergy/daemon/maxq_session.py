@@ -317,6 +317,7 @@ class MaxqSweep:
                 self._restore(journal, gpus)  # first: nothing may leave a GPU changed
             await pool.aclose()
             self.record.workloads_prepared = pool.opened
+            self.record.prepare_s = pool.prepare_s
             self.record.conclude(self.objective.name, self.constraints)
             self._save(status)
 

@@ -57,6 +57,7 @@ class SweepRecord:
         self.source: str | None = None
         self.simulated = spec.backend == "sim"
         self.workloads_prepared = 0
+        self.prepare_s = 0.0
         self.body: dict[str, Any] = {"plan": None, "gpus": [], "journal": None, "restore": None}
         self.default_power_limit_w: float | None = None
         self._conclusion: dict[str, Any] = {"recommendation": None, "pareto": None}
@@ -228,6 +229,7 @@ class SweepRecord:
                 "measurements": measured,
                 "grid_points": (self.body.get("plan") or {}).get("grid_points"),
                 "workloads_prepared": self.workloads_prepared,
+                "prepare_s": self.prepare_s,
             },
             **self._conclusion,
             "problems": self.problems,

@@ -16,9 +16,9 @@ results in order: a search is deterministic given its results.
   best (within ``confirm_z`` sigmas) and the best itself are measured a second time before the
   search ends. A point flagged as not binding (a limit above the draw) ends the axis: higher
   settings are the same point. It asks each point at most twice and never takes more
-  measurements than the axis has points, so it always ends. With a ``tolerance``, it also
-  ends once the bracket's bounds score within that fraction of the best (flat at the scale
-  of the noise).
+  measurements than the axis has points, so it always ends. With a ``tolerance``, it stops
+  probing once the bracket's bounds score within that fraction of the best (flat at the
+  scale of the noise), measures the best once more, and ends.
 - :class:`~infergy.maxq.coordinate.CoordinateSearch` combines them over several axes.
 """
 
@@ -158,8 +158,8 @@ class GoldenSectionSearch:
         confirm_z: a bound within this many sigmas of the best is measured again.
         max_measurements: measurements of one point at most (1: never measure again).
         measured: a shared record of results (shared by the line searches of a sweep).
-        tolerance: stop once the bracket is flat: its measured bounds score within this
-            fraction of the best (0: never; every point of the bracket is probed).
+        tolerance: stop probing once the bracket is flat (its measured bounds score within
+            this fraction of the best), measure the best once more and end (0: never).
     """
 
     def __init__(
@@ -236,7 +236,9 @@ class GoldenSectionSearch:
             return None
         left, best, right = bracket
         if self.tolerance > 0 and self._flat(left, best, right):
-            return None
+            b = self._measured[self._points[best]]  # no more probes: confirm the best once
+            again = b.measurements < self.max_measurements and b.uncertainty > 0
+            return self._points[best] if again else None
         sides = [
             [i for i in range(best + 1, right) if self._points[i] not in self._measured],
             [i for i in range(best - 1, left, -1) if self._points[i] not in self._measured],

@@ -33,13 +33,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from infergy.core.gpu_model import PARTS, GpuPart
 from infergy.maxq.coordinate import make_search
 from infergy.maxq.plan import Axes, SweepPoint
 from infergy.maxq.points import MeasuredPoint, objective
 from infergy.maxq.recommend import combine_baselines, recommend
 from infergy.maxq.search import measurement_count, run_search
 from infergy.maxq.sim_control import SimulatedGpuControl
-from infergy.meters.gpu_model import PARTS, GpuPart
 
 NOISE = 0.0035  # per quantity: 0.5 % on their ratio
 LIMIT_STEP_W = {"t4": 1.0, "a2": 1.0, "l4": 2.0, "h200": 25.0}

@@ -48,9 +48,12 @@ CORE_PANELS = (
     "Meters up",
     "Sources",
     "infergy build",
+    "MaxQ gain over the default settings (last sweep)",
+    "MaxQ recommended settings (last sweep)",
 )
-"""Panels whose every query must return data from a target with GPUs, an analyzer source and
-one finished session (the others, such as meter errors, may rightly be empty)."""
+"""Panels whose every query must return data from a target with GPUs, an analyzer source, one
+finished session and one finished sweep (the others, such as meter errors, may rightly be
+empty)."""
 
 
 @dataclass(frozen=True)

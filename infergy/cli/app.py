@@ -19,6 +19,7 @@ from infergy.cli import (
     analyze,
     analyzer_sim,
     doctor,
+    maxq,
     measure,
     plot,
     ptd_bridge,
@@ -42,7 +43,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 for _command in (
-    run, measure, watch, analyze, serve, runs, plot, doctor, ptd_bridge, analyzer_sim,
+    run, measure, watch, analyze, serve, runs, plot, doctor, maxq, ptd_bridge, analyzer_sim,
 ):  # fmt: skip
     _command.register(app)
 

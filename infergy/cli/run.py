@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import signal
 from pathlib import Path
@@ -23,7 +24,10 @@ from infergy.cli.common import ConfigOpt, open_store
 from infergy.cli.console import print_note, render_result
 from infergy.cli.progress import ConsoleObserver
 from infergy.config.settings import Settings, load_settings
+from infergy.daemon.auto_batch import resolve_auto_batch
 from infergy.daemon.jobs import JobSpec
+from infergy.daemon.maxq_session import MaxqSweep, QuietSweepObserver
+from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.daemon.session import Session
 from infergy.daemon.session_types import QuietObserver, SessionObserver, SessionOutcome
 from infergy.errors import InfergyError, InputError
@@ -110,11 +114,31 @@ async def _session_main(session: Session) -> SessionOutcome:
             loop.remove_signal_handler(signal.SIGTERM)
 
 
+def resolve_batch_cli(spec: JobSpec, settings: Settings, store: Any, console: Console) -> JobSpec:
+    """``--batch-size auto``: the cached knee, or a read-only batch sweep measured now."""
+    if spec.batch_size != "auto":
+        return spec
+
+    async def run_sweep(sweep_id: str, sweep_spec: MaxqSpec) -> Any:
+        observer = _SweepNotes(console)
+        sweep = MaxqSweep(sweep_id, sweep_spec, settings, store=store, observer=observer)
+        return await sweep.run()
+
+    found = asyncio.run(
+        resolve_auto_batch(
+            spec, settings, env=os.environ, sweep_id=f"mq-{new_run_id()}-auto", run_sweep=run_sweep
+        )
+    )
+    console.print(f"[dim]{found.describe()}[/dim]", highlight=False)
+    return spec.model_copy(update={"batch_size": found.batch_size})
+
+
 def run_session_cli(spec: JobSpec, settings: Settings, *, json_out: bool) -> int:
     """Run one session with the console display; returns the exit code."""
     console = Console(stderr=json_out)
     run_id = new_run_id()
     with open_store(settings) as store:
+        spec = resolve_batch_cli(spec, settings, store, console)
         observer: SessionObserver
         display = ConsoleObserver(console) if not json_out else None
         observer = display if display is not None else _StderrNotes(console)
@@ -135,6 +159,19 @@ def run_session_cli(spec: JobSpec, settings: Settings, *, json_out: bool) -> int
     if outcome.status == "aborted":
         console.print("[bold red]interrupted:[/bold red] the partial run was stored as aborted")
     return outcome.exit_code(strict=spec.strict)
+
+
+class _SweepNotes(QuietSweepObserver):
+    """The batch sweep of ``auto``: a line per point, and its notes."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def point_started(self, index: int, role: str, what: str) -> None:
+        self.console.print(f"[dim]batch size auto: measuring {what}[/dim]", highlight=False)
+
+    def note(self, text: str) -> None:
+        self.console.print(f"note: {text}", highlight=False)
 
 
 class _StderrNotes(QuietObserver):
@@ -184,11 +221,12 @@ def run(
         ),
     ] = None,
     batch_size: Annotated[
-        int | None,
+        str | None,
         typer.Option(
-            min=1,
+            metavar="N|auto",
             help="Samples per inference call (default: Offline/Server 256 on torch/tensorrt, "
-            "1 on onnxruntime; MultiStream 8; SingleStream 1).",
+            "1 on onnxruntime; MultiStream 8; SingleStream 1); auto: the knee of a batch sweep "
+            "(measured once per model, precision, GPU and backend, then cached).",
         ),
     ] = None,
     duration: Annotated[float, typer.Option(metavar="SECONDS", help="Measured run length.")] = 60.0,
@@ -326,7 +364,7 @@ def run(
     spec = job_spec(
         {
             "backend": backend, "model": model, "scenario": scenario, "precision": precision,
-            "batch_size": batch_size, "duration": duration, "target_qps": target_qps,
+            "batch_size": _batch_size(batch_size), "duration": duration, "target_qps": target_qps,
             "gpus": gpu_list, "idle": idle, "warmup": warmup, "meter": tuple(meter or ()),
             "strict": strict, "label": label,
             "calibration_data": None if calibration_data is None else str(calibration_data),
@@ -338,6 +376,19 @@ def run(
         }
     )  # fmt: skip
     return run_session_cli(choose_backend(spec), settings, json_out=json_out)
+
+
+def _batch_size(text: str | None) -> int | str | None:
+    if text is None:
+        return None
+    value = text.strip().lower()
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        msg = f"--batch-size takes a number or auto, got {text!r}"
+        raise InputError(msg, hint="e.g. --batch-size 64 or --batch-size auto") from None
 
 
 __all__ = ["job_spec", "register", "run_session_cli"]

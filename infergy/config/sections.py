@@ -111,6 +111,10 @@ class MeterSettings(_Section):
     """Use RAPL (CPU package energy) when readable."""
     simulated_gpus: int = Field(default=0, ge=0, le=64)
     """Replace NVML by this many simulated GPUs (labelled SIMULATED): demos and soak tests."""
+    simulated_part: str = Field(default="generic", pattern=r"^(generic|t4|l4|a2|h200)$")
+    """What the simulated GPUs are: ``generic`` (power linear in the load, fixed settings) or
+    a modelled part (``t4``, ``l4``, ``a2``, ``h200``) whose power and clocks follow its power
+    limit, clock locks and load, with settings MaxQ can change (infergy.core.gpu_model)."""
     nvml: NvmlSettings = NvmlSettings()
     emulator: EmulatorSettings = EmulatorSettings()
 
@@ -297,3 +301,44 @@ class ServeSettings(_Section):
         if self.state_dir is not None:
             return self.state_dir
         return default_store_path(env).parent
+
+
+class MaxqSettings(_Section):
+    """``[maxq]``: tuning sessions (``infergy maxq``, ``POST /v1/maxq``), ``--batch-size auto``."""
+
+    state_dir: Path | None = None
+    """The restore journal, the simulated boards' settings and the batch-knee cache; ``None``:
+    the store's directory (``$STATE_DIRECTORY`` under systemd)."""
+    settle_s: float = Field(default=2.0, ge=0.0, le=600.0)
+    """Wait after each change of settings before the point's warm-up (clocks and heat settle)."""
+    point_duration_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    """Measured duration of one sweep point, unless ``--point-duration`` says otherwise."""
+    warmup_s: float = Field(default=3.0, ge=0.0, le=600.0)
+    """Unmeasured warm-up of each point (LoadGen's expected QPS is calibrated there)."""
+    idle_s: float = Field(default=5.0, ge=0.0, le=600.0)
+    """The one idle baseline of a sweep, before its first point."""
+    source: str = Field(default="auto", pattern=r"^[A-Za-z0-9_.]{1,64}$")
+    """The power source optimised: ``auto`` is the GPUs (``gpus``, or ``gpu0`` for one), else
+    the first analyzer (``ac``); or a source name of the result (``ac``, ``gpu0``...)."""
+    max_open_workloads: int = Field(default=4, ge=1, le=64)
+    """Prepared workloads (one per batch size and precision) kept open during a sweep."""
+    knee_within: float = Field(default=0.03, gt=0.0, lt=1.0)
+    """``--batch-size auto``: the smallest batch within this fraction of the best samples/J."""
+    auto_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    """The batch sizes ``--batch-size auto`` measures (once per model, precision, GPU, backend)."""
+    auto_point_duration_s: float = Field(default=10.0, gt=0.0, le=600.0)
+    """Measured duration of each point of that batch sweep."""
+
+    _expand = field_validator("state_dir")(_expand_user)
+
+    @field_validator("auto_batch_sizes")
+    @classmethod
+    def _batches(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(b < 1 or b > 65536 for b in value):
+            msg = "auto_batch_sizes needs at least one batch size, each from 1 to 65536"
+            raise ValueError(msg)
+        return tuple(sorted(set(value)))
+
+    def state_dir_or(self, store_path: Path) -> Path:
+        """``state_dir``, else the store's directory."""
+        return self.state_dir if self.state_dir is not None else store_path.parent

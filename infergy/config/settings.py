@@ -48,6 +48,7 @@ from pydantic_settings import (
 from infergy.config.sections import (
     AnalysisSettings,
     EmulatorSettings,
+    MaxqSettings,
     MeterSettings,
     MqttSettings,
     NvmlSettings,
@@ -65,6 +66,7 @@ SECRET_MASK = "**********"
 __all__ = [
     "AnalysisSettings",
     "EmulatorSettings",
+    "MaxqSettings",
     "MeterSettings",
     "MqttSettings",
     "NvmlSettings",
@@ -105,6 +107,7 @@ class Settings(BaseSettings):
     session: SessionSettings = SessionSettings()
     mqtt: MqttSettings = MqttSettings()
     serve: ServeSettings = ServeSettings()
+    maxq: MaxqSettings = MaxqSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -124,6 +127,10 @@ class Settings(BaseSettings):
         Safe to log, print, or embed in a result's provenance.
         """
         return {name: _masked(getattr(self, name)) for name in type(self).model_fields}
+
+    def maxq_state_dir(self, env: Mapping[str, str]) -> Path:
+        """Where MaxQ keeps its journal and caches: ``[maxq] state_dir``, else the store's dir."""
+        return self.maxq.state_dir_or(self.store.path_or_default(env))
 
 
 def _masked(value: object) -> object:

@@ -2,6 +2,7 @@
 
 Endpoints (``/openapi.json`` describes them): ``POST /v1/runs`` (a JobSpec body -> 202),
 ``GET /v1/runs``, ``GET /v1/runs/{run_id}``, ``DELETE /v1/runs/{run_id}`` (cancel),
+``POST /v1/maxq`` (a MaxqSpec body -> 202), ``GET``/``DELETE /v1/maxq/{sweep_id}``,
 ``GET /healthz``, ``GET /metrics`` and ``GET /openapi.json``. Every error is a JSON
 ``{"errors": [{"loc", "msg", "type"}]}`` body, never a traceback. The service composes it::
 
@@ -36,9 +37,11 @@ from infergy.daemon.http_models import (
     RunDetail,
     RunList,
     RunView,
+    SweepDetail,
     openapi_document,
 )
 from infergy.daemon.jobs import JobSpec
+from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.daemon.scheduler import JobScheduler, JobState, summarize
 from infergy.errors import (
     ConfigError,
@@ -77,6 +80,7 @@ def build_app(
     health: HealthCheck | None = None,
     metrics: MetricsRender | None = None,
     result_lookup: ResultLookup | None = None,
+    sweep_lookup: ResultLookup | None = None,
 ) -> web.Application:
     """The control API application over ``scheduler``.
 
@@ -87,17 +91,21 @@ def build_app(
         health: component health for ``/healthz`` (no components when ``None``).
         metrics: the ``/metrics`` renderer; ``None`` leaves ``/metrics`` unmounted (404).
         result_lookup: finished runs' results (the store); ``None`` serves only this lifetime.
+        sweep_lookup: sweep records by id (the store), also while a sweep runs.
     """
     if token is not None and not token:
         msg = "the API token is empty"
         raise ConfigError(msg, hint="set [serve] token or token_file to a non-empty secret")
-    api = _Api(scheduler, token, max_body_bytes, health, metrics, result_lookup)
+    api = _Api(scheduler, token, max_body_bytes, health, metrics, result_lookup, sweep_lookup)
     app = web.Application(client_max_size=max_body_bytes, middlewares=[error_middleware])
     app[_SCHEDULER] = scheduler
     app.router.add_post("/v1/runs", api.submit)
     app.router.add_get("/v1/runs", api.list_runs)
     app.router.add_get("/v1/runs/{run_id}", api.get_run)
     app.router.add_delete("/v1/runs/{run_id}", api.cancel_run)
+    app.router.add_post("/v1/maxq", api.submit_sweep)
+    app.router.add_get("/v1/maxq/{sweep_id}", api.get_sweep)
+    app.router.add_delete("/v1/maxq/{sweep_id}", api.cancel_sweep)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/openapi.json", api.openapi)
     if metrics is not None:
@@ -163,6 +171,7 @@ class _Api:
         health: HealthCheck | None,
         metrics: MetricsRender | None,
         result_lookup: ResultLookup | None,
+        sweep_lookup: ResultLookup | None,
     ) -> None:
         self.scheduler = scheduler
         self.token = None if token is None else token.encode()
@@ -170,11 +179,20 @@ class _Api:
         self.health = health
         self.metrics_render = metrics
         self.result_lookup = result_lookup
+        self.sweep_lookup = sweep_lookup
         self.openapi_doc = openapi_document(version=__version__, with_metrics=metrics is not None)
 
     # -- runs -----------------------------------------------------------------------------
 
     async def submit(self, request: web.Request) -> web.Response:
+        return await self._submit(request, JobSpec, _status_url)
+
+    async def submit_sweep(self, request: web.Request) -> web.Response:
+        return await self._submit(request, MaxqSpec, _sweep_url)
+
+    async def _submit(
+        self, request: web.Request, model: type[JobSpec] | type[MaxqSpec], url: Any
+    ) -> web.Response:
         self._authorize(request)
         if request.content_type != "application/json":
             given = request.content_type or "none"
@@ -186,7 +204,7 @@ class _Api:
         body = await request.read()  # client_max_size stops chunked bodies that grow too large
         try:
             # strict: JSON types as the OpenAPI schema states them (no "10" for 10, 0 for false)
-            spec = JobSpec.model_validate_json(body, strict=True)
+            spec = model.model_validate_json(body, strict=True)
         except ValidationError as err:
             errors = pydantic_errors(err, loc_prefix=("body",))
             status = 400 if any(e["type"] == "json_invalid" for e in errors) else 422
@@ -197,7 +215,7 @@ class _Api:
             run_id = self.scheduler.submit(spec)
         except QueueFullError as err:
             return error_response(503, "queue_full", _line(err), headers={"Retry-After": "30"})
-        accepted = Accepted(run_id=run_id, status_url=_status_url(run_id), state=JobState.QUEUED)
+        accepted = Accepted(run_id=run_id, status_url=url(run_id), state=JobState.QUEUED)
         return _json(accepted, 202, headers={"Location": accepted.status_url})
 
     async def list_runs(self, request: web.Request) -> web.Response:
@@ -252,6 +270,47 @@ class _Api:
         view = RunView.of(job, _status_url(run_id))
         return _json(RunDetail(**dict(view), result=job.result), 202)
 
+    # -- sweeps ---------------------------------------------------------------------------
+
+    async def get_sweep(self, request: web.Request) -> web.Response:
+        sweep_id = _run_id(request, "sweep_id")
+        job = self.scheduler.get(sweep_id)
+        if job is not None and not isinstance(job.spec, MaxqSpec):
+            job = None
+        record = None
+        if self.sweep_lookup is not None:
+            async with asyncio.timeout(CALLBACK_TIMEOUT_S):
+                record = await self.sweep_lookup(sweep_id)
+        if job is not None:
+            view = RunView.of(job, _sweep_url(sweep_id))
+            return _json(SweepDetail(**dict(view), record=record or job.result))
+        if record is None:
+            return error_response(404, "not_found", f"no sweep {sweep_id!r}", ("path", "sweep_id"))
+        state = record.get("status")
+        return _json(
+            SweepDetail(
+                run_id=sweep_id,
+                state=JobState(state) if state in _STATES else JobState.FAILED,
+                summary=summarize(record),
+                status_url=_sweep_url(sweep_id),
+                record=record,
+            )
+        )
+
+    async def cancel_sweep(self, request: web.Request) -> web.Response:
+        self._authorize(request)
+        sweep_id = _run_id(request, "sweep_id")
+        job = self.scheduler.get(sweep_id)
+        if job is None or not isinstance(job.spec, MaxqSpec):
+            msg = f"no queued or running sweep {sweep_id!r}"
+            return error_response(404, "not_found", msg, ("path", "sweep_id"))
+        try:
+            job = self.scheduler.cancel(sweep_id)
+        except JobConflictError as err:
+            return error_response(409, "already_finished", _line(err), ("path", "sweep_id"))
+        view = RunView.of(job, _sweep_url(sweep_id))
+        return _json(SweepDetail(**dict(view), record=job.result), 202)
+
     # -- service --------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -304,16 +363,20 @@ async def _resolve(value: T | Awaitable[T]) -> T:
     return value
 
 
-def _run_id(request: web.Request) -> str:
+def _run_id(request: web.Request, key: str = "run_id") -> str:
     """The path's run id, checked like the store checks names (no ``/``, ``..``, options)."""
     try:
-        return check_name("run id", request.match_info["run_id"])
+        return check_name(key.replace("_", " "), request.match_info[key])
     except InputError as err:
-        raise ApiError(400, "invalid_run_id", _line(err), ("path", "run_id")) from None
+        raise ApiError(400, f"invalid_{key}", _line(err), ("path", key)) from None
 
 
 def _status_url(run_id: str) -> str:
     return f"/v1/runs/{run_id}"
+
+
+def _sweep_url(sweep_id: str) -> str:
+    return f"/v1/maxq/{sweep_id}"
 
 
 def _line(err: Exception) -> str:

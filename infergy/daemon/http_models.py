@@ -1,6 +1,7 @@
 """The HTTP control API's bodies as pydantic models, and its OpenAPI 3.1 document built from them.
 
-Request bodies validate through :class:`~infergy.daemon.jobs.JobSpec`; responses are the models
+Request bodies validate through :class:`~infergy.daemon.jobs.JobSpec` (runs) and
+:class:`~infergy.daemon.maxq_spec.MaxqSpec` (sweeps); responses are the models
 below. :func:`openapi_document` derives every schema with ``model_json_schema``, so the
 published document cannot drift from what the handlers validate and return.
 """
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from infergy.daemon.jobs import JobSpec
+from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.daemon.scheduler import Job, JobState
 
 HealthState = Literal["up", "degraded", "down"]
@@ -51,8 +53,8 @@ class RunView(_Body):
 
     run_id: str
     state: JobState
-    spec: JobSpec | None = None
-    """The submitted job; ``None`` for a run known only from the store."""
+    spec: JobSpec | MaxqSpec | None = None
+    """The submitted job (a run's or a sweep's); ``None`` for one known only from the store."""
     submitted_unix_ns: int | None = None
     started_unix_ns: int | None = None
     finished_unix_ns: int | None = None
@@ -84,6 +86,15 @@ class RunDetail(RunView):
     """The result JSON (ARCHITECTURE.md, "Result"), from the store when it holds it."""
 
 
+class SweepDetail(RunView):
+    """``GET /v1/maxq/{sweep_id}``: the job's view plus the sweep record (docs/maxq.md).
+
+    The record is in the store from the sweep's first point on and grows point by point.
+    """
+
+    record: dict[str, Any] | None = None
+
+
 class RunList(_Body):
     """``GET /v1/runs``: this service lifetime's jobs, newest first."""
 
@@ -105,16 +116,21 @@ class Health(_Body):
     jobs: dict[str, int]
 
 
-_RESPONSES = (Accepted, RunList, RunDetail, Health, ErrorBody)
+_RESPONSES = (Accepted, RunList, RunDetail, SweepDetail, Health, ErrorBody)
 
 
 def openapi_document(*, version: str, with_metrics: bool) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the API, schemas generated from the models above."""
     keys, defs = models_json_schema(
-        [(JobSpec, "validation"), *((m, "serialization") for m in _RESPONSES)],
+        [
+            (JobSpec, "validation"),
+            (MaxqSpec, "validation"),
+            *((m, "serialization") for m in _RESPONSES),
+        ],
         ref_template="#/components/schemas/{model}",
     )
     spec_ref = keys[(JobSpec, "validation")]
+    sweep_ref = keys[(MaxqSpec, "validation")]
     ref = {m.__name__: keys[(m, "serialization")] for m in _RESPONSES}
 
     def body(model: str, description: str) -> dict[str, Any]:
@@ -192,6 +208,50 @@ def openapi_document(*, version: str, with_metrics: bool) -> dict[str, Any]:
                     "401": unauthorized,
                     "404": error("no queued or running job with this id"),
                     "409": error("the job has already finished"),
+                },
+            },
+        },
+        "/v1/maxq": {
+            "post": {
+                "summary": "Submit a MaxQ tuning sweep (power limits, clocks, batch, precision)",
+                "operationId": "submitSweep",
+                "security": [{"bearer": []}, {}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": sweep_ref}},
+                },
+                "responses": {
+                    "202": body("Accepted", "queued; poll status_url"),
+                    "400": error("the body is not valid JSON"),
+                    "401": unauthorized,
+                    "413": error("the body is larger than [serve] max_body_bytes"),
+                    "415": error("the body is not application/json"),
+                    "422": error("the sweep spec is invalid: one item per field"),
+                    "503": error("the queue is full or the service is stopping"),
+                },
+            },
+        },
+        "/v1/maxq/{sweep_id}": {
+            "parameters": [run_id | {"name": "sweep_id"}],
+            "get": {
+                "summary": "A sweep's state and its record (it grows point by point)",
+                "operationId": "getSweep",
+                "responses": {
+                    "200": body("SweepDetail", "the sweep"),
+                    "400": error("the sweep id is malformed"),
+                    "404": error("no such sweep"),
+                },
+            },
+            "delete": {
+                "summary": "Cancel a queued sweep or abort a running one (settings restored)",
+                "operationId": "cancelSweep",
+                "security": [{"bearer": []}, {}],
+                "responses": {
+                    "202": body("SweepDetail", "cancelled (queued) or being aborted (running)"),
+                    "400": error("the sweep id is malformed"),
+                    "401": unauthorized,
+                    "404": error("no queued or running sweep with this id"),
+                    "409": error("the sweep has already finished"),
                 },
             },
         },

@@ -19,18 +19,26 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from infergy.core.trace import MULTI_STREAM_SAMPLES_PER_QUERY, Scenario
-from infergy.errors import InfergyError
+from infergy.errors import InfergyError, JobError
 from infergy.runners.types import NETWORK_BACKENDS, WorkloadConfig
 
-Backend = Literal["onnxruntime", "torch", "tensorrt", "kserve", "openai"]
+Backend = Literal["onnxruntime", "torch", "tensorrt", "sim", "kserve", "openai"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 MAX_DURATION_S = 24 * 3600.0
 MAX_PORT = 65535
 
-GPU_BACKENDS = ("torch", "tensorrt")
+GPU_BACKENDS = ("torch", "tensorrt", "sim")
 DEFAULT_PRECISION = {"gpu": "fp16", "cpu": "fp32"}
 """Precision when a job names none: fp16 on a GPU backend (what its tensor cores are built
 for), fp32 on the CPU (ONNX Runtime runs the model's own input type)."""
@@ -51,7 +59,8 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     backend: Backend | None = None
-    """Inference backend; ``None`` picks torch on a GPU machine, else onnxruntime."""
+    """Inference backend; ``None`` picks torch on a GPU machine, else onnxruntime; ``sim``
+    sleeps a simulated GPU's batch latency (SIMULATED)."""
     model: str = "auto"
     """``auto`` (the backend's built-in model), a built-in name, or a path to .onnx / .plan."""
     scenario: str = Field(
@@ -61,10 +70,12 @@ class JobSpec(BaseModel):
     )
     """LoadGen scenario: offline, server, single-stream or multi-stream."""
     precision: Precision | None = None
-    """``None``: fp16 on a GPU backend (torch, tensorrt), fp32 on onnxruntime."""
-    batch_size: Annotated[int, Field(ge=1, le=65536)] | None = None
+    """``None``: fp16 on a GPU backend (torch, tensorrt, sim), fp32 on onnxruntime."""
+    batch_size: Annotated[int, Field(ge=1, le=65536)] | Literal["auto"] | None = None
     """Samples per inference call; ``None``: Offline/Server 256 on a GPU backend and 1 on
-    onnxruntime, MultiStream 8, SingleStream 1."""
+    onnxruntime, MultiStream 8, SingleStream 1; ``auto``: the knee of a batch sweep (the
+    smallest batch within ``[maxq] knee_within`` of the best samples/J), measured once per
+    model, precision, GPU and backend, then cached."""
     duration: Annotated[float, Field(gt=0, le=MAX_DURATION_S)] = 60.0
     """Measured run length in seconds (LoadGen min_duration)."""
     target_qps: Annotated[float, Field(gt=0)] | None = None
@@ -118,6 +129,16 @@ class JobSpec(BaseModel):
             msg = f"unknown scenario {value!r}; use one of {', '.join(sorted(_SCENARIOS))}"
             raise ValueError(msg) from None
 
+    @field_validator("batch_size", mode="wrap")
+    @classmethod
+    def _batch(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # one error at batch_size, not one per branch of the int | "auto" union
+        try:
+            return handler(value)
+        except ValidationError:
+            msg = f"batch_size must be an integer from 1 to 65536 or 'auto', not {value!r}"
+            raise ValueError(msg) from None
+
     @field_validator("meter", mode="before")
     @classmethod
     def _meters(cls, value: Any) -> Any:
@@ -167,7 +188,10 @@ class JobSpec(BaseModel):
                 "runs as fast as it can, its expected QPS measured by the warm-up)"
             )
             raise ValueError(msg)
-        batch = self.batch_size or 1
+        batch = 1 if self.batch_size in (None, "auto") else int(self.batch_size)
+        if scenario is Scenario.SINGLE_STREAM and self.batch_size == "auto":
+            msg = "single-stream sends 1 sample per query: batch_size auto has nothing to choose"
+            raise ValueError(msg)
         if scenario is Scenario.SINGLE_STREAM and batch > 1:
             msg = f"single-stream sends 1 sample per query: batch_size {batch} cannot be formed"
             raise ValueError(msg)
@@ -202,8 +226,11 @@ class JobSpec(BaseModel):
     @property
     def resolved_batch_size(self) -> int:
         """The batch asked, else the scenario's and backend's default."""
-        if self.batch_size is not None:
+        if isinstance(self.batch_size, int):
             return self.batch_size
+        if self.batch_size == "auto":
+            msg = "batch size auto was not resolved before the workload was configured"
+            raise JobError(msg)
         sc = self.scenario_enum
         return DEFAULT_STREAM_BATCH.get(sc) or DEFAULT_POOLED_BATCH[self._device_kind]
 
@@ -212,7 +239,14 @@ class JobSpec(BaseModel):
         return "gpu" if self.backend in GPU_BACKENDS else "cpu"
 
     def workload_config(self, gpus: tuple[int, ...]) -> WorkloadConfig:
-        """The runner's config for this job on ``gpus`` (``()``: the CPU), defaults resolved."""
+        """The runner's config for this job on ``gpus`` (``()``: the CPU), defaults resolved.
+
+        Raises:
+            JobError: ``batch_size`` is still ``auto`` (resolve it first: ``daemon.auto_batch``).
+        """
+        if self.batch_size == "auto":
+            msg = "batch size auto was not resolved before the workload was configured"
+            raise JobError(msg)
         if self.backend in NETWORK_BACKENDS:
             gpus = ()  # the server runs the model; `gpus` only chose what is metered
         return WorkloadConfig(

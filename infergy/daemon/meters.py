@@ -37,11 +37,14 @@ from infergy.meters.nvml import NvmlMeter
 from infergy.meters.nvml_probe import NvmlMeterConfig
 from infergy.meters.ptd import PtdMeter
 from infergy.meters.rapl import RaplMeter, probe_rapl
+from infergy.meters.sim_board import SimulatedBoard, simulated_part
 from infergy.ptd_bridge.emulator import AnalyzerEmulator
 
 PTD_PREFLIGHT_S = 3.0
 """A PTD server named by the job must accept a connection within this long (a refused one is
 retried every 0.1 s until then), before anything else runs."""
+SIMULATED_BOARDS_DIR = "simulated-gpus"
+"""Below the MaxQ state dir: one settings file per modelled simulated board."""
 FOLLOW_PERIOD_S = 0.02
 """Simulated devices follow the load's mean activity over this period."""
 
@@ -64,6 +67,8 @@ class MeterSet:
     capacity: int = DEFAULT_CAPACITY
     """Samples kept per source."""
     _sim_gpus: list[SimulatedGpu] = field(default_factory=list)
+    boards: list[SimulatedBoard] = field(default_factory=list)
+    """The modelled simulated boards (``[meters] simulated_part``), in GPU order."""
     _activity: ActivityMean = field(default_factory=ActivityMean)
     _follower: threading.Thread | None = None
     _follow_stop: threading.Event = field(default_factory=threading.Event)
@@ -130,7 +135,7 @@ class MeterSet:
         env: Mapping[str, str] | None,
     ) -> None:
         if item == "nvml" and settings.meters.simulated_gpus:
-            self.meters.append(await asyncio.to_thread(self._simulated_gpus, settings))
+            self.meters.append(await asyncio.to_thread(self._simulated_gpus, settings, env))
         elif item == "nvml":
             self.meters.append(await asyncio.to_thread(self._nvml, settings, gpus, env))
         elif item == "rapl":
@@ -171,9 +176,23 @@ class MeterSet:
         self.notes.extend(f"nvml: {n}" for n in meter.notes)
         return meter
 
-    def _simulated_gpus(self, settings: Settings) -> NvmlMeter:
-        """The real NVML meter over simulated boards (``[meters] simulated_gpus``)."""
-        self._sim_gpus = [SimulatedGpu(i) for i in range(settings.meters.simulated_gpus)]
+    def _simulated_gpus(self, settings: Settings, env: Mapping[str, str] | None) -> NvmlMeter:
+        """The real NVML meter over simulated boards (``[meters] simulated_gpus``).
+
+        A modelled part (``[meters] simulated_part``) gets one :class:`SimulatedBoard` per GPU,
+        its settings kept in the MaxQ state dir as a real board keeps them across processes.
+        """
+        count, part = settings.meters.simulated_gpus, settings.meters.simulated_part
+        if part != "generic":
+            state_dir = settings.maxq_state_dir(os.environ if env is None else env)
+            model = simulated_part(part)
+            self.boards = [
+                SimulatedBoard(model, i, state_dir=state_dir / SIMULATED_BOARDS_DIR)
+                for i in range(count)
+            ]
+            self._sim_gpus = [SimulatedGpu(i, board=b) for i, b in enumerate(self.boards)]
+        else:
+            self._sim_gpus = [SimulatedGpu(i) for i in range(count)]
         self._start_follower()
         meter = NvmlMeter(
             self._sim_gpus,
@@ -182,8 +201,9 @@ class MeterSet:
             capacity=self.capacity,
         )
         self.simulated.update(info.name for info in meter.describe())
+        what = f"{self.boards[0].part.name} model" if self.boards else "generic"
         self.notes.append(
-            f"nvml: {len(self._sim_gpus)} SIMULATED GPUs ([meters] simulated_gpus): "
+            f"nvml: {len(self._sim_gpus)} SIMULATED GPUs ({what}, [meters] simulated_gpus): "
             "their power follows the load; not a measurement"
         )
         return meter
@@ -211,6 +231,15 @@ class MeterSet:
     def set_saturation(self, samples_in_flight: int) -> None:
         """How many samples in flight make the simulated device fully busy."""
         self._in_flight_saturation = max(1, samples_in_flight)
+
+    def set_simulated_load(self, batch_size: int, precision: str) -> None:
+        """The load modelled boards run when busy (their busy power is the model's for it)."""
+        for board in self.boards:
+            board.set_load(batch_size, precision)
+
+    def simulated_settings(self) -> dict[str, dict[str, Any]]:
+        """Each modelled board's settings by device name (``gpu0``...), for ``--backend sim``."""
+        return {f"gpu{i}": board.settings.to_json() for i, board in enumerate(self.boards)}
 
     def on_in_flight(self, samples: int) -> None:
         """Follow the load (called from runner threads, up to ~10^5 times a second): cheap.

@@ -1,4 +1,4 @@
-"""MQTT job requests: ``cmd/run`` and ``cmd/cancel`` validated, answered on ``reply/<id>``.
+"""MQTT job requests: ``cmd/run``, ``cmd/maxq`` and ``cmd/cancel``, answered on ``reply/<id>``.
 
 A request is a JSON object with a ``request_id`` (1-64 of ``[A-Za-z0-9_-]``: it becomes a
 topic level, so nothing else is allowed) and the verb's fields::
@@ -7,7 +7,10 @@ topic level, so nothing else is allowed) and the verb's fields::
     infergy/edge-01/cmd/cancel  {"request_id": "r2", "run_id": "20261123-101500-ab12"}
 
 ``cmd/run`` validates the rest of the object with :class:`infergy.daemon.jobs.JobSpec`, the
-model of the HTTP API and the ``infergy run`` flags. Replies (QoS 1, not retained)::
+model of the HTTP API and the ``infergy run`` flags; ``cmd/maxq`` with
+:class:`infergy.daemon.maxq_spec.MaxqSpec` (``POST /v1/maxq``, the ``infergy maxq`` flags),
+and its reply carries the ``sweep_id``; ``cmd/cancel`` takes a run or sweep id. Replies (QoS
+1, not retained)::
 
     infergy/edge-01/reply/r1    {"ok": true, "request_id": "r1", "run_id": "..."}
     infergy/edge-01/reply/r2    {"ok": false, "request_id": "r2",
@@ -29,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from infergy.daemon.jobs import JobSpec
+from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.errors import InfergyError
 from infergy.exporters.mqtt_support import Reply
 
@@ -45,6 +49,8 @@ MAX_COMMAND_BYTES = 64 * 1024
 
 SubmitFn = Callable[[JobSpec], Awaitable[str]]
 """Queues a validated job; returns its run id (raise an ``InfergyError`` to refuse it)."""
+SubmitSweepFn = Callable[[MaxqSpec], Awaitable[str]]
+"""Queues a validated sweep; returns its sweep id."""
 CancelFn = Callable[[str], Awaitable[bool]]
 """Cancels a queued or running job; ``False`` when there is no such job to cancel."""
 
@@ -101,12 +107,19 @@ class CommandHandler:
         submit: queues a job (``None``: ``cmd/run`` is answered "not accepted here").
         cancel: cancels a job (``None``: likewise for ``cmd/cancel``).
         timeout_s: limit of one ``submit`` or ``cancel`` call (then an error reply).
+        submit_sweep: queues a MaxQ sweep (``None``: ``cmd/maxq`` is not accepted here).
     """
 
     def __init__(
-        self, submit: SubmitFn | None, cancel: CancelFn | None, *, timeout_s: float = 10.0
+        self,
+        submit: SubmitFn | None,
+        cancel: CancelFn | None,
+        *,
+        timeout_s: float = 10.0,
+        submit_sweep: SubmitSweepFn | None = None,
     ) -> None:
         self._submit = submit
+        self._submit_sweep = submit_sweep
         self._cancel = cancel
         self._timeout_s = timeout_s
         self.requests_total = 0
@@ -136,9 +149,12 @@ class CommandHandler:
         try:
             if verb == "run" and self._submit is not None:
                 return await self._run(self._submit, request_id, fields)
+            if verb == "maxq" and self._submit_sweep is not None:
+                return await self._maxq(self._submit_sweep, request_id, fields)
             if verb == "cancel" and self._cancel is not None:
                 return await self._cancel_job(self._cancel, request_id, fields)
-            problem = ([], f"verb {verb!r} is not accepted here (run, cancel)")
+            verbs = ", ".join(v for v, f in self._verbs().items() if f)
+            problem = ([], f"verb {verb!r} is not accepted here ({verbs})")
         except ValidationError as err:
             return _error(request_id, *_field_errors(err))
         except InfergyError as err:  # refused by the job queue (full, unknown GPU...)
@@ -156,6 +172,21 @@ class CommandHandler:
             run_id = await submit(spec)
         _log.info("MQTT cmd/run %s: queued run %s", request_id, run_id)
         return Reply(request_id, {"ok": True, "request_id": request_id, "run_id": run_id})
+
+    def _verbs(self) -> dict[str, bool]:
+        return {
+            "run": self._submit is not None,
+            "maxq": self._submit_sweep is not None,
+            "cancel": self._cancel is not None,
+        }
+
+    async def _maxq(self, submit: SubmitSweepFn, request_id: str, fields: dict[str, Any]) -> Reply:
+        spec = MaxqSpec.model_validate(fields)
+        async with asyncio.timeout(self._timeout_s):
+            sweep_id = await submit(spec)
+        _log.info("MQTT cmd/maxq %s: queued sweep %s", request_id, sweep_id)
+        body = {"ok": True, "request_id": request_id, "sweep_id": sweep_id}
+        return Reply(request_id, body)
 
     async def _cancel_job(self, cancel: CancelFn, request_id: str, fields: dict[str, Any]) -> Reply:
         run_id = _CancelBody.model_validate(fields).run_id

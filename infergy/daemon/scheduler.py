@@ -31,14 +31,18 @@ from enum import StrEnum
 from typing import Any
 
 from infergy.daemon.jobs import JobSpec
+from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.errors import InfergyError, JobConflictError, QueueFullError, UnknownRunError
 from infergy.store.names import new_run_id
 
 logger = logging.getLogger(__name__)
 
-RunSession = Callable[[str, JobSpec], Awaitable[dict[str, Any]]]
-"""``run_session(run_id, spec) -> result``: one measurement session, returning the result JSON
-object (ARCHITECTURE.md, "Result"); raises ``InfergyError`` when it fails."""
+Spec = JobSpec | MaxqSpec
+"""What a job runs: a measurement session, or a MaxQ sweep (its id starts ``mq-``)."""
+RunSession = Callable[[str, Spec], Awaitable[dict[str, Any]]]
+"""``run_session(run_id, spec) -> result``: one measurement session (or sweep), returning the
+result JSON object (ARCHITECTURE.md, "Result"; a sweep's record, docs/maxq.md); raises
+``InfergyError`` when it fails."""
 
 HOST = "host"
 """The claim on the box-wide resources: the CPU, RAPL and the wall-power analyzer."""
@@ -62,7 +66,7 @@ class JobState(StrEnum):
         return self not in (JobState.QUEUED, JobState.RUNNING)
 
 
-def claims(spec: JobSpec) -> frozenset[str] | None:
+def claims(spec: Spec) -> frozenset[str] | None:
     """The resources a job holds while it runs; ``None`` means every resource.
 
     The overlap rule (two jobs may run together only if their claims are disjoint):
@@ -74,8 +78,9 @@ def claims(spec: JobSpec) -> frozenset[str] | None:
       measure the whole box, so two sessions using them at once would each count the
       other's energy; an automatic meter choice (``meter=()``) may pick them, so it claims
       ``host`` too.
+    - a MaxQ sweep claims everything: it changes GPU settings and measures idle baselines.
     """
-    if spec.gpus is None:
+    if isinstance(spec, MaxqSpec) or spec.gpus is None:
         return None
     held = {f"gpu{i}" for i in spec.gpus}
     if not spec.gpus or not spec.meter or not set(spec.meter) <= _PER_DEVICE_METERS:
@@ -83,14 +88,25 @@ def claims(spec: JobSpec) -> frozenset[str] | None:
     return frozenset(held)
 
 
-def overlaps(a: JobSpec, b: JobSpec) -> bool:
+def overlaps(a: Spec, b: Spec) -> bool:
     """Whether two jobs may not run at the same time (see :func:`claims`)."""
     ca, cb = claims(a), claims(b)
     return ca is None or cb is None or not ca.isdisjoint(cb)
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
-    """The headline of a result object: status, problems, throughput and efficiency per source."""
+    """The headline of a result object: status, problems, throughput and efficiency per source.
+
+    A sweep record's headline is its status, problems and the recommendation's summary line.
+    """
+    if result.get("kind") == "infergy-maxq-sweep":
+        rec = result.get("recommendation")
+        return {
+            "status": result.get("status"),
+            "problems": list(result.get("problems") or []),
+            "recommendation": rec.get("summary") if isinstance(rec, dict) else None,
+            "simulated": bool(result.get("simulated")),
+        }
     performance = result.get("performance") or {}
     efficiency = result.get("efficiency") or {}
     return {
@@ -116,7 +132,7 @@ class Job:
     """One submitted job and what became of it (times: Unix ns)."""
 
     run_id: str
-    spec: JobSpec
+    spec: Spec
     submitted_unix_ns: int
     state: JobState = JobState.QUEUED
     started_unix_ns: int | None = None
@@ -206,7 +222,7 @@ class JobScheduler:
 
     # -- commands -------------------------------------------------------------------------
 
-    def submit(self, spec: JobSpec) -> str:
+    def submit(self, spec: Spec) -> str:
         """Queue a job and return its run id.
 
         Raises:
@@ -221,6 +237,8 @@ class JobScheduler:
             hint = "retry later, cancel a queued job, or raise [serve] max_queued_jobs"
             raise QueueFullError(msg, hint=hint)
         run_id = self._new_id()
+        if isinstance(spec, MaxqSpec):
+            run_id = f"mq-{run_id}"
         if run_id in self._jobs:  # 24 random bits per second: a clash is a bug, not bad luck
             msg = f"run id {run_id} is already in use"
             raise JobConflictError(msg)
@@ -367,7 +385,7 @@ class JobScheduler:
         status = result.get("status") if isinstance(result, dict) else None
         if job.cancel_requested:  # the session swallowed the cancellation but did stop
             self._finish(job, JobState.ABORTED, error="cancelled on request")
-        elif status == JobState.DEGRADED and job.spec.strict:
+        elif status == JobState.DEGRADED and isinstance(job.spec, JobSpec) and job.spec.strict:
             self._finish(job, JobState.FAILED, error="the result is degraded and strict is set")
         elif status in (JobState.OK, JobState.DEGRADED, JobState.FAILED, JobState.ABORTED):
             problems = result.get("problems") or []

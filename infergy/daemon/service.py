@@ -5,7 +5,10 @@ visible between runs), the live telemetry behind ``/metrics``, the job scheduler
 at a time per GPU set), the HTTP control API, the MQTT publisher and the systemd watchdog.
 
 Startup: open the store (runs left ``running`` by a killed process become ``aborted``, their
-checkpointed data kept), open the meters, start everything, then ``READY=1``. A missing
+checkpointed data kept; so do sweeps whose process is gone), open the meters, restore the GPU
+settings a killed MaxQ sweep left changed (its journal), start everything, then ``READY=1``.
+Jobs are measurement sessions (``POST /v1/runs``, ``cmd/run``) or MaxQ sweeps (``POST
+/v1/maxq``, ``cmd/maxq``), one queue for both; a sweep's record is published on ``maxq``. A missing
 optional part (no GPU, no analyzer, the broker down) degrades the service, never stops it.
 SIGTERM/SIGINT: refuse new jobs, let the current one finish or abort it after
 ``[serve] stop_timeout_s``, flush the MQTT outbox, ``STOPPING=1``. SIGHUP: reload the config
@@ -27,8 +30,12 @@ from typing import Any, Literal
 from infergy import __version__
 from infergy.config.settings import Settings, load_settings
 from infergy.core.clock import SessionClock
+from infergy.daemon.auto_batch import resolve_auto_batch
 from infergy.daemon.http_api import build_app, serve_http
 from infergy.daemon.jobs import JobSpec
+from infergy.daemon.maxq_controls import abort_dead_sweeps, describe_restore, restore_left_journal
+from infergy.daemon.maxq_session import MaxqSweep, QuietSweepObserver
+from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.daemon.meters import MeterSet
 from infergy.daemon.mqtt_commands import CommandHandler
 from infergy.daemon.notify import Notifier
@@ -106,6 +113,11 @@ class Service:
             )
             for run_id in interrupted:
                 logger.warning("run %s was interrupted by a previous stop: marked aborted", run_id)
+            for sweep_id in await asyncio.to_thread(
+                abort_dead_sweeps, store, "the process running this sweep stopped (killed or "
+                "crashed); its points so far are kept",
+            ):  # fmt: skip
+                logger.warning("sweep %s was interrupted: marked aborted", sweep_id)
             await self._serve(store, interrupted)
         finally:
             await asyncio.to_thread(store.close)
@@ -118,6 +130,7 @@ class Service:
             (), s, clock, env=self.env, capacity=SERVICE_CAPACITY
         )
         try:
+            await self._restore_gpus(meters)
             nvml = meters.nvml()
             if nvml is not None:
                 nvml.set_counter_poll_factor(s.meters.nvml.idle_counter_poll_factor)
@@ -127,6 +140,8 @@ class Service:
             for summary in await asyncio.to_thread(store.list_runs, 32):
                 with contextlib.suppress(InfergyError):
                     telemetry.restore_last_session(store.get_result(summary.run_id))
+            for record in await asyncio.to_thread(store.list_sweeps, 1):
+                telemetry.restore_last_sweep(record)
             registry = build_registry(telemetry)
             self.outbox = Outbox(store, max_entries=s.mqtt.outbox_max_entries)
             self.scheduler = scheduler = JobScheduler(
@@ -145,7 +160,12 @@ class Service:
                     node=s.node_name,
                     outbox=self.outbox,
                     latest_power=self._latest_power,
-                    commands=CommandHandler(self._submit, self._cancel, timeout_s=s.mqtt.timeout_s),
+                    commands=CommandHandler(
+                        self._submit,
+                        self._cancel,
+                        timeout_s=s.mqtt.timeout_s,
+                        submit_sweep=self._submit,
+                    ),
                 )
             app = build_app(
                 scheduler,
@@ -154,6 +174,7 @@ class Service:
                 health=self.health,
                 metrics=lambda: render_metrics(registry),
                 result_lookup=self._lookup,
+                sweep_lookup=self._lookup_sweep,
             )
             listening = asyncio.Event()
             with self._signals():
@@ -262,8 +283,38 @@ class Service:
 
     # -- collaborators -------------------------------------------------------------------------
 
-    async def _run_session(self, run_id: str, spec: JobSpec) -> dict[str, Any]:
+    async def _restore_gpus(self, meters: MeterSet) -> None:
+        """At start: put back what a killed sweep left changed (its journal), and say so."""
+        state_dir = self.settings.maxq_state_dir(self.env)
+        try:
+            report = await asyncio.to_thread(restore_left_journal, state_dir, meters.boards)
+        except InfergyError as err:  # keep serving: the journal stays for a later restore
+            logger.error("GPU settings left by a killed sweep NOT restored: %s", err)
+            return
+        if report is not None:
+            logger.warning("%s (verified)", describe_restore(report))
+
+    async def _run_sweep(self, sweep_id: str, spec: MaxqSpec) -> dict[str, Any]:
+        """A MaxQ sweep on the service's meters; its record is published when done."""
+        assert self.meter_set is not None and self.telemetry is not None
+        sweep = MaxqSweep(
+            sweep_id, spec, self.settings, store=self.store, observer=QuietSweepObserver(),
+            shared_meters=self.meter_set, env=self.env,
+        )  # fmt: skip
+        try:
+            await sweep.run()
+        finally:
+            record = sweep.record.body_json()
+            if sweep.record.status in ("ok", "failed", "aborted"):
+                self.telemetry.sweep_finished(record)
+                if self.mqtt is not None and self.outbox is not None:
+                    self.outbox.put_sweep(record)
+        return record
+
+    async def _run_session(self, run_id: str, spec: JobSpec | MaxqSpec) -> dict[str, Any]:
         """One job: a session on the service's meters, checkpointed, published when done."""
+        if isinstance(spec, MaxqSpec):
+            return await self._run_sweep(run_id, spec)
         assert self.meter_set is not None and self.telemetry is not None
         available = {m.name for m in self.meter_set.meters}
         wanted = {"ptd" if m.startswith("ptd://") else m for m in spec.meter}
@@ -271,6 +322,8 @@ class Service:
         if missing:
             msg = f"this service does not sample {', '.join(missing)}"
             raise JobError(msg, hint=f"it samples: {', '.join(sorted(available))}")
+        if spec.batch_size == "auto":
+            spec = await self._auto_batch(run_id, spec)
         self.telemetry.session_started()
         session = Session(
             run_id,
@@ -284,6 +337,22 @@ class Service:
         outcome = await session.run()
         return outcome.result
 
+    async def _auto_batch(self, run_id: str, spec: JobSpec) -> JobSpec:
+        """``batch_size: auto``: the cached knee, else a read-only batch sweep on our meters."""
+
+        async def run_sweep(sweep_id: str, sweep_spec: MaxqSpec) -> Any:
+            sweep = MaxqSweep(
+                sweep_id, sweep_spec, self.settings, store=self.store,
+                observer=QuietSweepObserver(), shared_meters=self.meter_set, env=self.env,
+            )  # fmt: skip
+            return await sweep.run()
+
+        found = await resolve_auto_batch(
+            spec, self.settings, env=self.env, sweep_id=f"mq-{run_id}-auto", run_sweep=run_sweep
+        )
+        logger.info("job %s: %s", run_id, found.describe())
+        return spec.model_copy(update={"batch_size": found.batch_size})
+
     def _publish(self, outcome: SessionOutcome) -> None:
         assert self.telemetry is not None and self.outbox is not None
         self.telemetry.session_finished(outcome.result)
@@ -293,7 +362,7 @@ class Service:
     def _job_changed(self, job: Job) -> None:
         self.notifier.status(f"job {job.run_id} {job.state.value}")
 
-    async def _submit(self, spec: JobSpec) -> str:
+    async def _submit(self, spec: JobSpec | MaxqSpec) -> str:
         assert self.scheduler is not None
         return self.scheduler.submit(spec)
 
@@ -308,6 +377,10 @@ class Service:
     async def _lookup(self, run_id: str) -> dict[str, Any] | None:
         assert self.store is not None
         return await asyncio.to_thread(self.store.find_result, run_id)
+
+    async def _lookup_sweep(self, sweep_id: str) -> dict[str, Any] | None:
+        assert self.store is not None
+        return await asyncio.to_thread(self.store.find_sweep, sweep_id)
 
     def _latest_power(self) -> dict[str, float]:
         assert self.telemetry is not None

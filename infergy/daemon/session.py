@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from infergy.daemon.session_types import (
     _State,
     unwrapped,
 )
-from infergy.errors import AnalysisError, ConfigError, InfergyError
+from infergy.errors import AnalysisError, ConfigError, InfergyError, WorkloadError
 from infergy.exporters.files import write_run_files
 from infergy.runners.preflight import preflight
 from infergy.runners.scratch import remove_scratch
@@ -67,6 +68,8 @@ class Session:
         env: the environment (GPU selection).
         shared_meters: meters that already sample (``infergy serve``): used, not opened/closed.
         checkpoint_s: with a store, keep the run's data so far every this many seconds.
+        idle_window: an idle baseline measured before, on the shared meters' clock (a MaxQ
+            sweep's one baseline for all its points): no idle phase of its own.
     """
 
     def __init__(
@@ -83,8 +86,10 @@ class Session:
         env: Mapping[str, str] | None = None,
         shared_meters: MeterSet | None = None,
         checkpoint_s: float = 0.0,
+        idle_window: Window | None = None,
     ) -> None:
         self.run_id, self.spec, self.settings = run_id, spec, settings
+        self._idle_window = idle_window
         self._shared = shared_meters
         self.checkpoint_s = checkpoint_s
         self.store = store
@@ -119,7 +124,7 @@ class Session:
         self._phase(st, "prepare", None)
         # What the job alone shows cannot work fails now, before a meter or model is opened.
         preflight(self.spec.workload_config(tuple(self.spec.gpus or ())))
-        gpu_backend = (self.spec.backend or "onnxruntime") in ("torch", "tensorrt")
+        gpu_backend = (self.spec.backend or "onnxruntime") in ("torch", "tensorrt", "sim")
         try:  # the service's meters are already sampling, and not ours to close
             meter_set = (
                 shared
@@ -205,11 +210,16 @@ class Session:
             cfg, st.clock, out_dir, on_in_flight=meter_set.on_in_flight
         )
         meter_set.set_saturation(max(1, cfg.batch_size * max(1, len(cfg.gpus))))
+        meter_set.set_simulated_load(cfg.batch_size, cfg.precision)
+        if cfg.backend == "sim" and meter_set.boards:  # the simulated work follows the boards
+            await runner.simulate(meter_set.simulated_settings())
         st.gpus_start = gpu_provenance(meter_set)
         ticker = asyncio.create_task(self._tick(st, meter_set), name="session-progress")
         try:
             idle_s = self.spec.idle if self.spec.idle is not None else self.settings.analysis.idle_s
-            if idle_s > 0:
+            if self._idle_window is not None:
+                st.idle = self._idle_window
+            elif idle_s > 0:
                 self._phase(st, "idle", idle_s)
                 t0 = st.clock.now_ns()
                 await asyncio.sleep(idle_s + IDLE_GUARD_S)
@@ -288,11 +298,17 @@ class Session:
         if gpus is None and meter_set is not None:
             nvml = meter_set.nvml()  # CUDA ordinals of the metered (visible) GPUs
             gpus = tuple(range(len(nvml.gpus))) if nvml is not None else (0,)
-        return spec.workload_config(tuple(gpus or ()))
+        cfg = spec.workload_config(tuple(gpus or ()))
+        if cfg.backend == "sim":
+            cfg = sim_workload(cfg, meter_set, self.settings.meters.simulated_part)
+        return cfg
 
     def _since_ns(self, st: _State) -> int | None:
         """Where this session's samples start (shared meters hold the service's whole past)."""
-        return None if self._shared is None else st.started_ns - SHARED_LEAD_NS
+        if self._shared is None:
+            return None
+        start = st.started_ns if st.idle is None else min(st.started_ns, st.idle.start_ns)
+        return start - SHARED_LEAD_NS
 
     def _phase(self, st: _State, name: str, duration_s: float | None) -> None:
         st.phase = name
@@ -430,6 +446,22 @@ def _failure(tasks: list[asyncio.Task[Any]]) -> tuple[str, BaseException] | None
             assert error is not None
             return task.get_name(), error
     return None
+
+
+def sim_workload(cfg: WorkloadConfig, meter_set: MeterSet | None, part: str) -> WorkloadConfig:
+    """The ``sim`` backend's part: the simulated boards' (``model`` auto), and it must match.
+
+    Raises:
+        WorkloadError: the model names another part than the simulated GPUs are.
+    """
+    boards = meter_set.boards if meter_set is not None else []
+    board_part = boards[0].part.key if boards else (part if part != "generic" else None)
+    if cfg.model == "auto":
+        return replace(cfg, model=board_part or "h200")
+    if board_part is not None and cfg.model != board_part:
+        msg = f"the sim workload simulates {cfg.model} but the simulated GPUs are {board_part}"
+        raise WorkloadError(msg, hint=f"use --model {board_part} (or --model auto)")
+    return cfg
 
 
 __all__ = [

@@ -20,7 +20,9 @@ Labels:
   ``device=~"counter|mean|instant"``;
 - ``gpu``: the GPU's source name (``gpu0``), so context joins power on ``source``;
 - last-session gauges carry ``scenario``, ``model``, ``backend``, and ``source`` where the
-  figure is per power source.
+  figure is per power source;
+- last-sweep gauges (``infergy_maxq_last_sweep_*``) carry ``objective`` and ``simulated``
+  (``true`` on simulated hardware), plus ``bound``, ``settings`` or ``kind``.
 """
 
 from __future__ import annotations
@@ -155,6 +157,49 @@ def _latency(t: Telemetry) -> Iterable[Sample]:
     return (((*s.key, q), v) for s in t.last_sessions for q, v in s.latency_s.items())
 
 
+def _sweeps(t: Telemetry) -> Iterable[Sample]:
+    return (((k,), float(n)) for k, n in sorted(t.sweeps_by_status.items()))
+
+
+def _sweep(field: str) -> Reader:
+    """A figure of the last sweep (labels objective, simulated)."""
+
+    def read(t: Telemetry) -> Iterable[Sample]:
+        s = t.last_sweep
+        value = None if s is None else getattr(s, field)
+        if s is not None and value is not None:
+            yield (s.objective, s.simulated), float(value)
+
+    return read
+
+
+def _sweep_gain(t: Telemetry) -> Iterable[Sample]:
+    s = t.last_sweep
+    if s is None:
+        return
+    for bound, value in (("estimate", s.gain), ("low", s.gain_low), ("high", s.gain_high)):
+        if value is not None:
+            yield (s.objective, s.simulated, bound), value
+
+
+def _sweep_objective(t: Telemetry) -> Iterable[Sample]:
+    s = t.last_sweep
+    if s is None:
+        return
+    for settings, value in (("default", s.default_value), ("recommended", s.recommended_value)):
+        if value is not None:
+            yield (s.objective, s.simulated, settings), value
+
+
+def _sweep_points(t: Telemetry) -> Iterable[Sample]:
+    s = t.last_sweep
+    if s is None:
+        return
+    for kind, value in (("measured", s.measurements), ("grid", s.grid_points)):
+        if value is not None:
+            yield (s.objective, s.simulated, kind), value
+
+
 def _build(t: Telemetry) -> Iterable[Sample]:
     return [((t.version, t.python_version), 1.0)]
 
@@ -163,6 +208,7 @@ def _build(t: Telemetry) -> Iterable[Sample]:
 
 _SD = ("source", "device")
 _SESSION = ("scenario", "model", "backend")
+_SWEEP = ("objective", "simulated")
 
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
@@ -264,6 +310,48 @@ METRICS: tuple[MetricSpec, ...] = (
         "infergy_last_session_loadgen_valid", "gauge",
         "1 when LoadGen called the last session's run VALID, 0 when INVALID.",
         "", _SESSION, _last("loadgen_valid"),
+    ),
+    MetricSpec(
+        "infergy_maxq_sweeps_total", "counter", "Finished MaxQ sweeps by record status.",
+        "", ("status",), _sweeps,
+    ),
+    MetricSpec(
+        "infergy_maxq_last_sweep_gain_ratio", "gauge",
+        "The last sweep's gain over the default settings (0.29: 29 %) and its 95 % interval "
+        "(bound estimate, low, high); absent without a recommendation.",
+        "ratio", (*_SWEEP, "bound"), _sweep_gain,
+    ),
+    MetricSpec(
+        "infergy_maxq_last_sweep_significant", "gauge",
+        "1 when the last sweep's gain interval excludes zero, else 0 (no significant gain).",
+        "", _SWEEP, _sweep("significant"),
+    ),
+    MetricSpec(
+        "infergy_maxq_last_sweep_objective", "gauge",
+        "The last sweep's objective (samples/J, J/query...) at the default and the "
+        "recommended settings.",
+        "", (*_SWEEP, "settings"), _sweep_objective,
+    ),
+    MetricSpec(
+        "infergy_maxq_last_sweep_recommended_power_limit_watts", "gauge",
+        "The power limit the last sweep recommends (absent if it swept none).",
+        "watts", _SWEEP, _sweep("recommended_power_limit_w"),
+    ),
+    MetricSpec(
+        "infergy_maxq_last_sweep_recommended_batch_size", "gauge",
+        "The batch size the last sweep recommends (absent if it swept none).",
+        "", _SWEEP, _sweep("recommended_batch_size"),
+    ),
+    MetricSpec(
+        "infergy_maxq_last_sweep_points", "gauge",
+        "Points the last sweep measured (kind measured, baselines excluded) and its grid's "
+        "size (kind grid).",
+        "", (*_SWEEP, "kind"), _sweep_points,
+    ),
+    MetricSpec(
+        "infergy_maxq_last_sweep_timestamp_seconds", "gauge",
+        "When the last sweep's record was written, Unix time.",
+        "seconds", _SWEEP, _sweep("timestamp_s"),
     ),
     MetricSpec(
         "infergy_build_info", "info", "infergy's version and the Python running it.",

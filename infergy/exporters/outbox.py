@@ -33,12 +33,24 @@ from infergy.errors import InputError
 from infergy.store.db import Store
 from infergy.store.outbox import OutboxEntry
 
-__all__ = ["DEFAULT_MAX_ENTRIES", "RUNS_LATEST_TOPIC", "RUNS_TOPIC", "Outbox", "OutboxEntry"]
+__all__ = [
+    "DEFAULT_MAX_ENTRIES",
+    "MAXQ_LATEST_TOPIC",
+    "MAXQ_TOPIC",
+    "RUNS_LATEST_TOPIC",
+    "RUNS_TOPIC",
+    "Outbox",
+    "OutboxEntry",
+]
 
 RUNS_TOPIC = "runs"
 """Every result, QoS 1, not retained (below ``<topic_root>/<node>/``)."""
 RUNS_LATEST_TOPIC = "runs/latest"
 """The newest result, QoS 1, retained."""
+MAXQ_TOPIC = "maxq"
+"""Every finished MaxQ sweep record (docs/maxq.md), QoS 1, not retained."""
+MAXQ_LATEST_TOPIC = "maxq/latest"
+"""The newest sweep record, QoS 1, retained."""
 DEFAULT_MAX_ENTRIES = 100_000
 
 _log = logging.getLogger("infergy.mqtt.outbox")
@@ -110,6 +122,27 @@ class Outbox:
                 " (it is in the store and updates 'runs/latest')",
                 self._max_entries,
                 result.get("run_id"),
+            )
+        self._notify()
+        return queued
+
+    def put_sweep(self, record: Mapping[str, Any]) -> bool:
+        """Queue a finished sweep's record on ``maxq`` and as ``maxq/latest`` (as results).
+
+        Returns:
+            ``True`` if queued for ``maxq``; ``False`` if the outbox was full.
+        """
+        payload = encode_result(record)
+        ids = self._store.outbox_append(
+            [(MAXQ_TOPIC, payload, False), (MAXQ_LATEST_TOPIC, payload, True)],
+            max_entries=self._max_entries,
+        )
+        queued = ids[0] is not None
+        if not queued:
+            with self._lock:
+                self.refused_total += 1
+            _log.error(
+                "MQTT outbox full: sweep %s is not queued for 'maxq'", record.get("sweep_id")
             )
         self._notify()
         return queued

@@ -39,6 +39,7 @@ from infergy.core.trace import NS_PER_S
 from infergy.errors import InfergyError
 from infergy.exporters.live_power import LiveSource, split_source
 from infergy.exporters.session_stats import LastSession, SessionStats
+from infergy.exporters.sweep_stats import LastSweep, SweepStats
 from infergy.meters.base import Meter, MeterHealth, SourceInfo
 from infergy.meters.gpu import CLOCK_EVENT_REASONS, GpuContext, GpuIdentity, clock_event_names
 
@@ -113,6 +114,8 @@ class Telemetry:
             a session).
         samples_by_scenario: samples of finished sessions by scenario.
         last_sessions: latest figures per (scenario, model, backend).
+        sweeps_by_status: finished MaxQ sweeps by record status.
+        last_sweep: the latest MaxQ sweep's headline, if any.
     """
 
     version: str
@@ -125,6 +128,8 @@ class Telemetry:
     queries_by_scenario: Mapping[str, int] = field(default_factory=dict)
     samples_by_scenario: Mapping[str, int] = field(default_factory=dict)
     last_sessions: tuple[LastSession, ...] = ()
+    sweeps_by_status: Mapping[str, int] = field(default_factory=dict)
+    last_sweep: LastSweep | None = None
 
 
 @runtime_checkable
@@ -213,6 +218,7 @@ class LiveTelemetry:
         self._lock = threading.Lock()  # guards the published tuples and the session stats
         self._poll_lock = threading.Lock()  # one poll at a time (they mutate _tracked)
         self._sessions = SessionStats(max_last_sessions)
+        self._sweeps = SweepStats()
         self._published: tuple[tuple[_Published, ...], dict[tuple[str, str], int]] = ((), {})
         self._gpus: tuple[tuple[int, GpuTelemetry], ...] = ()
         for meter in meters:
@@ -319,6 +325,16 @@ class LiveTelemetry:
         with self._lock:
             self._sessions.remember(result)
 
+    def sweep_finished(self, record: Mapping[str, Any]) -> None:
+        """A MaxQ sweep ended with its record (docs/maxq.md)."""
+        with self._lock:
+            self._sweeps.finished(record)
+
+    def restore_last_sweep(self, record: Mapping[str, Any]) -> None:
+        """Show a stored sweep in the last-sweep gauges without counting it (at start)."""
+        with self._lock:
+            self._sweeps.remember(record)
+
     # -- reading --------------------------------------------------------------------------------
 
     def telemetry(self) -> Telemetry:
@@ -331,6 +347,7 @@ class LiveTelemetry:
             running, by_status = stats.running, dict(stats.by_status)
             queries, last = dict(stats.queries_by_scenario), stats.last_sessions
             samples = dict(stats.samples_by_scenario)
+            sweeps, last_sweep = dict(self._sweeps.by_status), self._sweeps.last
         fresh_ns = round(self.stale_s * NS_PER_S)
         return Telemetry(
             version=__version__,
@@ -343,6 +360,8 @@ class LiveTelemetry:
             queries_by_scenario=queries,
             samples_by_scenario=samples,
             last_sessions=last,
+            sweeps_by_status=sweeps,
+            last_sweep=last_sweep,
         )
 
 

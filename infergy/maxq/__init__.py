@@ -5,7 +5,7 @@ journaled before the first change and always restored.
 
 - :mod:`.control` (the ``GpuControl`` Protocol), :mod:`.nvml_control` (NVML, root or
   CAP_SYS_ADMIN), :mod:`.sim_control` (a simulated part following
-  :mod:`infergy.meters.gpu_model`, labelled SIMULATED);
+  :mod:`infergy.core.gpu_model`, labelled SIMULATED);
 - :mod:`.journal`: the original settings, written durably before the first change, restored
   and verified;
 - :mod:`.plan` (axes and their parsers), :mod:`.search` and :mod:`.coordinate` (grid and

@@ -5,7 +5,7 @@ limit, the supported clocks), what is set now (:class:`GpuSettings`), the *enfor
 (which another limiter, such as a BMC cap, can hold below the requested one), and six setters.
 :class:`~infergy.maxq.nvml_control.NvmlGpuControl` implements it over NVML,
 :class:`~infergy.maxq.sim_control.SimulatedGpuControl` over the physically shaped model in
-:mod:`infergy.meters.gpu_model`. Calls are blocking and raise :class:`~infergy.maxq.errors`
+:mod:`infergy.core.gpu_model`. Calls are blocking and raise :class:`~infergy.maxq.errors`
 classes (or a translated :class:`~infergy.errors.GpuError`).
 
 NVML has no getter for a clock lock: a control reports the locks *it* set (None otherwise),
@@ -174,6 +174,9 @@ class GpuControl(Protocol):
 
     def supported_clocks(self) -> SupportedClocks:
         """The supported memory clocks and, per memory clock, SM clocks."""
+
+    def supports_memory_lock(self) -> bool | None:
+        """Whether memory clocks can be locked (Ampere and newer); None when unknown."""
 
     def set_power_limit_w(self, power_limit_w: float) -> None:
         """Request a power limit (within :meth:`power_limit_constraints`)."""

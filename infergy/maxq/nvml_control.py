@@ -37,6 +37,8 @@ from infergy.maxq.errors import (
 )
 from infergy.meters.nvml_device import NvmlGpu, translate_nvml_error
 
+AMPERE_MAJOR = 8
+"""Memory clock locks need compute capability 8.0 (Ampere) or newer."""
 CAP_SYS_ADMIN_BIT = 21
 """``CAP_SYS_ADMIN`` in ``linux/capability.h``: what NVML's setters check for."""
 
@@ -185,6 +187,16 @@ class NvmlGpuControl:
             for mem in mems
         }
         return SupportedClocks(mems, sm_by_mem)
+
+    def supports_memory_lock(self) -> bool | None:
+        """Compute capability >= 8.0 (``nvmlDeviceGetCudaComputeCapability``); None: unknown."""
+        try:
+            major, _minor = self._call(
+                "read the compute capability", "nvmlDeviceGetCudaComputeCapability"
+            )
+        except (InfergyError, AttributeError, TypeError, ValueError):
+            return None
+        return int(major) >= AMPERE_MAJOR
 
     # -- setters -------------------------------------------------------------------------------
 

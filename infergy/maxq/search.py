@@ -16,7 +16,9 @@ results in order: a search is deterministic given its results.
   best (within ``confirm_z`` sigmas) and the best itself are measured a second time before the
   search ends. A point flagged as not binding (a limit above the draw) ends the axis: higher
   settings are the same point. It asks each point at most twice and never takes more
-  measurements than the axis has points, so it always ends.
+  measurements than the axis has points, so it always ends. With a ``tolerance``, it stops
+  probing once the bracket's bounds score within that fraction of the best (flat at the
+  scale of the noise), measures the best once more, and ends.
 - :class:`~infergy.maxq.coordinate.CoordinateSearch` combines them over several axes.
 """
 
@@ -156,6 +158,8 @@ class GoldenSectionSearch:
         confirm_z: a bound within this many sigmas of the best is measured again.
         max_measurements: measurements of one point at most (1: never measure again).
         measured: a shared record of results (shared by the line searches of a sweep).
+        tolerance: stop probing once the bracket is flat (its measured bounds score within
+            this fraction of the best), measure the best once more and end (0: never).
     """
 
     def __init__(
@@ -166,6 +170,7 @@ class GoldenSectionSearch:
         confirm_z: float = 3.0,
         max_measurements: int = 2,
         measured: dict[SweepPoint, Observation] | None = None,
+        tolerance: float = 0.0,
     ) -> None:
         if not points:
             msg = "a golden-section search needs at least one point"
@@ -176,6 +181,7 @@ class GoldenSectionSearch:
         self._measured: dict[SweepPoint, Observation] = {} if measured is None else measured
         self.confirm_z = confirm_z
         self.max_measurements = max_measurements
+        self.tolerance = tolerance
 
     @property
     def grid_size(self) -> int:
@@ -229,6 +235,10 @@ class GoldenSectionSearch:
         if used >= len(self._points):
             return None
         left, best, right = bracket
+        if self.tolerance > 0 and self._flat(left, best, right):
+            b = self._measured[self._points[best]]  # no more probes: confirm the best once
+            again = b.measurements < self.max_measurements and b.uncertainty > 0
+            return self._points[best] if again else None
         sides = [
             [i for i in range(best + 1, right) if self._points[i] not in self._measured],
             [i for i in range(best - 1, left, -1) if self._points[i] not in self._measured],
@@ -240,6 +250,23 @@ class GoldenSectionSearch:
             target = max(1, round(GOLDEN * span))
             return self._points[min(side, key=lambda i: abs(abs(i - best) - target))]
         return self._close_call(left, best, right)
+
+    def _flat(self, left: int, best: int, right: int) -> bool:
+        """Whether both bracket bounds are within ``tolerance`` of the best (or nothing is left).
+
+        On a smooth unimodal curve no point between such bounds can be much better than the
+        best, so more probes buy less than the noise.
+        """
+        b = self._measured[self._points[best]]
+        floor = b.score - self.tolerance * abs(b.score)
+        for bound, inside in ((left, range(left + 1, best)), (right, range(best + 1, right))):
+            if all(self._points[i] in self._measured for i in inside if 0 <= i < len(self._points)):
+                continue
+            if not 0 <= bound < len(self._points):
+                return False
+            if self._measured[self._points[bound]].score < floor:
+                return False
+        return True
 
     def _close_call(self, left: int, best: int, right: int) -> SweepPoint | None:
         """A bound that is only a little worse than the best, or the best, measured once."""

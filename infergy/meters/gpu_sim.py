@@ -5,6 +5,12 @@ counter phase model, driver-buffer decoding, context reads), for demos, soak ben
 machines without a GPU. Power is ``idle_w + (busy_w - idle_w) * activity``, activity set by the
 runner (queries in flight), integrated exactly; the energy counter updates every 100 ms in mJ,
 the driver buffer holds 20-ms samples. Every source it feeds is labelled SIMULATED.
+
+Given a :class:`~infergy.meters.sim_board.SimulatedBoard` (``[meters] simulated_part``), a
+board follows the physically shaped model of :mod:`infergy.core.gpu_model` instead: idle power
+is the model's idle state and busy power its steady state for the board's load, both under the
+board's settings (power limit, clock locks), which also set the clocks and the enforced limit
+it reports. A change of settings or load is a knot in the power history, so energy stays exact.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 import numpy as np
 
 from infergy.meters.gpu import FieldReading, GpuIdentity, PowerSamples
+from infergy.meters.sim_board import SimulatedBoard
 
 COUNTER_PERIOD_S = 0.1
 SAMPLE_PERIOD_S = 0.02
@@ -30,9 +37,10 @@ class SimulatedGpu:
 
     Args:
         index: the index (and UUID suffix).
-        idle_w: power with nothing running.
-        busy_w: power when fully busy.
-        power_limit_w: the (fixed, reported) power limit.
+        idle_w: power with nothing running (without a ``board``).
+        busy_w: power when fully busy (without a ``board``).
+        power_limit_w: the (fixed, reported) power limit (without a ``board``).
+        board: a modelled board to follow (its part, settings and load); see the module.
     """
 
     def __init__(
@@ -42,12 +50,14 @@ class SimulatedGpu:
         idle_w: float = 70.0,
         busy_w: float = 650.0,
         power_limit_w: float = 700.0,
+        board: SimulatedBoard | None = None,
     ) -> None:
         self.idle_w, self.busy_w, self.power_limit_w = idle_w, busy_w, power_limit_w
+        self.board = board
         self._identity = GpuIdentity(
             index=index,
-            uuid=f"GPU-simulated-{index:04d}",
-            name="Simulated GPU (SIMULATED)",
+            uuid=f"GPU-simulated-{index:04d}" if board is None else board.uuid,
+            name="Simulated GPU (SIMULATED)" if board is None else board.part.name,
             pci_bus_id=f"00000000:{0x40 + index:02X}:00.0",
             mig_enabled=False,
             simulated=True,
@@ -55,27 +65,43 @@ class SimulatedGpu:
         self._lock = threading.Lock()
         self._t0_ns = time.monotonic_ns()
         self._wall_minus_mono_ns = time.time_ns() - self._t0_ns
-        # activity history: change times (s since t0) and the activity from each change on
+        # power history: change times (s since t0), the activity and power from each change on
         self._change_s: list[float] = [0.0]
         self._activity: list[float] = [0.0]
+        self._power: list[float] = [self._power_w(0.0)]
         self._energy_at_change_j: list[float] = [0.0]
+        if board is not None:
+            board.subscribe(self._board_changed)
 
     # -- the input -----------------------------------------------------------------------------
 
     def set_activity(self, fraction: float) -> None:
         """How busy the board is from now on (clamped to [0, 1])."""
-        now = self._now_s()
         value = min(1.0, max(0.0, float(fraction)))
         with self._lock:
             if value == self._activity[-1]:
                 return  # nothing changes: the history stays as short as the load is steady
+        self._knot(value)
+
+    def _board_changed(self) -> None:
+        """The board's settings or load changed: its power does, at the same activity."""
+        with self._lock:
+            activity = self._activity[-1]
+        self._knot(activity)
+
+    def _knot(self, activity: float) -> None:
+        power = self._power_w(activity)
+        now = self._now_s()
+        with self._lock:
             energy = self._energy_locked(now)
             self._change_s.append(now)
-            self._activity.append(value)
+            self._activity.append(activity)
+            self._power.append(power)
             self._energy_at_change_j.append(energy)
             if len(self._change_s) > MAX_CHANGES:  # bounded: nothing reads back more than 2.4 s
                 cut = max(0, bisect.bisect_right(self._change_s, now - KEEP_S) - 1)
-                del self._change_s[:cut], self._activity[:cut], self._energy_at_change_j[:cut]
+                del self._change_s[:cut], self._activity[:cut]
+                del self._power[:cut], self._energy_at_change_j[:cut]
 
     # -- the model -----------------------------------------------------------------------------
 
@@ -83,19 +109,25 @@ class SimulatedGpu:
         return (time.monotonic_ns() - self._t0_ns) / 1e9
 
     def _power_w(self, activity: float) -> float:
-        return self.idle_w + (self.busy_w - self.idle_w) * activity
+        if self.board is None:
+            return self.idle_w + (self.busy_w - self.idle_w) * activity
+        idle = self.board.idle_point().power_w
+        if activity == 0.0:
+            return idle
+        return idle + (self.board.loaded_point().power_w - idle) * activity
 
     def _energy_locked(self, t_s: float) -> float:
         i = max(0, bisect.bisect_right(self._change_s, t_s) - 1)
-        return self._energy_at_change_j[i] + self._power_w(self._activity[i]) * (
-            t_s - self._change_s[i]
-        )
+        return self._energy_at_change_j[i] + self._power[i] * (t_s - self._change_s[i])
 
     def _power_at(self, t_s: np.ndarray) -> np.ndarray:
         with self._lock:
             idx = np.clip(np.searchsorted(self._change_s, t_s, side="right") - 1, 0, None)
-            act = np.asarray(self._activity)[idx]
-        return self.idle_w + (self.busy_w - self.idle_w) * act
+            return np.asarray(self._power)[idx]
+
+    def _busy(self) -> float:
+        with self._lock:
+            return self._activity[-1]
 
     # -- GpuDevice -----------------------------------------------------------------------------
 
@@ -142,25 +174,36 @@ class SimulatedGpu:
         return FieldReading(self.power_instant().power_mw * 0.08, self._wall_us())
 
     def power_limit_mw(self) -> int:
-        """The reported power limit (never changed)."""
+        """The enforced power limit (the board's settings when modelled; else fixed)."""
+        if self.board is not None:
+            return round(self.board.settings.power_limit_w * 1000)
         return round(self.power_limit_w * 1000)
 
     def clocks_mhz(self) -> tuple[int, int]:
-        """SM and memory clocks."""
-        return 1980, 2619
+        """SM and memory clocks (the model's, busy or idle, when modelled)."""
+        if self.board is None:
+            return 1980, 2619
+        point = self.board.loaded_point() if self._busy() > 0 else self.board.idle_point()
+        return round(point.sm_clock_mhz), point.mem_clock_mhz
+
+    def _top_w(self) -> float:
+        return self.busy_w if self.board is None else self.board.part.max_power_limit_w
 
     def temperature_c(self) -> int:
         """Temperature rising with power."""
-        return round(30 + 40 * self.power_instant().power_mw / 1000 / self.busy_w)
+        return round(30 + 40 * self.power_instant().power_mw / 1000 / self._top_w())
 
     def clock_event_reasons(self) -> int:
-        """NVML's GpuIdle (0x1) while idle, as real boards report it; else none."""
-        with self._lock:
-            return 0x1 if self._activity[-1] == 0.0 else 0
+        """GpuIdle (0x1) while idle; SwPowerCap (0x4) when the model is power-capped; else 0."""
+        if self._busy() == 0.0:
+            return 0x1
+        if self.board is not None and self.board.loaded_point().power_capped:
+            return 0x4
+        return 0
 
     def utilization_pct(self) -> tuple[int, int]:
         """Utilisation from the activity."""
-        act = (self.power_instant().power_mw / 1000 - self.idle_w) / (self.busy_w - self.idle_w)
+        act = self._busy()
         return round(100 * act), round(40 * act)
 
     def reconnect(self) -> None:

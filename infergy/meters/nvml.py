@@ -202,6 +202,11 @@ class NvmlMeter:
         """Each GPU's identity by its source name (``gpu0`` -> index, UUID, name...)."""
         return {s.source: s.gpu.identity for s in self._samplers}
 
+    @property
+    def devices(self) -> dict[str, GpuDevice]:
+        """Each GPU device by its source name (MaxQ builds its controls from them)."""
+        return {s.source: s.gpu for s in self._samplers}
+
     def versions(self) -> dict[str, str] | None:
         """Driver, NVML and CUDA driver versions (None for simulated or injected GPUs)."""
         if self._library is None:

@@ -3,10 +3,10 @@
 Why a process: LoadGen pre-schedules every query and has no abort API, so a Server run cannot
 be stopped early from inside; killing a process can. The parent
 (:class:`~infergy.runners.workload.Workload`) sends one JSON command per line on stdin
-(``open``, ``warmup``, ``run``, ``close``, ``abort``) and reads one JSON reply per line from
-the file descriptor that was stdout at start; the process's own fd 1 and 2 are pointed at
-stderr (the parent's ``child.log``), so LoadGen's and the libraries' prints never corrupt
-the replies. ``abort`` (or EOF on stdin: the parent is gone) is handled on a reader thread
+(``open``, ``warmup``, ``run``, ``simulate``, ``close``, ``abort``) and reads one JSON reply
+per line from the file descriptor that was stdout at start; the process's own fd 1 and 2 are
+pointed at stderr (the parent's ``child.log``), so LoadGen's and the libraries' prints never
+corrupt the replies. ``abort`` (or EOF on stdin: the parent is gone) is handled on a reader thread
 while the main thread may be blocked in LoadGen: the current records are flushed and the
 process exits at once.
 """
@@ -119,6 +119,8 @@ class Child:
                     "notes": r.notes, "network": r.network}  # fmt: skip
         if cmd == "describe":
             return self.engine.describe()
+        if cmd == "simulate":
+            return self.engine.simulate(dict(msg["settings"]))
         msg_ = f"unknown command {cmd!r}"
         raise RuntimeError(msg_)
 

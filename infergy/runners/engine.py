@@ -235,6 +235,21 @@ class Engine:
             "calibration": None if self.calibration is None else self.calibration.to_json(),
         }
 
+    def simulate(self, settings_by_device: dict[str, Any]) -> int:
+        """Hand simulated boards' settings to the simulated backends (by device name).
+
+        Returns:
+            How many backends took settings (0 for a backend that simulates nothing).
+        """
+        taken = 0
+        for backend in self.backends:
+            settings = settings_by_device.get(backend.device)
+            simulate = getattr(backend, "simulate", None)
+            if settings is not None and callable(simulate):
+                simulate(settings)
+                taken += 1
+        return taken
+
     def _recorder(self, phase: str) -> QueryRecorder:
         path = None if self.state_dir is None else self.state_dir / PHASE_FILES[phase]
         self.current_recorder = QueryRecorder(self.status, path)

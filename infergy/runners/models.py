@@ -11,6 +11,9 @@ Built-in:
   ONNX for TensorRT/onnxruntime by :func:`export_resnet50_onnx`.
 
 User models are paths to an ONNX file or a serialized TensorRT plan (``.plan``/``.engine``).
+
+The simulated backend (``sim``) runs no model: its "model" is the simulated GPU part whose
+batch latency it sleeps (``h200``, ``t4``, ``l4``, ``a2``; :mod:`infergy.core.gpu_model`).
 """
 
 from __future__ import annotations
@@ -23,11 +26,17 @@ from typing import Any
 
 import numpy as np
 
+from infergy.core.gpu_model import PARTS
 from infergy.errors import ModelError
 from infergy.runners.types import NETWORK_BACKENDS
 
 BUILTIN = ("tiny", "resnet50")
-DEFAULT_MODEL = {"onnxruntime": "tiny", "torch": "resnet50", "tensorrt": "resnet50"}
+DEFAULT_MODEL = {
+    "onnxruntime": "tiny",
+    "torch": "resnet50",
+    "tensorrt": "resnet50",
+    "sim": "h200",
+}
 ONNX_SUFFIXES = (".onnx",)
 PLAN_SUFFIXES = (".plan", ".engine", ".trt")
 TINY_INPUT = (3, 32, 32)
@@ -41,8 +50,9 @@ class ModelSpec:
     """A resolved model.
 
     Attributes:
-        name: ``tiny``, ``resnet50`` or the file's name.
-        kind: ``builtin``, ``onnx``, ``plan``, or ``served`` (a network backend's model).
+        name: ``tiny``, ``resnet50``, the file's name, or a simulated part (``h200``).
+        kind: ``builtin``, ``onnx``, ``plan``, ``simulated``, or ``served`` (a network
+            backend's model).
         path: the file, for ``onnx`` and ``plan``.
         sha256: the file's hash (built-ins: filled in once generated).
     """
@@ -89,6 +99,11 @@ def check_model(backend: str, model: str) -> ModelSpec:
     if backend in NETWORK_BACKENDS:  # the server holds the model: a name, not a file
         return ModelSpec(name=model, kind="served")
     name = DEFAULT_MODEL[backend] if model == "auto" else model
+    if backend == "sim":
+        if name not in PARTS:
+            msg = f"the sim backend simulates a GPU part, not {name!r}"
+            raise ModelError(msg, hint=f"use --model {' or '.join(PARTS)} (SIMULATED)")
+        return ModelSpec(name=name, kind="simulated")
     if name in BUILTIN:
         return ModelSpec(name=name, kind="builtin")
     path = Path(name).expanduser()

@@ -18,7 +18,7 @@ from infergy.errors import WorkloadError
 
 NETWORK_BACKENDS = ("kserve", "openai")
 """Backends that send LoadGen's queries to a running inference server (``runners/network``)."""
-BACKENDS = ("onnxruntime", "torch", "tensorrt", *NETWORK_BACKENDS)
+BACKENDS = ("onnxruntime", "torch", "tensorrt", "sim", *NETWORK_BACKENDS)
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -33,7 +33,7 @@ class WorkloadConfig:
     """One inference workload under LoadGen.
 
     Attributes:
-        backend: ``onnxruntime`` | ``torch`` | ``tensorrt``.
+        backend: ``onnxruntime`` | ``torch`` | ``tensorrt`` | ``sim`` (a SIMULATED GPU).
         model: ``auto`` (the backend's built-in default), a built-in name (``tiny``,
             ``resnet50``) or a path to an ``.onnx`` file or a TensorRT ``.plan``/``.engine``.
         precision: ``fp32`` | ``fp16`` | ``bf16`` | ``int8``.

@@ -157,9 +157,24 @@ class Workload:
         finally:
             await self._kill()
 
+    @property
+    def closed(self) -> bool:
+        """True once closed or aborted (a cancelled run ends the LoadGen process)."""
+        return self._closed
+
     def describe(self) -> dict[str, Any]:
         """Provenance: backend and versions, model and sha256, precision, batch, devices."""
         return dict(self._describe)
+
+    async def simulate(self, settings_by_device: dict[str, Any]) -> int:
+        """Tell the simulated backends (``sim``) their boards' settings, by device name.
+
+        Returns:
+            How many backends took them (0 unless the backend is ``sim``).
+        """
+        taken = await self._request({"cmd": "simulate", "settings": settings_by_device},
+                                    REPLY_TIMEOUT_S)  # fmt: skip
+        return int(taken)
 
     # -- phases -------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ forward on open, one transaction per step::
 Arrays are stored compressed, timestamps delta-encoded. Every ``sqlite3.Error`` leaves this
 module as a one-line ``StoreError`` with a hint. Beside it: the tables and migrations
 (:mod:`infergy.store.schema`), the array codec (:mod:`infergy.store.codec`), the run listing
-(:mod:`infergy.store.summary`) and the MQTT outbox table (:mod:`infergy.store.outbox`).
+(:mod:`infergy.store.summary`), the MQTT outbox table (:mod:`infergy.store.outbox`) and the
+MaxQ sweep records (:mod:`infergy.store.sweeps`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from infergy.store.names import check_name
 from infergy.store.outbox import OutboxTable
 from infergy.store.schema import MIGRATIONS, PRAGMAS, SCHEMA_VERSION, user_version
 from infergy.store.summary import RunSummary, summarize
+from infergy.store.sweeps import SweepTable
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -52,7 +54,7 @@ _HINT_CORRUPT = "the store file is damaged: move it away, or set [store] path to
 _HINT_LIST = "list the stored runs with `infergy runs list`"
 
 
-class Store(OutboxTable):
+class Store(OutboxTable, SweepTable):
     """An open results store: ``Store.open(path)``, best used as a context manager.
 
     Methods raise ``StoreError`` when the database fails, a run is unknown or stored data does

@@ -2,7 +2,8 @@
 
 The schema is versioned by ``PRAGMA user_version``: ``Store.open`` runs the steps of
 ``MIGRATIONS`` not yet applied, one transaction each, and refuses a file newer than
-``SCHEMA_VERSION``. The ``outbox`` table belongs to :mod:`infergy.store.outbox`.
+``SCHEMA_VERSION``. The ``outbox`` table belongs to :mod:`infergy.store.outbox`, ``sweeps``
+to :mod:`infergy.store.sweeps`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # The MQTT outbox (infergy.exporters.outbox): published at QoS 1 in id order, then deleted.
         "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
         " payload BLOB NOT NULL, retain INTEGER NOT NULL, created_unix_ns INTEGER NOT NULL)",
+    ),
+    (  # MaxQ sweep records (infergy.store.sweeps; the schema in docs/maxq.md); points are runs.
+        "CREATE TABLE sweeps (sweep_id TEXT PRIMARY KEY NOT NULL, created_unix_ns INTEGER NOT"
+        " NULL, status TEXT NOT NULL, record_json TEXT NOT NULL)",
+        "CREATE INDEX sweeps_by_created ON sweeps (created_unix_ns)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -4,8 +4,9 @@ The target (tests/integration/metrics_target.py) runs real infergy meters over s
 hardware (an NvmlMeter over two fake GPUs, a simulated 10-Hz analyzer source ``ac`` and a
 simulated ``gpu2``), LiveTelemetry and an aiohttp ``/metrics``. The finished session is the
 real result of ``infergy analyze --json`` on examples/single-stream (its power is simulated,
-examples/README.md). One Prometheus (2.42, Debian) scrapes every second; every expression of
-dashboards/infergy.json is then run through its HTTP API.
+examples/README.md), and the finished sweep is a real MaxQ record on a simulated H200
+(tests/fixtures/maxq). One Prometheus (2.42, Debian) scrapes every second; every expression
+of dashboards/infergy.json is then run through its HTTP API.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from tests.unit.meters.test_nvml import FAST
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
+SWEEP = ROOT / "tests" / "fixtures" / "maxq" / "sweep_h200_simulated.json"
+"""A real sweep's record on a simulated H200 (tests/fixtures/maxq/README.md)."""
 
 
 def analyzed_result() -> dict[str, Any]:
@@ -72,6 +75,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         with MetricsTarget([nvml, analyzer, sim_gpu], clock=clock, poll_interval_s=0.25) as target:
             target.telemetry.session_started()
             target.telemetry.session_finished(result)
+            target.telemetry.sweep_finished(json.loads(SWEEP.read_text(encoding="utf-8")))
             with start_prometheus(target.address, tmp_path_factory.mktemp("prometheus")) as prom:
                 yield Rig(target, prom, result)
     finally:

@@ -33,6 +33,8 @@ from tests.integration.prom_server import start_prometheus, values
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 JOB = {"backend": "onnxruntime", "scenario": "single-stream", "duration": 3, "idle": 1, "warmup": 1}
+SWEEP = {"backend": "sim", "power_limits": "300,700", "batch_sizes": "256", "search": "grid",
+         "point_duration": 1.5}  # fmt: skip
 
 
 class Serve:
@@ -48,6 +50,7 @@ class Serve:
         self.config.write_text(
             f'node_name = "t1"\n[store]\npath = "{tmp / "store.db"}"\n'
             f'[output]\ndir = "{tmp / "out"}"\n[meters]\nrapl = false\nsimulated_gpus = 2\n'
+            'simulated_part = "h200"\n[maxq]\nsettle_s = 0\nwarmup_s = 0.3\nidle_s = 0.5\n'
             f'[serve]\nlisten = "127.0.0.1:{self.port}"\nstop_timeout_s = {stop_timeout_s}\n'
             f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker_port}\n'
             "reconnect_min_s = 0.2\nreconnect_max_s = 1.0\n",
@@ -93,10 +96,12 @@ class Serve:
         assert status == 202, body
         return str(body["run_id"])
 
-    def wait_state(self, run_id: str, states: set[str], timeout_s: float = 90) -> dict[str, Any]:
+    def wait_state(
+        self, run_id: str, states: set[str], timeout_s: float = 90, path: str = "/v1/runs/"
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            status, body = self.get(f"/v1/runs/{run_id}")
+            status, body = self.get(f"{path}{run_id}")
             if status == 200 and body.get("state", body.get("status")) in states:
                 return dict(body)
             time.sleep(0.3)
@@ -150,6 +155,16 @@ def test_runs_over_http_and_mqtt_arrive_on_runs_and_prometheus_sees_them(
         assert set(results) == {run_http, replies[0]["run_id"]}
         assert all(r["status"] == "ok" and r["power"]["ac"]["simulated"] for r in results.values())
         assert serve.get(f"/v1/runs/{run_http}")[1]["state"] == "ok"
+        # a MaxQ sweep through the same queue, on the two modelled (SIMULATED) H200s
+        status, accepted = serve.request("POST", "/v1/maxq", json.dumps(SWEEP).encode())
+        assert status == 202, accepted
+        sweep = serve.wait_state(accepted["run_id"], {"ok", "failed", "aborted"}, 120,
+                                 path="/v1/maxq/")  # fmt: skip
+        record = sweep["record"]
+        assert sweep["state"] == "ok", record["problems"]
+        assert record["restore"]["verified"] is True and len(record["restore"]["gpus"]) == 2
+        assert record["recommendation"]["point"]["power_limit_w"] == 300.0
+        assert not (tmp_path / "maxq-restore.json").exists()  # the journal: restored, removed
 
         with start_prometheus(f"127.0.0.1:{serve.port}", tmp_path / "prom") as prom:
             live = values(prom.wait_for_data('infergy_power_watts{source="ac"}'))

@@ -1,7 +1,8 @@
 """Backends: one model on one device behind the :class:`~.base.Backend` Protocol.
 
 ``create_backend`` imports the backend's library only when it is used, so a machine without
-torch or TensorRT runs the onnxruntime backend and imports nothing else.
+torch or TensorRT runs the onnxruntime backend and imports nothing else. ``sim`` sleeps a
+simulated GPU's batch latency (:mod:`.sim`, SIMULATED).
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def create_backend(cfg: WorkloadConfig, spec: ModelSpec, gpu: int | None) -> Bac
 
         return NetworkBackend(cfg)
     cache_dir = cfg.resolved_cache_dir
+    if cfg.backend == "sim":
+        from infergy.runners.backends.sim import SimulatedBackend  # noqa: PLC0415
+
+        return SimulatedBackend(cfg, spec, gpu)
     if cfg.backend == "onnxruntime":
         from infergy.runners.backends.onnxrt import OnnxRuntimeBackend  # noqa: PLC0415
 

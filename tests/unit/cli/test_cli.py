@@ -186,3 +186,46 @@ def test_version_and_help(capsys):
     assert main(["analyze", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--power" in out and "--align" in out and "--idle-before" in out
+
+
+def _maxq_config(tmp_path):
+    config = tmp_path / "infergy.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "store.db"}"\n[meters]\nsimulated_gpus = 1\n'
+        f'simulated_part = "h200"\nrapl = false\n[maxq]\nstate_dir = "{tmp_path / "state"}"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_maxq_dry_run_prints_the_plan_and_its_time_and_changes_nothing(tmp_path, capsys):
+    config = _maxq_config(tmp_path)
+    rc = main(["maxq", "--config", str(config), "--power-limits", "200:700:50",
+               "--batch-sizes", "256", "--point-duration", "30", "--dry-run", "--json"])  # fmt: skip
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    plan = json.loads(out.out)["plan"]
+    assert plan["grid_points"] == 11 and plan["changes_settings"] is True
+    assert plan["power_limit_range_w"] == [200.0, 700.0] and plan["simulated"] is True
+    assert 0 < plan["expected_measurements"] <= 11
+    assert plan["estimated_s"] > (plan["expected_measurements"] + 2) * 30
+    assert not (tmp_path / "state" / "maxq-restore.json").exists()  # nothing journaled
+    assert not (tmp_path / "state" / "simulated-gpus").exists()  # nothing set, ever
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--power-limits", "150:350:25"], "150, 175 W outside this GPU's allowed range 200-700 W"),
+        (["--power-limits", "200:350:x"], "--power-limits: 'x' in '200:350:x' is not a number"),
+        (["--sm-clocks", "1234"], "1234 MHz is not a supported clock"),
+        (["--batch-sizes", "8", "--objective", "watts"], "--objective"),
+        ([], "error: a sweep needs at least one axis"),
+    ],
+)
+def test_maxq_bad_input_is_one_clear_line_and_exit_2(tmp_path, capsys, args, needle):
+    rc = main(["maxq", "--config", str(_maxq_config(tmp_path)), "--dry-run", *args])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert needle in err.replace("\n", " ")
+    assert "Traceback" not in err

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from infergy.daemon.http_api import build_app
 from infergy.daemon.http_models import ComponentHealth
 from infergy.daemon.jobs import JobSpec
+from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.daemon.scheduler import JobScheduler, JobState
 from infergy.errors import ConfigError
 from tests.unit.daemon.fakes import FakeSessions, settle
@@ -463,8 +464,14 @@ def test_openapi_is_generated_from_the_models() -> None:
     async def body(client: Any, s: JobScheduler, fake: FakeSessions) -> None:
         doc = await (await client.get("/openapi.json")).json()
         assert doc["openapi"] == "3.1.0"
-        assert set(doc["paths"]) == {"/v1/runs", "/v1/runs/{run_id}", "/healthz", "/openapi.json"}
+        assert set(doc["paths"]) == {
+            "/v1/runs", "/v1/runs/{run_id}", "/v1/maxq", "/v1/maxq/{sweep_id}", "/healthz",
+            "/openapi.json",
+        }  # fmt: skip
         schemas = doc["components"]["schemas"]
+        sweep = doc["paths"]["/v1/maxq"]["post"]["requestBody"]["content"]["application/json"]
+        sweep_schema = schemas[sweep["schema"]["$ref"].rsplit("/", 1)[1]]
+        assert set(sweep_schema["properties"]) == set(MaxqSpec.model_fields)
         request = doc["paths"]["/v1/runs"]["post"]["requestBody"]["content"]["application/json"]
         name = request["schema"]["$ref"].rsplit("/", 1)[1]
         spec_schema = schemas[name]
@@ -485,3 +492,42 @@ def _refs(node: Any) -> list[str]:
     if isinstance(node, list):
         return [r for v in node for r in _refs(v)]
     return []
+
+
+# -- /v1/maxq ----------------------------------------------------------------------------------
+
+SWEEP = {"backend": "sim", "power_limits": "300:700:100", "batch_sizes": "256", "point_duration": 5}
+
+
+def test_post_maxq_validates_through_the_sweep_model_and_queues_a_sweep() -> None:
+    async def lookup(sweep_id: str) -> dict[str, Any] | None:
+        return {"sweep_id": sweep_id, "status": "running", "points": [{"index": 1}]}
+
+    async def body(client: Any, s: JobScheduler, fake: FakeSessions) -> None:
+        r = await client.post("/v1/maxq", json=SWEEP | {"power_limits": "150:350:x"})
+        assert r.status == 422
+        data = await r.json()
+        assert [tuple(e["loc"]) for e in data["errors"]] == [("body", "power_limits")]
+        assert "'x'" in data["errors"][0]["msg"] and "is not a number" in data["errors"][0]["msg"]
+        r = await client.post("/v1/maxq", json={"backend": "sim"})  # no axis at all
+        assert r.status == 422 and "at least one axis" in (await r.json())["errors"][0]["msg"]
+        r = await client.post("/v1/maxq", json=SWEEP)
+        assert r.status == 202
+        accepted = await r.json()
+        sweep_id = accepted["run_id"]
+        assert sweep_id.startswith("mq-") and accepted["status_url"] == f"/v1/maxq/{sweep_id}"
+        await fake.wait_started(1)
+        view = await (await client.get(accepted["status_url"])).json()
+        assert view["state"] == "running" and view["spec"]["power_limits"] == "300:700:100"
+        assert view["record"]["points"] == [{"index": 1}]  # the record grows in the store
+        r = await client.delete(accepted["status_url"])
+        assert r.status == 202
+        await settle()
+        assert fake.cancelled == [sweep_id]
+        r = await client.get("/v1/maxq/mq-unknown")
+        assert r.status == 200  # the lookup knows every id here
+        run = (await (await client.post("/v1/runs", json=SPEC)).json())["run_id"]
+        r = await client.delete(f"/v1/maxq/{run}")  # a run is not a sweep
+        assert r.status == 404
+
+    api(body, sweep_lookup=lookup)

@@ -192,3 +192,28 @@ def test_a_setting_the_scenario_ignores_is_refused_as_on_the_command_line(
     assert reply is not None and not reply.ok
     assert "target_qps is a server setting" in reply.body["errors"][0]["msg"]
     assert jobs.submitted == []
+
+
+def test_cmd_maxq_validates_through_the_sweep_model_and_replies_the_sweep_id(jobs: Jobs) -> None:
+    sweeps: list[Any] = []
+
+    async def submit_sweep(spec: Any) -> str:
+        sweeps.append(spec)
+        return "mq-1"
+
+    handler = CommandHandler(jobs.submit, jobs.cancel, timeout_s=1.0, submit_sweep=submit_sweep)
+    body = {"request_id": "s1", "backend": "sim", "power_limits": "200:700:50"}
+    reply = handle(handler, "maxq", body)
+    assert reply == Reply("s1", {"ok": True, "request_id": "s1", "sweep_id": "mq-1"})
+    assert sweeps[0].power_limits == "200:700:50" and jobs.submitted == []
+    bad = handle(handler, "maxq", {"request_id": "s2", "power_limits": "700:200:50"})
+    assert bad is not None and not bad.ok
+    assert bad.body["errors"][0]["loc"] == ["power_limits"]
+    assert "runs backwards" in bad.body["errors"][0]["msg"]
+    without = CommandHandler(jobs.submit, jobs.cancel, timeout_s=1.0)  # a node taking no sweeps
+    refused = handle(without, "maxq", body)
+    assert (
+        refused is not None
+        and "not accepted here (run, cancel)" in refused.body["errors"][0]["msg"]
+    )
+    assert len(sweeps) == 1

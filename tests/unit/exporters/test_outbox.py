@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from infergy.errors import InputError
-from infergy.exporters.outbox import RUNS_LATEST_TOPIC, RUNS_TOPIC, Outbox
+from infergy.exporters.outbox import (
+    MAXQ_LATEST_TOPIC,
+    MAXQ_TOPIC,
+    RUNS_LATEST_TOPIC,
+    RUNS_TOPIC,
+    Outbox,
+)
 from infergy.store.db import Store
 
 
@@ -159,3 +165,19 @@ def test_concurrent_writers_from_threads_lose_nothing_and_keep_their_own_order(
         mine = [x for x in ids if x.startswith(f"t{t}-")]
         assert mine == sorted(mine)
     assert len(run_ids(outbox, RUNS_LATEST_TOPIC)) == 1
+
+
+def test_a_sweep_record_goes_to_maxq_with_one_retained_latest(store: Store) -> None:
+    outbox = Outbox(store)
+    outbox.put_result(result(1))
+    for i in (1, 2):
+        assert outbox.put_sweep({"sweep_id": f"mq-{i}", "status": "ok", "simulated": True})
+    entries = outbox.peek(100)
+    sweeps = [json.loads(e.payload)["sweep_id"] for e in entries if e.topic == MAXQ_TOPIC]
+    latest = [e for e in entries if e.topic == MAXQ_LATEST_TOPIC]
+    assert sweeps == ["mq-1", "mq-2"] and run_ids(outbox) == ["r0001"]
+    assert (
+        len(latest) == 1
+        and latest[0].retain
+        and json.loads(latest[0].payload)["sweep_id"] == "mq-2"
+    )

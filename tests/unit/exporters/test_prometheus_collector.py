@@ -55,6 +55,15 @@ CONTRACT = {  # ARCHITECTURE.md, "Live exports (contract)", plus infergy_source_
     "infergy_last_session_timestamp_seconds": ("scenario", "model", "backend"),
     "infergy_build_info": ("version", "python_version"),
     "infergy_source_info": ("source", "device", "meter_source", "kind", "semantics", "simulated"),
+    # docs/maxq.md, "Live exports"
+    "infergy_maxq_sweeps_total": ("status",),
+    "infergy_maxq_last_sweep_gain_ratio": ("objective", "simulated", "bound"),
+    "infergy_maxq_last_sweep_significant": ("objective", "simulated"),
+    "infergy_maxq_last_sweep_objective": ("objective", "simulated", "settings"),
+    "infergy_maxq_last_sweep_recommended_power_limit_watts": ("objective", "simulated"),
+    "infergy_maxq_last_sweep_recommended_batch_size": ("objective", "simulated"),
+    "infergy_maxq_last_sweep_points": ("objective", "simulated", "kind"),
+    "infergy_maxq_last_sweep_timestamp_seconds": ("objective", "simulated"),
 }
 
 RESULT: dict[str, Any] = {
@@ -470,3 +479,37 @@ def test_incremental_meters_are_polled_without_snapshots() -> None:
     assert sample(
         registry, "infergy_power_watts", source="gpu0", device="counter"
     ) == pytest.approx(300.0)
+
+
+SWEEP: dict[str, Any] = {  # the headline fields of a sweep record (docs/maxq.md)
+    "schema_version": 1, "kind": "infergy-maxq-sweep", "sweep_id": "mq-1", "status": "ok",
+    "simulated": True, "updated_unix_ns": 1_700_000_100_000_000_000,
+    "objective": {"name": "samples-per-joule", "unit": "samples/J"},
+    "search": {"measurements": 8, "grid_points": 21},
+    "recommendation": {
+        "point": {"power_limit_w": 350.0, "batch_size": 256, "precision": "fp16"},
+        "value": 32.3, "baseline_value": 25.0,
+        "gain": {"relative": 0.292, "low": 0.25, "high": 0.334, "significant": True},
+    },
+}  # fmt: skip
+
+
+def test_last_sweep_gauges_say_the_gain_its_interval_and_simulated() -> None:
+    telemetry = LiveTelemetry([], clock=SessionClock())
+    registry = build_registry(telemetry)
+    assert sample(registry, "infergy_maxq_sweeps_total", status="ok") == 0.0
+    assert sample(registry, "infergy_maxq_last_sweep_gain_ratio") is None  # no sweep: absent
+    telemetry.sweep_finished(SWEEP)
+    key = {"objective": "samples-per-joule", "simulated": "true"}
+    assert sample(registry, "infergy_maxq_sweeps_total", status="ok") == 1.0
+    for bound, value in (("estimate", 0.292), ("low", 0.25), ("high", 0.334)):
+        assert sample(registry, "infergy_maxq_last_sweep_gain_ratio", **key, bound=bound) == value
+    assert sample(registry, "infergy_maxq_last_sweep_significant", **key) == 1.0
+    assert sample(registry, "infergy_maxq_last_sweep_objective", **key, settings="default") == 25.0
+    assert sample(registry, "infergy_maxq_last_sweep_recommended_power_limit_watts", **key) == 350.0
+    assert sample(registry, "infergy_maxq_last_sweep_points", **key, kind="grid") == 21.0
+    # a failed sweep without a recommendation: counted, and its gain is absent, never zero
+    telemetry.sweep_finished({**SWEEP, "status": "failed", "recommendation": None})
+    assert sample(registry, "infergy_maxq_sweeps_total", status="failed") == 1.0
+    assert sample(registry, "infergy_maxq_last_sweep_gain_ratio", **key, bound="estimate") is None
+    assert sample(registry, "infergy_maxq_last_sweep_significant", **key) is None

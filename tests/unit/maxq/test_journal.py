@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from infergy.core.gpu_model import H200, L4
 from infergy.maxq.control import GpuSettings
 from infergy.maxq.errors import ControlError, ControlPermissionError, JournalError, RestoreError
 from infergy.maxq.journal import (
@@ -31,7 +32,6 @@ from infergy.maxq.journal import (
     write_journal,
 )
 from infergy.maxq.sim_control import SimulatedGpuControl
-from infergy.meters.gpu_model import H200, L4
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -177,7 +177,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from infergy.maxq.journal import start_changes
     from infergy.maxq.sim_control import SimulatedGpuControl
-    from infergy.meters.gpu_model import H200, L4
+    from infergy.core.gpu_model import H200, L4
     gpus = [SimulatedGpuControl(H200, index=0), SimulatedGpuControl(L4, index=1)]
     start_changes(Path(sys.argv[1]), gpus, sweep_id="killed-sweep")
     gpus[0].set_power_limit_w(300)  # the changes the parent's boards stand in for

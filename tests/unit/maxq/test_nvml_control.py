@@ -239,3 +239,12 @@ def test_the_control_runs_the_injected_check(nvml):
     with pytest.raises(ControlPermissionError):
         control.check_permission()
     assert nvml.calls == [], "the permission check must not touch NVML"
+
+
+def test_memory_lock_support_comes_from_the_compute_capability(control, nvml):
+    assert control.supports_memory_lock() is None  # the binding lacks the call: unknown
+    nvml.nvmlDeviceGetCudaComputeCapability = lambda h: (9, 0)  # H200: Hopper
+    assert control.supports_memory_lock() is True
+    nvml.nvmlDeviceGetCudaComputeCapability = lambda h: (7, 5)  # T4: Turing
+    assert control.supports_memory_lock() is False
+    assert nvml.setter_calls() == []

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from infergy.core.gpu_model import PARTS, ModelSettings, steady_state
 from infergy.maxq.coordinate import CoordinateSearch, make_search
 from infergy.maxq.errors import SearchError
 from infergy.maxq.plan import Axes, SweepPoint
@@ -20,7 +21,6 @@ from infergy.maxq.search import (
     measurement_count,
     run_search,
 )
-from infergy.meters.gpu_model import PARTS, ModelSettings, steady_state
 
 
 def line(n: int) -> list[SweepPoint]:
@@ -256,3 +256,33 @@ def test_batches_tied_at_the_reference_limit_each_get_a_line_search():
         CoordinateSearch(axes, screen_z=0.0), lambda p: Observation(score(p), 0.01)
     )
     assert best_point(without.measured)[0].batch_size == 64, "the case needs the contenders"
+
+
+def test_a_flat_bracket_ends_the_line_search_within_its_tolerance():
+    # a plateau within 0.5 % of its peak across the middle of a 21-point axis
+    points = line(21)
+
+    def score(i: int) -> float:
+        return 100.0 - 0.02 * (i - 10) ** 2 - (5.0 if i < 3 or i > 17 else 0.0)
+
+    def run(tolerance: float) -> tuple[int, int]:
+        search = GoldenSectionSearch(points, tolerance=tolerance)
+        while (p := search.ask()) is not None:
+            search.tell(p, Observation(score(index(p)), 0.1))
+        return measurement_count(search), index(search.best()[0])
+
+    exhaustive, peak = run(0.0)
+    flat, near = run(0.01)
+    assert flat < exhaustive  # fewer probes once the bounds are within 1 % of the best
+    assert score(near) >= 0.99 * score(peak)  # and still within the tolerance of the peak
+    # a steep peak is not flat: the tolerance changes nothing there
+    steep = GoldenSectionSearch(points, tolerance=0.01)
+    while (p := steep.ask()) is not None:
+        steep.tell(p, Observation(100.0 - 3.0 * abs(index(p) - 7), 0.1))
+    assert index(steep.best()[0]) == 7
+
+
+def test_the_tolerance_applies_only_to_a_sweep_of_the_ordered_axis_alone():
+    alone = CoordinateSearch(Axes(power_limits_w=(1.0, 2.0, 3.0), batch_sizes=(8,)))
+    joint = CoordinateSearch(Axes(power_limits_w=(1.0, 2.0, 3.0), batch_sizes=(8, 64)))
+    assert alone.line_tolerance == 0.01 and joint.line_tolerance == 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from infergy.core.gpu_model import H200, T4
 from infergy.maxq.control import GpuControl, GpuSettings, apply_settings
 from infergy.maxq.errors import (
     ControlError,
@@ -12,7 +13,6 @@ from infergy.maxq.errors import (
     UnsupportedSettingError,
 )
 from infergy.maxq.sim_control import SimulatedGpuControl
-from infergy.meters.gpu_model import H200, T4
 
 
 def test_it_implements_the_protocol_and_says_simulated_everywhere():

@@ -102,7 +102,7 @@ def test_open_creates_directories_and_sets_up_wal_and_the_schema(tmp_path: Path)
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     # sqlite_sequence: the outbox's AUTOINCREMENT (ids never reused, so id order is queue order)
-    assert tables == {"runs", "traces", "queries", "outbox", "sqlite_sequence"}
+    assert tables == {"runs", "traces", "queries", "outbox", "sweeps", "sqlite_sequence"}
 
 
 # -- round trips -----------------------------------------------------------------------------
@@ -484,3 +484,21 @@ def test_checkpoints_are_replaced_by_the_run_and_leftovers_marked_aborted(tmp_pa
         assert_same_trace(st.get_traces(other["run_id"])["ac"], t2["ac"])
         assert st.find_result("nope") is None
         assert st.find_result(other["run_id"]) == kept
+
+
+def test_a_sweep_record_is_replaced_as_it_grows_and_an_interrupted_one_is_marked(tmp_path):
+    with Store.open(tmp_path / "s.db") as store:
+        record = {"sweep_id": "mq-1", "status": "running", "created_unix_ns": 5, "points": []}
+        store.save_sweep(record)
+        store.save_sweep({**record, "points": [{"index": 1}]})
+        assert store.get_sweep("mq")["points"] == [{"index": 1}]  # a unique prefix is enough
+        store.save_sweep({"sweep_id": "mq-2", "status": "ok", "created_unix_ns": 9})
+        assert [r["sweep_id"] for r in store.list_sweeps()] == ["mq-2", "mq-1"]
+        assert store.mark_sweeps_interrupted("killed") == ["mq-1"]
+        left = store.get_sweep("mq-1")
+        assert left["status"] == "aborted" and left["problems"] == ["killed"]
+        assert store.find_sweep("mq-3") is None
+        with pytest.raises(InputError, match="ambiguous"):
+            store.resolve_sweep("mq")
+        with pytest.raises(StoreError, match="not storable as JSON"):
+            store.save_sweep({"sweep_id": "mq-4", "status": "ok", "x": float("nan")})

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infergy.meters.gpu_model import (
+from infergy.core.gpu_model import (
     H200,
     PARTS,
     PRECISIONS,

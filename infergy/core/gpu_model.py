@@ -26,7 +26,9 @@ throughputs are of the right order, not fitted to a measurement.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 BISECTION_STEPS = 60
 """Enough for the clock solve to reach well below 1e-9 MHz over any clock range."""
@@ -139,6 +141,32 @@ class ModelSettings:
     power_limit_w: float
     sm_lock_mhz: tuple[int, int] | None = None
     mem_lock_mhz: tuple[int, int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"power_limit_w": 700.0, "sm_lock_mhz": [1200, 1200], "mem_lock_mhz": null}``."""
+        return {
+            "power_limit_w": self.power_limit_w,
+            "sm_lock_mhz": None if self.sm_lock_mhz is None else list(self.sm_lock_mhz),
+            "mem_lock_mhz": None if self.mem_lock_mhz is None else list(self.mem_lock_mhz),
+        }
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> ModelSettings:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            KeyError, TypeError, ValueError: not such an object.
+        """
+        return cls(
+            float(body["power_limit_w"]), _lock(body["sm_lock_mhz"]), _lock(body["mem_lock_mhz"])
+        )
+
+
+def _lock(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    lo, hi = value
+    return int(lo), int(hi)
 
 
 @dataclass(frozen=True)

@@ -257,21 +257,17 @@ class GpuSampler:
         return (t_ns - self._clock.wall0_ns + self._clock.mono0_ns) / 1e9
 
     def _counter_due(self) -> float:
-        update_s = self._counter.phase_period_ns / 1e9
-        period_s = update_s * self._config.counter_poll_factor
-        if self.counter_sparse:  # whole update periods, so the reads stay mid-period
-            updates = max(1, round(self._config.counter_sparse_interval_s / update_s))
-            period_s = max(period_s, updates * update_s)
-        interval_ns = 1e9 * max(period_s, self._config.counter_min_interval_s)
+        c = self._config
+        sparse_s = c.counter_sparse_interval_s if self.counter_sparse else 0.0
+        interval_ns = self._counter.read_interval_ns(
+            c.counter_poll_factor, c.counter_min_interval_s, sparse_s
+        )
         return self._mono_s(self._counter.next_read_ns(self._clock.now_ns(), interval_ns))
 
     def _resync_due(self, after_s: float) -> float:
         """A few ms before the first update after ``after_s`` from now."""
         after_ns = self._clock.now_ns() + round(after_s * 1e9)
-        update_ns = self._counter.next_update_ns(after_ns)
-        if update_ns is None:
-            return self._mono_s(after_ns)
-        return self._mono_s(update_ns - min(8e6, self._counter.phase_period_ns / 4))
+        return self._mono_s(self._counter.resync_start_ns(after_ns))
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn`` in this GPU's worker; a slow call marks the sources down until it returns."""

@@ -6,11 +6,14 @@ Stores and files keep the raw counter and samples (``traces/gpu0.csv``, ``gpu0.s
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
+from infergy.cli.console import render_result
 from infergy.config.settings import Settings
 from infergy.core.trace import QueryLog, Window
 from infergy.daemon.recordings import AnalyzeRequest, analyze_recordings
@@ -79,3 +82,19 @@ def test_the_plots_draw_the_anchored_curve_from_the_stored_raw_traces(tmp_path: 
     assert np.array_equal(curve.t_ns[at_reads], counter.t_ns)
     assert np.allclose(curve.values[at_reads], counter.values, rtol=0, atol=1e-9)
     assert plotted_traces({"gpu0": counter})["gpu0"] is counter  # no samples: as stored
+
+
+def test_the_console_says_which_source_is_anchored_and_drifts(tmp_path: Path) -> None:
+    recorded(tmp_path)
+    req = AnalyzeRequest(
+        power=[f"gpu0={tmp_path / 'gpu0.csv'}", f"gpu0.samples={tmp_path / 'gpu0.samples.csv'}"],
+        queries=tmp_path / "queries.csv",
+        scenario="single-stream",
+    )
+    r = analyze_recordings(req, Settings()).result
+    buf = io.StringIO()
+    render_result(Console(file=buf, width=200, color_system=None), r)
+    rows = [line.split(maxsplit=1) for line in buf.getvalue().splitlines() if line.strip()]
+    kinds = {name: rest for name, *more in rows for rest in more if "nvml" in rest}
+    assert kinds["gpu0"].startswith("nvml, anchored (drift)"), buf.getvalue()
+    assert "anchored" not in kinds["gpu0.samples"]

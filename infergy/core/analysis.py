@@ -25,6 +25,7 @@ from infergy.core.anchored_source import (
     AnchoredFigures,
     anchor_source,
     anchored_figures,
+    edge_read_interval_ns,
     flag_samples,
     read_interval_s,
 )
@@ -278,6 +279,10 @@ class _Context:
             unc = anchored.uncertainty
             counts = anchored.reads  # the counter's own reads, not the curve's knots
         else:
+            if trace.semantics is Semantics.COUNTER:  # read less often than it updates?
+                period = max(
+                    period or trace.nominal_period_ns, edge_read_interval_ns(trace, window)
+                )
             unc = energy_uncertainty(
                 prof,
                 window,

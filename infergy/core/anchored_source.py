@@ -185,6 +185,17 @@ def read_interval_s(counter: Trace, window: Window) -> float | None:
     return float(np.median(np.diff(span))) / NS_PER_S
 
 
+def edge_read_interval_ns(counter: Trace, window: Window) -> int:
+    """The longest of a counter's read intervals holding a window edge (0: none does).
+
+    A counter read every ~1 s is uncertain at an edge by that interval, not its update period.
+    """
+    t = counter.t_ns[np.isfinite(counter.values)]
+    k = np.searchsorted(t, [window.start_ns, window.end_ns], side="right") - 1
+    ok = (k >= 0) & (k < t.size - 1)
+    return int(np.max(t[k[ok] + 1] - t[k[ok]])) if np.any(ok) else 0
+
+
 def _median_weight(curve: AnchoredCurve, window: Window) -> float | None:
     """Median shape weight of the shaped intervals overlapping the window."""
     rows = curve.intervals

@@ -190,3 +190,18 @@ def test_only_a_counter_with_power_samples_is_paired():
     )
     assert alone[0].samples is None, "a GPU without a counter has nothing to anchor"
     assert pair_samples([SourceInput("gpu0", "nvml", counter)])[0].samples is None
+
+
+def test_a_sparse_counter_alone_is_as_uncertain_as_its_read_interval_says():
+    """Without its samples, a counter read every ~1 s: the edge term is the read interval's."""
+    rng = np.random.default_rng(8)
+    sig = periodic_bursts(BUSY_W, IDLE_W, 0.05)
+    q = burst_queries(sig)
+    counter = counter_trace(sig.energy, read_times_ns(rng))  # no dense edges
+    _, r = run([SourceInput("gpu0", "nvml", counter, update_period_ns=S // 10)], q)
+    win = Window.of_queries(q)
+    p = r["power"]["gpu0"]
+    err = abs(p["energy_joules"] - truth_j(sig.energy, win.start_ns, win.end_ns))
+    assert err <= p["uncertainty_joules"], (err, p["uncertainty_parts_joules"])
+    # a 100-ms edge term would claim ~10x less than the ~1-s read intervals allow
+    assert p["uncertainty_parts_joules"]["edges_joules"] > 0.3 * BUSY_W * 0.5

@@ -12,7 +12,9 @@ give the shape in between. Sections:
               (target within 0.1 %), with the anchored uncertainty, the anchoring scale and
               drift, the sparse counter alone and the samples alone for contrast; 40 random
               sub-windows (2-10 s, edges between sparse reads); per-query energy distributions
-              of both (per burst too for the bursty load)
+              of both (per burst too for the bursty load); and evidence on whether the 20-ms
+              samples are instants or 20-ms means (which timing the every-update counter
+              agrees with best)
   cpu         the meter's CPU per GPU during an offline run (after 10 s of settling, with
               dense edges), as the thread CPU time of its worker and event-loop threads:
               anchored vs every update (target <= 1 % of one core); counter reads per second
@@ -45,12 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from infergy.core.analysis import analyze
+from infergy.core.anchored import anchor
 from infergy.core.attribution import InFlight
 from infergy.core.clock import SessionClock
 from infergy.core.energy import window_energy
 from infergy.core.inputs import SourceInput, Workload, pair_samples
 from infergy.core.profile import PowerProfile
-from infergy.core.trace import NS_PER_S, QueryLog, Scenario, Trace, Window
+from infergy.core.trace import NS_PER_S, QueryLog, Scenario, Semantics, Trace, Window
 from infergy.meters.nvml import NvmlMeter, NvmlMeterConfig
 from infergy.meters.nvml_device import NvmlLibrary
 
@@ -119,6 +122,29 @@ def _sub_windows(
             "sparse_counter_vs_ref": _rel(e[:, 2], e[:, 0])}  # fmt: skip
 
 
+def _semantics_probe(ref_counter: Trace, samples: Trace, window: Window) -> dict[str, Any]:
+    """Are the 20-ms samples instants or 20-ms means? (unverified; the meter says instants)
+
+    The every-update counter anchors the samples read as each candidate timing; the one whose
+    per-interval scales scatter least (``scale_spread``, 100-ms intervals) describes them best:
+    instants at their timestamps, shifted by -20..+20 ms, or means over the 20 ms before each.
+    """
+    inside = ref_counter.between(window.start_ns - NS_PER_S, window.end_ns + NS_PER_S)
+    out: dict[str, Any] = {}
+    candidates = {
+        f"instant_{ms:+d}ms": samples.shifted(ms * 1_000_000) for ms in (-20, -10, 0, 10, 20)
+    }
+    candidates["interval_mean"] = Trace(
+        samples.t_ns, samples.values, Semantics.INTERVAL_MEAN, samples.nominal_period_ns
+    )
+    for name, trace in candidates.items():
+        curve = anchor(inside, trace, shrink=False)
+        out[name] = curve.scale.spread
+    spreads = {k: v for k, v in out.items() if v is not None}
+    out["best"] = min(spreads, key=spreads.__getitem__) if spreads else None
+    return out
+
+
 def _compare(load: str, ref: NvmlMeter, anc: NvmlMeter, result: Any) -> dict[str, Any]:
     q = _queries(result)
     window = Window.of_queries(q)
@@ -177,6 +203,7 @@ def _compare(load: str, ref: NvmlMeter, anc: NvmlMeter, result: Any) -> dict[str
             "anchored_vs_reference": _rel(q_anc, q_ref),
         },
         "problems": [p for p in a.result["problems"] if "gpu0" in p],
+        "samples_semantics_probe": _semantics_probe(ref_counter, samples, window),
     }
     if load == "bursty":
         groups = [g for g in _bursts(q) if g.size][1:-1]  # whole bursts only
@@ -317,6 +344,12 @@ def summary(results: dict[str, Any]) -> str:
         lines.append(
             f"         {sw['windows']} sub-windows 2-10 s, |x/ref - 1|: anchored "
             f"{_dist(sw['anchored_vs_ref'])}; sparse counter {_dist(sw['sparse_counter_vs_ref'])}"
+        )
+        sp = r.get("samples_semantics_probe") or {}
+        lines.append(
+            "         samples timing (per-interval scale spread vs the every-update counter): "
+            + ", ".join(f"{k} {v:.5f}" for k, v in sp.items() if isinstance(v, float))
+            + f"; best {sp.get('best')}"
         )
         pq = r["per_query_j"]
         lines.append(f"         per query ({r['queries']}, J): ref {_dist(pq['reference'])}; anchored "

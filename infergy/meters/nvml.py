@@ -2,8 +2,10 @@
 
 Per GPU it provides (naming contract, details in :mod:`infergy.meters.nvml_probe`):
 
-- ``gpu<i>``: the energy counter as a ``counter`` trace in joules, polled at the counter's
-  own update period (measured per GPU at open, ~100 ms on Hopper). The in-band reference.
+- ``gpu<i>``: the energy counter as a ``counter`` trace in joules, read at the counter's own
+  update period (measured per GPU at open, ~100 ms on Hopper), or, with
+  ``counter_sparse_interval_s``, every ~1 s and densely only where :meth:`NvmlMeter.dense_counter`
+  asks (a window's edges): each read costs 2.7-12 ms of CPU. The in-band reference.
 - ``gpu<i>.samples``: the driver's 20-ms power samples (``instant``), read in batches.
 - ``gpu<i>.avg``: NVML's 1-s average power (``interval_mean``, polled at 1 Hz), the figure
   naive tools integrate; kept for comparison.

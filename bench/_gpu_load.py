@@ -23,6 +23,10 @@ class LoadResult:
     queries: int
     samples: int
     latencies_s: list[float] = field(default_factory=list)
+    issue_ns: list[int] = field(default_factory=list)
+    """Each query's (batch's) issue on the session clock (per-query energy)."""
+    complete_ns: list[int] = field(default_factory=list)
+    batch: int = 1
 
     @property
     def duration_s(self) -> float:
@@ -74,6 +78,8 @@ class Workload:
         batch = self.offline_batch if scenario == "offline" else 1
         x = self.inputs[batch]
         latencies: list[float] = []
+        issue: list[int] = []
+        complete: list[int] = []
         model = self.model
         if scenario == "single-stream-graph":  # batch 1 replayed as a CUDA graph: less CPU noise
             model = self._graph(x)
@@ -84,12 +90,51 @@ class Workload:
             queries = 0
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
+                issue.append(clock.now_ns())
                 model(x)
                 torch.cuda.synchronize(self.device)
+                complete.append(clock.now_ns())
                 latencies.append(time.perf_counter() - t0)
                 queries += 1
             end_ns = clock.now_ns()
-        return LoadResult(scenario, start_ns, end_ns, queries, queries * batch, latencies)
+        return LoadResult(scenario, start_ns, end_ns, queries, queries * batch, latencies,
+                          issue, complete, batch)  # fmt: skip
+
+    def run_bursty(
+        self, seconds: float, clock: Any, *, busy_s: float = 0.2, idle_s: float = 0.2,
+        batch: int = 64,
+    ) -> LoadResult:  # fmt: skip
+        """Alternate ``busy_s`` of back-to-back batches of ``batch`` and ``idle_s`` of nothing.
+
+        Batch 64 (not 256) so that a busy stretch ends within a batch (~10 ms on an H200) of
+        ``busy_s``. The idle stretches are slept through: the GPU idles.
+        """
+        torch = self.torch
+        if batch not in self.inputs:
+            self.inputs[batch] = self._make_input(batch)
+        x = self.inputs[batch]
+        issue: list[int] = []
+        complete: list[int] = []
+        latencies: list[float] = []
+        with torch.inference_mode():
+            torch.cuda.synchronize(self.device)
+            start_ns = clock.now_ns()
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                busy_until = time.perf_counter() + busy_s
+                while time.perf_counter() < busy_until:
+                    t0 = time.perf_counter()
+                    issue.append(clock.now_ns())
+                    self.model(x)
+                    torch.cuda.synchronize(self.device)
+                    complete.append(clock.now_ns())
+                    latencies.append(time.perf_counter() - t0)
+                if time.perf_counter() < deadline:
+                    time.sleep(idle_s)
+            end_ns = clock.now_ns()
+        n = len(issue)
+        return LoadResult("bursty", start_ns, end_ns, n, n * batch, latencies, issue, complete,
+                          batch)  # fmt: skip
 
     def _graph(self, x: Any) -> Any:
         """The model on ``x`` captured once as a CUDA graph; calling it replays the graph."""

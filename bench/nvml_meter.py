@@ -151,7 +151,13 @@ def section_e_interference(
 
 
 def _interference(
-    workload: Any, clock: SessionClock, uuid: str, pairs: int, seconds: float, scenario: str
+    workload: Any,
+    clock: SessionClock,
+    uuid: str,
+    pairs: int,
+    seconds: float,
+    scenario: str,
+    config: NvmlMeterConfig | None = None,
 ) -> dict[str, Any]:
     """Many short interleaved runs with and without the meter (ABBA order, 0.5 s to settle).
 
@@ -162,7 +168,7 @@ def _interference(
 
     with_meter: list[float] = []
     without: list[float] = []
-    with NvmlMeter.open(clock=clock, env={"CUDA_VISIBLE_DEVICES": uuid}) as meter:
+    with NvmlMeter.open(clock=clock, config=config, env={"CUDA_VISIBLE_DEVICES": uuid}) as meter:
         workload.run(scenario, 5.0, clock)  # warm-up
         for i in range(pairs):
             for on in (True, False) if i % 2 == 0 else (False, True):

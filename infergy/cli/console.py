@@ -125,7 +125,7 @@ def _power_table(power: Mapping[str, Mapping[str, Any]]) -> Table:
         cov_txt = Text(_num(cov, ".3f"), style="yellow" if cov is not None and cov < 0.95 else "")
         t.add_row(
             name,
-            _KIND_SHORT.get(str(p.get("kind")), str(p.get("kind"))),
+            _kind(p),
             _sig(p.get("energy_joules"), 6),
             _sig(p.get("uncertainty_joules"), 2),
             _num(p.get("average_watts"), ".1f"),
@@ -135,6 +135,16 @@ def _power_table(power: Mapping[str, Mapping[str, Any]]) -> Table:
             _num(p.get("clock_offset_ms"), "+.1f"),
         )
     return t
+
+
+def _kind(p: Mapping[str, Any]) -> Text:
+    """The source's kind; an anchored counter says so (yellow when its samples drift)."""
+    kind = _KIND_SHORT.get(str(p.get("kind")), str(p.get("kind")))
+    anchoring = p.get("anchoring")
+    if not anchoring:
+        return Text(kind)
+    drifted = bool(anchoring.get("drifted"))
+    return Text(f"{kind}, anchored" + (" (drift)" if drifted else ""), "yellow" if drifted else "")
 
 
 def _efficiency_table(eff: Mapping[str, Mapping[str, Any]], mlperf: Mapping[str, Any]) -> Table:

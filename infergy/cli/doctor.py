@@ -1,7 +1,8 @@
 """``infergy doctor``: what is present and usable on this host, with a hint for what is not.
 
 It checks, read-only: NVML (driver, NVML and CUDA driver versions; per GPU which signals work:
-energy counter, power sample buffer, field values, power limit, clocks...), RAPL, serial ports
+energy counter, power sample buffer, field values, power limit, clocks..., and whether its
+20-ms samples agree with its energy counter over a few seconds), RAPL, serial ports
 for an analyzer, the inference backends (TensorRT, ONNX Runtime, PyTorch) and MLPerf LoadGen.
 Heavy or fragile imports (TensorRT, PyTorch) run in a child process: TensorRT is only imported,
 never asked for a runtime (that crashes without a GPU). ``infergy doctor`` exits 0 when the
@@ -36,6 +37,7 @@ from rich.text import Text
 from infergy import __version__
 from infergy.errors import GpuError
 from infergy.meters.gpu import GpuDevice
+from infergy.meters.nvml_agreement import AGREEMENT_S, Agreement, counter_agreement
 from infergy.meters.nvml_device import NvmlLibrary, NvmlVersions
 from infergy.meters.nvml_probe import NvmlMeterConfig, probe_gpu
 from infergy.meters.rapl import DEFAULT_ROOT, probe_rapl
@@ -106,8 +108,14 @@ def check_infergy() -> Check:
     return Check("infergy", "ok", detail)
 
 
-def check_nvml(open_library: Callable[[], Any] = NvmlLibrary) -> list[Check]:
-    """NVML and, per visible GPU, which read-only signals work (one read of each)."""
+def check_nvml(
+    open_library: Callable[[], Any] = NvmlLibrary, agreement_s: float = AGREEMENT_S
+) -> list[Check]:
+    """NVML and, per visible GPU, which read-only signals work (one read of each).
+
+    Each GPU is then sampled for ``agreement_s`` (0 skips it) to tell whether its 20-ms samples
+    agree with its energy counter.
+    """
     try:
         library = open_library().open()
     except GpuError as err:
@@ -124,7 +132,8 @@ def check_nvml(open_library: Callable[[], Any] = NvmlLibrary) -> list[Check]:
             detail += "; " + "; ".join(notes)
         checks = [Check("nvml", "ok" if gpus else "warn", detail, None, data)]
         with ThreadPoolExecutor(max_workers=max(1, len(gpus))) as pool:
-            checks += list(pool.map(_check_gpu, [f"gpu{i}" for i in range(len(gpus))], gpus))
+            names = [f"gpu{i}" for i in range(len(gpus))]
+            checks += list(pool.map(_check_gpu, names, gpus, [agreement_s] * len(gpus)))
         return checks
     finally:
         library.close()
@@ -134,7 +143,7 @@ _SIGNALS = ("counter", "samples", "instant", "average", "power_limit", "clocks",
             "temperature", "clock_events", "utilization", "memory_power")  # fmt: skip
 
 
-def _check_gpu(source: str, gpu: GpuDevice) -> Check:
+def _check_gpu(source: str, gpu: GpuDevice, agreement_s: float = 0.0) -> Check:
     ident = gpu.identity
     try:
         caps = probe_gpu(gpu, NvmlMeterConfig(calibration_timeout_s=1.5))
@@ -164,7 +173,25 @@ def _check_gpu(source: str, gpu: GpuDevice) -> Check:
     hint = (
         None if has_power else "no power signal answers: check the driver (nvidia-smi -q -d POWER)"
     )
-    return Check(source, "ok" if has_power else "error", detail, hint, data)
+    status = "ok" if has_power else "error"
+    agreement = _agreement(source, gpu, agreement_s) if has_power and agreement_s > 0 else None
+    data["counter_agreement"] = agreement.as_dict() if agreement is not None else None
+    if agreement is not None:
+        detail += f"; {agreement.verdict}"
+        if agreement.drifted:
+            status = "warn"
+            hint = (
+                f"{source}'s energy stays counter-true (its samples are anchored to the counter);"
+                f" figures of {source}.samples alone are off by that factor"
+            )
+    return Check(source, status, detail, hint, data)
+
+
+def _agreement(source: str, gpu: GpuDevice, seconds: float) -> Agreement | None:
+    try:
+        return counter_agreement(gpu, seconds=seconds, source=source)
+    except GpuError:
+        return None
 
 
 def check_rapl(root: Path = DEFAULT_ROOT) -> Check:

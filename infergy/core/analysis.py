@@ -4,6 +4,10 @@
 or LoadGen's counts, and the window; it aligns, integrates, applies MLPerf's rules beside the
 time-weighted figures, apportions energy to queries, and returns the result object of
 ARCHITECTURE.md ("Result") with every problem it found listed rather than hidden.
+
+An energy counter given with its dense power samples (``SourceInput.samples``) is anchored to
+them first, and every figure of that source, the GPU sum and the per-query split use the
+anchored curve (:mod:`infergy.core.anchored_source`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infergy.core import figures
+from infergy.core.anchored import AnchoredCurve
+from infergy.core.anchored_source import (
+    AnchoredFigures,
+    anchor_source,
+    anchored_figures,
+    edge_read_interval_ns,
+    flag_samples,
+    read_interval_s,
+)
 from infergy.core.attribution import InFlight
 from infergy.core.clock import OffsetEstimate, offset_by_xcorr
 from infergy.core.combine import sum_traces
@@ -39,10 +52,16 @@ _MAX_GAPS_LISTED = 20
 
 @dataclass(frozen=True)
 class Analysis:
-    """The result object (JSON-ready) and the host-clock traces it was computed from."""
+    """The result object (JSON-ready) and the host-clock traces it was computed from.
+
+    ``traces`` are the sources as recorded (an anchored counter as its raw reads, beside its
+    samples) plus the GPU sum; ``anchored`` the curves the anchored sources were reported
+    from (rebuilt from the raw traces by :func:`infergy.core.anchored_source.anchored_curves`).
+    """
 
     result: dict[str, Any]
     traces: dict[str, Trace] = field(default_factory=dict)
+    anchored: dict[str, AnchoredCurve] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -94,7 +113,8 @@ def analyze(
         power[name], efficiency[name] = p, e
         ctx.notes.extend(notes)
         ctx.degraded |= degraded
-    ctx.notes.extend(_apportioning_note(ctx))
+    flag_samples(power, ctx.curves)
+    ctx.notes.extend(_apportioning_note(ctx, power))
     if not any(p["energy_joules"] is not None for p in power.values()):
         msg = "no power source has a valid sample inside the measured window"
         raise AnalysisError(
@@ -124,7 +144,7 @@ def analyze(
         "provenance": dict(identity.get("provenance", {})),
     }
     ctx.notes.extend(f"note: {n}" for n in workload.rule.notes)
-    return Analysis(result, ctx.traces)
+    return Analysis(result, ctx.traces | ctx.raw, dict(ctx.curves))
 
 
 def _mlperf_entry(workload: Workload) -> dict[str, Any]:
@@ -154,6 +174,12 @@ class _Context:
     kinds: dict[str, str] = field(default_factory=dict)
     idle_w: dict[str, float | None] = field(default_factory=dict)
     flight: InFlight | None = None
+    curves: dict[str, AnchoredCurve] = field(default_factory=dict)
+    """Anchored sources' curves (their ``traces`` entry is the curve's trace)."""
+    raw: dict[str, Trace] = field(default_factory=dict)
+    """Anchored sources' raw counters on the host clock."""
+    anchor_samples: dict[str, Trace] = field(default_factory=dict)
+    """Anchored sources' samples on the host clock."""
 
     @property
     def gpus(self) -> list[SourceInput]:
@@ -164,6 +190,8 @@ class _Context:
         for s in self.sources:
             self.traces[s.name], self.offsets[s.name] = _apply_offset(s)
             self.profiles[s.name] = PowerProfile.of(self.traces[s.name], gap)
+            if s.samples is not None:
+                self.anchor(s)
             self.kinds[s.name] = s.kind
             self.idle_w[s.name] = s.idle_w
         gpus = [g.name for g in self.gpus]
@@ -180,6 +208,20 @@ class _Context:
             self.idle_w["gpus"] = None if None in idle else float(sum(i or 0.0 for i in idle))
         if self.workload.queries is not None:
             self.flight = InFlight.of(self.workload.queries)
+
+    def anchor(self, s: SourceInput) -> None:
+        """Replace a counter's trace and profile by its anchored curve's (same offset)."""
+        assert s.samples is not None
+        off = self.offsets[s.name]
+        shift = off.offset_ns if off is not None and off.accepted else 0
+        samples = s.samples.shifted(shift) if shift else s.samples
+        curve = anchor_source(self.traces[s.name], samples, self.opts.gap_factor)
+        if curve is None:
+            self.notes.append(f"note: {s.name}: its samples cannot anchor it: the counter alone")
+            return
+        self.raw[s.name], self.anchor_samples[s.name] = self.traces[s.name], samples
+        self.curves[s.name] = curve
+        self.traces[s.name], self.profiles[s.name] = curve.trace, curve.profile
 
     def align(self) -> None:
         """Estimate and apply the offset of every non-NVML source without a given one."""
@@ -224,14 +266,35 @@ class _Context:
         off = self.offsets.get(name)
         applied = off if off is not None and off.accepted else None
         period = next((s.update_period_ns for s in self.sources if s.name == name), None)
-        unc = energy_uncertainty(
-            prof,
-            window,
-            update_period_ns=period,
-            offset_uncertainty_ns=applied.uncertainty_ns if applied else None,
-        )
+        anchored: AnchoredFigures | None = None
+        if name in self.curves:
+            anchored = anchored_figures(
+                name,
+                self.curves[name],
+                self.raw[name],
+                self.anchor_samples[name],
+                window,
+                offset_uncertainty_ns=applied.uncertainty_ns if applied else None,
+            )
+            unc = anchored.uncertainty
+            counts = anchored.reads  # the counter's own reads, not the curve's knots
+        else:
+            if trace.semantics is Semantics.COUNTER:  # read less often than it updates?
+                period = max(
+                    period or trace.nominal_period_ns, edge_read_interval_ns(trace, window)
+                )
+            unc = energy_uncertainty(
+                prof,
+                window,
+                update_period_ns=period,
+                offset_uncertainty_ns=applied.uncertainty_ns if applied else None,
+            )
+            counts = we
         has = we.covered_s > 0
         notes = figures.source_problems(name, we, window, self.opts)
+        if counts.resets and not we.resets:
+            notes.append(f"{name}: energy counter reset {counts.resets} time(s) inside the window")
+        notes += anchored.notes if anchored is not None and has else []
         degraded = we.coverage < self.opts.degraded_coverage
         mlperf_w = self.mlperf_mean(name, notes)
         energy_j = we.energy_j if has else None
@@ -242,9 +305,9 @@ class _Context:
             "average_watts": we.average_w,
             "mlperf_average_watts": mlperf_w,
             "idle_watts": self.idle_w.get(name),
-            "samples": we.samples,
-            "invalid_samples": we.invalid_samples,
-            "resets": we.resets,
+            "samples": counts.samples,
+            "invalid_samples": counts.invalid_samples,
+            "resets": counts.resets,
             "coverage": we.coverage,
             "gaps": [
                 {"start_unix_ns": a, "duration_s": (b - a) / NS_PER_S}
@@ -255,6 +318,8 @@ class _Context:
             "clock_offset_ms": applied.offset_ms if applied else None,
             "clock_offset": figures.offset_dict(off),
         }
+        if anchored is not None:
+            power["anchoring"] = anchored.entry if has else None
         eff = figures.efficiency(
             energy_j=energy_j,
             mlperf_w=mlperf_w,
@@ -311,21 +376,38 @@ def _apply_offset(s: SourceInput) -> tuple[Trace, OffsetEstimate | None]:
     return s.trace, s.offset
 
 
-def _apportioning_note(ctx: _Context) -> list[str]:
+def _resolution_ns(ctx: _Context, power: Mapping[str, Any], name: str) -> int:
+    """A source's time resolution for the per-query split.
+
+    An anchored curve resolves the samples' period where their shape was kept, the counter's
+    read interval where it was mostly noise; a plain counter its read interval (at least its
+    update period); the GPU sum the coarsest of its GPUs'.
+    """
+    if name == "gpus":
+        return max((_resolution_ns(ctx, power, g.name) for g in ctx.gpus), default=0)
+    block = (power.get(name) or {}).get("anchoring")
+    if name in ctx.curves and block:
+        return round(float(block["effective_resolution_ms"]) * 1e6)
+    trace = ctx.traces[name]
+    if trace.semantics is Semantics.COUNTER:
+        reads_s = read_interval_s(trace, ctx.window)
+        if reads_s is not None:
+            return max(trace.nominal_period_ns, round(reads_s * NS_PER_S))
+    return trace.nominal_period_ns
+
+
+def _apportioning_note(ctx: _Context, power: Mapping[str, Any]) -> list[str]:
     """One note naming the sources whose per-query split is coarser than the queries."""
     if ctx.flight is None:
         return []
     latency_ns = ctx.flight.median_latency_ns
-    coarse = {
-        n: t.nominal_period_ns
-        for n, t in ctx.traces.items()
-        if t.nominal_period_ns > 2 * latency_ns
-    }
+    periods_ns = {n: _resolution_ns(ctx, power, n) for n in ctx.traces}
+    coarse = {n: p for n, p in periods_ns.items() if p > 2 * latency_ns}
     if not coarse:
         return []
     periods = sorted(set(coarse.values()))
     span = f"{periods[0] / 1e6:g}" + (f"-{periods[-1] / 1e6:g}" if len(periods) > 1 else "")
     return [
         f"note: per-query energy of {', '.join(coarse)} is an apportioning estimate "
-        f"(update period {span} ms vs median query latency {latency_ns / 1e6:.3g} ms)"
+        f"(resolution {span} ms vs median query latency {latency_ns / 1e6:.3g} ms)"
     ]

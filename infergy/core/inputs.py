@@ -6,7 +6,8 @@ Plain data, shared by :mod:`.analysis` (which computes a result from them) and :
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from infergy.core.trace import (
     MULTI_STREAM_SAMPLES_PER_QUERY,
     QueryLog,
     Scenario,
+    Semantics,
     Trace,
     Window,
 )
@@ -38,6 +40,9 @@ class SourceInput:
         update_period_ns: measured update period (a counter's), for the edge uncertainty.
         mlperf_samples: every sample line as MLPerf's checker reads it (timestamps as written,
             repeats and overrange values kept), for its mean; None: the trace's samples.
+        samples: for an energy counter, the same device's dense power samples on the same
+            clock (NVML's 20-ms buffer): the analysis then anchors them to the counter
+            (:mod:`infergy.core.anchored`); None: the counter alone.
     """
 
     name: str
@@ -47,6 +52,31 @@ class SourceInput:
     idle_w: float | None = None
     update_period_ns: int | None = None
     mlperf_samples: tuple[I64, F64] | None = None
+    samples: Trace | None = None
+
+
+SAMPLES_SUFFIX = ".samples"
+"""A source ``X.samples`` holds the dense power samples of the counter source ``X``."""
+
+
+def pair_samples(sources: Sequence[SourceInput]) -> list[SourceInput]:
+    """Give each counter source ``X`` the trace of source ``X.samples``, when both are there.
+
+    The samples stay a source of their own as well (their figures are reported beside the
+    counter's). A source that already carries samples, or is not a counter, is left alone.
+    """
+    by_name = {s.name: s for s in sources}
+    out = []
+    for s in sources:
+        sibling = by_name.get(s.name + SAMPLES_SUFFIX)
+        pairs = (
+            s.samples is None
+            and sibling is not None
+            and s.trace.semantics is Semantics.COUNTER
+            and sibling.trace.semantics is not Semantics.COUNTER
+        )
+        out.append(dataclasses.replace(s, samples=sibling.trace) if pairs and sibling else s)
+    return out
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ Parts, each in joules, combined as a root-sum-square (they are independent of ea
 - ``quantization``: a counter's resolution (1 mJ for NVML's energy counter).
 - ``clock_offset``: the offset's uncertainty times the power change across the window: shifting
   the window by d changes its energy by about ``d * (P(end) - P(start))``.
+- ``shape`` and ``extrapolation``: only for an energy counter anchored to dense power samples
+  (:mod:`infergy.core.anchored_window`); None for every other source.
 """
 
 from __future__ import annotations
@@ -32,11 +34,20 @@ class UncertaintyParts:
     edges_j: float
     quantization_j: float | None
     clock_offset_j: float | None
+    shape_j: float | None = None
+    extrapolation_j: float | None = None
 
     @property
     def total_j(self) -> float:
         """Root-sum-square of the parts that apply."""
-        parts = (self.analyzer_j, self.edges_j, self.quantization_j, self.clock_offset_j)
+        parts = (
+            self.analyzer_j,
+            self.edges_j,
+            self.quantization_j,
+            self.clock_offset_j,
+            self.shape_j,
+            self.extrapolation_j,
+        )
         return math.sqrt(sum(p * p for p in parts if p is not None))
 
     def as_dict(self) -> dict[str, float | None]:
@@ -46,6 +57,8 @@ class UncertaintyParts:
             "edges_joules": self.edges_j,
             "quantization_joules": self.quantization_j,
             "clock_offset_joules": self.clock_offset_j,
+            "shape_joules": self.shape_j,
+            "extrapolation_joules": self.extrapolation_j,
         }
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 
 from infergy.config.settings import Settings
 from infergy.core.clock import OffsetEstimate, SessionClock
-from infergy.core.inputs import SourceInput
+from infergy.core.inputs import SourceInput, pair_samples
 from infergy.core.trace import Trace
 from infergy.daemon.sim_devices import (
     EMULATED_INTERVAL_MS,
@@ -31,7 +32,7 @@ from infergy.daemon.sim_devices import (
     open_emulated,
 )
 from infergy.errors import ConfigError, InfergyError, MeterError
-from infergy.meters.base import DEFAULT_CAPACITY, Meter, SourceInfo
+from infergy.meters.base import DEFAULT_CAPACITY, DenseAtEdges, Meter, SourceInfo
 from infergy.meters.gpu_sim import SimulatedGpu
 from infergy.meters.nvml import NvmlMeter
 from infergy.meters.nvml_probe import NvmlMeterConfig
@@ -47,6 +48,12 @@ SIMULATED_BOARDS_DIR = "simulated-gpus"
 """Below the MaxQ state dir: one settings file per modelled simulated board."""
 FOLLOW_PERIOD_S = 0.02
 """Simulated devices follow the load's mean activity over this period."""
+FIRST_ISSUE_WAIT_S = 30.0
+"""Dense counter reads asked for before the measured run last at most this long if its first
+query never comes (then the first query asks again)."""
+REARM_IDLE_S = 0.5
+"""During the measured run, a query after this long with nothing in flight may start the
+window again (an Offline attempt re-run): the counter is read densely around it too."""
 
 
 @dataclass
@@ -72,6 +79,9 @@ class MeterSet:
     _activity: ActivityMean = field(default_factory=ActivityMean)
     _follower: threading.Thread | None = None
     _follow_stop: threading.Event = field(default_factory=threading.Event)
+    _edge_armed: bool = False  # the next query issued may start the window
+    _measuring: bool = False
+    _idle_since_s: float | None = None
 
     # -- construction --------------------------------------------------------------------------
 
@@ -161,6 +171,8 @@ class MeterSet:
         nv = settings.meters.nvml
         return NvmlMeterConfig(
             counter_poll_factor=nv.counter_poll_factor,
+            counter_sparse_interval_s=nv.counter_sparse_interval_s,
+            counter_dense_span_s=nv.counter_dense_span_s,
             samples_read_interval_s=nv.samples_read_interval_s,
             context_interval_s=nv.context_interval_s,
         )
@@ -248,6 +260,42 @@ class MeterSet:
         :data:`FOLLOW_PERIOD_S` (:meth:`_follow`), so energy is conserved however fast it flips.
         """
         self._activity.set(min(1.0, samples / self._in_flight_saturation))
+        if not self._measuring:
+            return
+        if samples <= 0:
+            if self._idle_since_s is None:
+                self._idle_since_s = time.monotonic()
+            return
+        idle_since, self._idle_since_s = self._idle_since_s, None
+        rearm = idle_since is not None and time.monotonic() - idle_since >= REARM_IDLE_S
+        if self._edge_armed or rearm:
+            self._edge_armed = False
+            self.dense_counter(None)  # from the first query on: the span
+
+    def window_start_near(self) -> None:
+        """The measured run starts now: read energy counters densely until its first query.
+
+        From that query on, the dense span still runs, so the window's start sits among dense
+        reads. Every GPU of the meters is asked (a session's CUDA ordinals need not be the
+        meter's source numbers, and a dense span on another GPU costs only a little CPU).
+        """
+        self._edge_armed, self._measuring, self._idle_since_s = True, True, None
+        self.dense_counter(FIRST_ISSUE_WAIT_S)
+
+    def window_end_near(self) -> None:
+        """The measured run ended: read energy counters densely for the span (in the tail)."""
+        self._measuring = self._edge_armed = False
+        self.dense_counter(None)
+
+    def dense_counter(self, for_s: float | None, gpus: Sequence[str] | None = None) -> None:
+        """Ask the meters that read a reference sparsely to read it densely for ``for_s``.
+
+        None: each meter's configured span. Other meters are not concerned.
+        """
+        for meter in self.meters:
+            if isinstance(meter, DenseAtEdges):
+                with contextlib.suppress(InfergyError):  # a GPU that is not this meter's
+                    meter.dense_counter(for_s, gpus)
 
     def _follow(self) -> None:
         """Thread: every FOLLOW_PERIOD_S, hand the mean activity to the simulated devices."""
@@ -305,7 +353,10 @@ class MeterSet:
     # -- reading back --------------------------------------------------------------------------
 
     def source_inputs(self, start_ns: int | None = None) -> list[SourceInput]:
-        """Every source's trace so far (from ``start_ns`` if given), ready for the analysis."""
+        """Every source's trace so far (from ``start_ns`` if given), ready for the analysis.
+
+        An energy counter ``gpu<i>`` carries its ``gpu<i>.samples`` for anchoring.
+        """
         inputs = []
         for meter, info in self.sources():
             trace = meter.snapshot(info.name, start_ns)
@@ -326,7 +377,7 @@ class MeterSet:
                     update_period_ns=info.nominal_period_ns,
                 )
             )
-        return inputs
+        return pair_samples(inputs)
 
     def describe(self) -> dict[str, Any]:
         """Provenance of the sources: devices, semantics, simulated flags, clock offsets."""

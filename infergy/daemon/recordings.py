@@ -22,7 +22,7 @@ from infergy import __version__
 from infergy.config.settings import Settings
 from infergy.core.analysis import analyze
 from infergy.core.clock import OffsetEstimate
-from infergy.core.inputs import AnalysisOptions, SourceInput, Workload
+from infergy.core.inputs import AnalysisOptions, SourceInput, Workload, pair_samples
 from infergy.core.mlperf import INFERABLE
 from infergy.core.trace import NS_PER_S, QueryLog, Scenario, Trace, Window
 from infergy.daemon.submission import submission_checks, testing_dir
@@ -34,16 +34,18 @@ from infergy.formats.ptd import PtdLog, uncertainty_warnings
 from infergy.store.names import new_run_id
 
 T = TypeVar("T")
-_SOURCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_SOURCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}(\.samples)?")
 _KINDS = (
     (re.compile(r"gpu\d+"), "nvml"),
+    (re.compile(r"gpu\d+\.samples"), "nvml"),
     (re.compile(r"ac\d*"), "analyzer"),
     (re.compile(r"cpu\d*"), "rapl"),
     (re.compile(r"sim\d*"), "sim"),
 )
 _KIND_HINT = (
-    "name it by its kind: gpu0, gpu1... (NVML), ac, ac1... (analyzer), cpu (RAPL), sim "
-    "(gpus, the GPUs' sum, is added by the analysis)"
+    "name it by its kind: gpu0, gpu1... (NVML; gpu0.samples: gpu0's 20-ms power samples, which "
+    "anchor its energy counter), ac, ac1... (analyzer), cpu (RAPL), sim (gpus, the GPUs' sum, "
+    "is added by the analysis)"
 )
 IDLE_GUARD_NS = 1_000_000_000
 """``--idle-before`` ends this long before the window, so the load's ramp is not counted."""
@@ -215,7 +217,7 @@ def _load_sources(
         if loaded.ptd is not None:
             ptd_logs[name] = loaded.ptd
         inputs[name] = {"path": str(path), "format": loaded.format, "sha256": _sha256(path)}
-    return sources, inputs, ptd_logs
+    return pair_samples(sources), inputs, ptd_logs
 
 
 def _checker_problems(
@@ -309,7 +311,8 @@ def _pairs(items: Sequence[str], opt: str, convert: Callable[[str], T]) -> dict[
             raise InputError(msg, hint=f"e.g. {opt} ac=...")
         if not _SOURCE_NAME.fullmatch(name):
             msg = f"{opt}: bad source name {name!r}"
-            raise InputError(msg, hint="lower-case letters, digits and _; e.g. gpu0, ac, cpu")
+            hint = "lower-case letters, digits and _; e.g. gpu0, gpu0.samples, ac, cpu"
+            raise InputError(msg, hint=hint)
         if name in out:
             msg = f"{opt} gives source {name!r} twice"
             raise InputError(msg)

@@ -245,7 +245,11 @@ class Session:
                 st.notes.append("no warm-up: the analyzer's ranging pass was skipped")
             self._phase(st, "run", self.spec.duration)
             st.run_started_ns = st.clock.now_ns()
-            run = st.outcome = await runner.run(on_progress=self._on_progress(st))
+            meter_set.window_start_near()  # dense counter reads around the window's edges
+            try:
+                run = st.outcome = await runner.run(on_progress=self._on_progress(st))
+            finally:
+                meter_set.window_end_near()
             self._phase(st, "tail", self.settings.session.tail_s)
             await asyncio.sleep(self.settings.session.tail_s)
         finally:

@@ -16,6 +16,16 @@ engine of the analysis), applied one sample at a time:
 
 Uncovered time is left out of both energy and time, so a gap never reads as zero watts.
 
+An energy counter read sparsely (NVML's, every ~1 s) would show a live power that lags by up
+to a read interval and steps once a second. :class:`AnchoredLivePower` keeps the last few
+seconds of the counter and of its 20-ms samples and, at each poll, anchors them
+(:mod:`infergy.core.anchored`) and takes the curve's mean power over the newest ``window_s``:
+the samples' resolution at the counter's scale. It is recomputed from raw data each time
+rather than fed to a :class:`LiveSource` incrementally, because the curve after the last read
+is provisional (extrapolated at the nearest scale) until the next read anchors it. The
+source's ``energy_joules_total`` stays on the raw counter: exact at every read, and a
+Prometheus counter must never go back, which a revised extrapolation would make it do.
+
 This module also names sources for the exports (:func:`split_source`).
 """
 
@@ -27,8 +37,9 @@ from collections import deque
 import numpy as np
 import numpy.typing as npt
 
+from infergy.core.anchored_source import anchor_source
 from infergy.core.profile import DEFAULT_GAP_FACTOR
-from infergy.core.trace import NS_PER_S, Semantics
+from infergy.core.trace import NS_PER_S, Semantics, Trace
 
 PRIMARY_DEVICES: dict[Semantics, str] = {
     Semantics.COUNTER: "counter",
@@ -149,3 +160,78 @@ class LiveSource:
         _t0, e0, c0 = self._points[0]
         _t1, e1, c1 = self._points[-1]
         return (e1 - e0) / ((c1 - c0) / NS_PER_S) if c1 > c0 else None
+
+
+class AnchoredLivePower:
+    """Live power of a sparsely read counter from its dense samples anchored to it.
+
+    Args:
+        counter_period_ns: the counter's nominal update period.
+        samples_semantics: the samples' semantics (``instant`` for NVML's buffer).
+        samples_period_ns: the samples' period.
+        window_s: live power is the curve's mean power over this much of the newest time.
+        lookback_s: raw data kept to anchor (several counter intervals before the window).
+    """
+
+    def __init__(
+        self,
+        counter_period_ns: int,
+        samples_semantics: Semantics,
+        samples_period_ns: int,
+        *,
+        window_s: float = 1.0,
+        lookback_s: float = 8.0,
+    ) -> None:
+        self.window_ns = round(window_s * NS_PER_S)
+        self.lookback_ns = round(max(lookback_s, window_s) * NS_PER_S)
+        self._counter = _Recent(Semantics.COUNTER, counter_period_ns)
+        self._samples = _Recent(Semantics(samples_semantics), samples_period_ns)
+
+    def add_counter(self, t_ns: npt.NDArray[np.int64], joules: npt.NDArray[np.float64]) -> None:
+        """New counter readings (increasing times)."""
+        self._counter.add(t_ns, joules, self.lookback_ns)
+
+    def add_samples(self, t_ns: npt.NDArray[np.int64], watts: npt.NDArray[np.float64]) -> None:
+        """New power samples (increasing times)."""
+        self._samples.add(t_ns, watts, self.lookback_ns)
+
+    def power_w(self) -> float | None:
+        """The anchored curve's mean power over the newest window; None when it is unknown."""
+        counter, samples = self._counter.trace(), self._samples.trace()
+        if counter is None or samples is None:
+            return None
+        if samples.t_ns[-1] < counter.t_ns[-1] - self.window_ns:
+            return None  # the samples stopped: nothing to shape the newest window with
+        curve = anchor_source(counter, samples)
+        if curve is None:
+            return None
+        end = int(min(samples.t_ns[-1], curve.trace.t_ns[-1]))
+        watts = float(curve.profile.mean_power_w([end - self.window_ns], [end])[0])
+        return watts if math.isfinite(watts) else None
+
+
+class _Recent:
+    """The newest samples of one signal, up to a time span."""
+
+    def __init__(self, semantics: Semantics, period_ns: int) -> None:
+        self.semantics, self.period_ns = semantics, int(period_ns)
+        self._t: deque[int] = deque()
+        self._v: deque[float] = deque()
+
+    def add(
+        self, t_ns: npt.NDArray[np.int64], values: npt.NDArray[np.float64], keep_ns: int
+    ) -> None:
+        for t, v in zip(t_ns.tolist(), values.tolist(), strict=True):
+            if not self._t or t > self._t[-1]:
+                self._t.append(int(t))
+                self._v.append(float(v))
+        while self._t and self._t[0] < self._t[-1] - keep_ns:
+            self._t.popleft()
+            self._v.popleft()
+
+    def trace(self) -> Trace | None:
+        if len(self._t) < 2:
+            return None
+        t = np.fromiter(self._t, dtype=np.int64, count=len(self._t))
+        v = np.fromiter(self._v, dtype=np.float64, count=len(self._v))
+        return Trace(t, v, self.semantics, self.period_ns)

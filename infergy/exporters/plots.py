@@ -4,8 +4,10 @@ The two histograms have log axes and log-spaced bins (a run's latencies span dec
 linear axis every query fell into one bin). Titles say only what the result knows.
 
 Drawn from the same objects the store keeps (result, traces, query log), so ``infergy plot
-RUN_ID`` redraws them identically from the store. Simulated sources are labelled SIMULATED in
-every legend. matplotlib runs on the Agg backend: no display is needed.
+RUN_ID`` redraws them identically from the store. An energy counter stored beside its samples
+(``gpu0`` and ``gpu0.samples``) is drawn, and split between queries, as the analysis reported
+it: anchored to its samples (:func:`plotted_traces`). Simulated sources are labelled SIMULATED
+in every legend. matplotlib runs on the Agg backend: no display is needed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from infergy.core.anchored_source import anchored_curves
 from infergy.core.attribution import InFlight
 from infergy.core.profile import PowerProfile
 from infergy.core.trace import NS_PER_S, QueryLog, Semantics, Trace, Window
@@ -43,6 +46,7 @@ def draw_run_plots(
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    traces = plotted_traces(traces)
     window = Window(result["window"]["start_unix_ns"], result["window"]["end_unix_ns"])
     label = plot_title(result)
     written = []
@@ -58,6 +62,11 @@ def draw_run_plots(
     finally:
         plt.close("all")
     return written
+
+
+def plotted_traces(traces: Mapping[str, Trace]) -> dict[str, Trace]:
+    """The traces as drawn: each counter with stored samples replaced by its anchored curve."""
+    return dict(traces) | {name: c.trace for name, c in anchored_curves(traces).items()}
 
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:

@@ -8,6 +8,10 @@ cheap to take at every scrape. :class:`LiveTelemetry` is the service's implement
   service runs :meth:`LiveTelemetry.run` in its TaskGroup; each poll reads only the samples
   after the last one seen) and keeps running energy and windowed power per source
   (:class:`~infergy.exporters.live_power.LiveSource`), so a scrape never touches a trace;
+  an energy counter with a ``.samples`` sibling (NVML's, read sparsely) shows the power of
+  its samples anchored to it over the last few seconds
+  (:class:`~infergy.exporters.live_power.AnchoredLivePower`), its energy total stays the
+  raw counter's;
 - it reads GPU context (power limit, clocks, temperature, clock-event reasons) from any meter
   that also satisfies :class:`GpuContextSource` (the NVML meter does, through its public
   ``gpus`` and ``context()``);
@@ -35,9 +39,10 @@ import numpy.typing as npt
 
 from infergy import __version__
 from infergy.core.clock import SessionClock
-from infergy.core.trace import NS_PER_S
+from infergy.core.inputs import SAMPLES_SUFFIX
+from infergy.core.trace import NS_PER_S, Semantics
 from infergy.errors import InfergyError
-from infergy.exporters.live_power import LiveSource, split_source
+from infergy.exporters.live_power import AnchoredLivePower, LiveSource, split_source
 from infergy.exporters.session_stats import LastSession, SessionStats
 from infergy.exporters.sweep_stats import LastSweep, SweepStats
 from infergy.meters.base import Meter, MeterHealth, SourceInfo
@@ -182,6 +187,8 @@ class _Tracked:
     cursor_ns: int
     health: MeterHealth | None = None
     simulated: bool = False
+    anchored: AnchoredLivePower | None = None
+    """For a counter with a ``.samples`` sibling: live power from both, anchored."""
 
 
 class LiveTelemetry:
@@ -255,10 +262,18 @@ class LiveTelemetry:
     ) -> None:
         health = meter.health()
         seen: set[int] = set()
-        for info in meter.describe():
-            tracked = self._track(meter, info)
+        infos = {info.name: info for info in meter.describe()}
+        new = {}
+        for info in infos.values():
+            tracked = self._track(meter, info, infos)
             tracked.health = health.get(info.name)
-            self._ingest(tracked)
+            new[info.name] = (tracked, self._ingest(tracked))
+        for name, (tracked, (t, v)) in new.items():
+            sibling = new.get(name + SAMPLES_SUFFIX)
+            if tracked.anchored is not None and sibling is not None:
+                tracked.anchored.add_counter(t, v)
+                tracked.anchored.add_samples(*sibling[1])
+        for tracked, _ in new.values():
             published.append(_Published.of(tracked, self._fresh_for_ns(tracked)))
             h = tracked.health
             if h is not None and id(h) not in seen:  # signals may share one health object
@@ -272,7 +287,7 @@ class LiveTelemetry:
                 if context is not None:
                     gpus.append((context.t_ns, _gpu_telemetry(name, context)))
 
-    def _track(self, meter: Meter, info: SourceInfo) -> _Tracked:
+    def _track(self, meter: Meter, info: SourceInfo, infos: Mapping[str, SourceInfo]) -> _Tracked:
         key = (id(meter), info.name)
         tracked = self._tracked.get(key)
         if tracked is None:
@@ -281,11 +296,21 @@ class LiveTelemetry:
                 labels = (labels[0], info.name)  # two meters with one name: keep both series
             live = LiveSource(info.semantics, info.nominal_period_ns, window_s=self.window_s)
             simulated = info.simulated or info.name in self._simulated
-            tracked = _Tracked(meter, info, labels, live, self.started_ns, simulated=simulated)
+            tracked = _Tracked(
+                meter, info, labels, live, cursor_ns=self.started_ns, simulated=simulated
+            )
+            samples = infos.get(info.name + SAMPLES_SUFFIX)
+            if info.semantics is Semantics.COUNTER and samples is not None:
+                tracked.anchored = AnchoredLivePower(
+                    info.nominal_period_ns,
+                    samples.semantics,
+                    samples.nominal_period_ns,
+                    window_s=self.window_s,
+                )
             self._tracked[key] = tracked
         return tracked
 
-    def _ingest(self, tracked: _Tracked) -> None:
+    def _ingest(self, tracked: _Tracked) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         meter, name = tracked.meter, tracked.info.name
         after = tracked.live.last_t_ns
         after = tracked.cursor_ns - 1 if after is None else after
@@ -296,6 +321,7 @@ class LiveTelemetry:
             t, v = trace.t_ns, trace.values
         if t.size:
             tracked.live.add(t, v)
+        return t, v
 
     def _fresh_for_ns(self, tracked: _Tracked) -> int:
         return max(round(self.stale_s * NS_PER_S), 3 * tracked.info.nominal_period_ns)
@@ -385,7 +411,7 @@ class _Published:
                 semantics=str(info.semantics),
                 simulated=tracked.simulated,
                 up=h is not None and h.up,
-                power_w=live.power_w(),
+                power_w=_power_w(tracked),
                 energy_j=live.energy_j if live.has_energy else None,
             ),
             live.last_t_ns,
@@ -397,6 +423,12 @@ class _Published:
         if self.last_t_ns is not None and now_ns - self.last_t_ns <= self.fresh_for_ns:
             return t
         return dataclasses.replace(t, up=False, power_w=None)
+
+
+def _power_w(tracked: _Tracked) -> float | None:
+    """Live power: anchored where a counter has samples (else its rate), else the source's."""
+    anchored = tracked.anchored.power_w() if tracked.anchored is not None else None
+    return anchored if anchored is not None else tracked.live.power_w()
 
 
 def _gpu_telemetry(name: str, c: GpuContext) -> GpuTelemetry:

@@ -263,6 +263,20 @@ class Meter(Protocol):
         ...
 
 
+@runtime_checkable
+class DenseAtEdges(Protocol):
+    """A meter whose costly reference is read sparsely, and densely around a window's edges.
+
+    The NVML meter reads its energy counter every ~1 s and lets the 20-ms samples give the
+    shape in between; a session asks for dense reads just before and after its window's
+    edges. Meters without such a reference do not implement this and are not asked.
+    """
+
+    def dense_counter(self, for_s: float | None = None, gpus: Sequence[str] | None = None) -> None:
+        """Read densely for ``for_s`` from now (default: the meter's span), for ``gpus``."""
+        ...
+
+
 class OneSourceMeter:
     """The data-out half shared by meters with one buffered source (sim, replay).
 

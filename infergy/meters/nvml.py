@@ -2,8 +2,10 @@
 
 Per GPU it provides (naming contract, details in :mod:`infergy.meters.nvml_probe`):
 
-- ``gpu<i>``: the energy counter as a ``counter`` trace in joules, polled at the counter's
-  own update period (measured per GPU at open, ~100 ms on Hopper). The in-band reference.
+- ``gpu<i>``: the energy counter as a ``counter`` trace in joules, read at the counter's own
+  update period (measured per GPU at open, ~100 ms on Hopper), or, with
+  ``counter_sparse_interval_s``, every ~1 s and densely only where :meth:`NvmlMeter.dense_counter`
+  asks (a window's edges): each read costs 2.7-12 ms of CPU. The in-band reference.
 - ``gpu<i>.samples``: the driver's 20-ms power samples (``instant``), read in batches.
 - ``gpu<i>.avg``: NVML's 1-s average power (``interval_mean``, polled at 1 Hz), the figure
   naive tools integrate; kept for comparison.
@@ -186,14 +188,40 @@ class NvmlMeter:
         return {name: h for s in self._samplers for name, h in s.health().items()}
 
     def set_counter_poll_factor(self, factor: float) -> None:
-        """Change how often the energy counter is read (every ``factor`` update periods).
+        """Change how often the energy counter is read densely (every ``factor`` updates).
 
-        ``infergy serve`` reads it slowly between measurements (each read costs ~2.4 ms of
-        CPU on an H100) and at its own period during one, where window edges need it.
+        ``infergy serve`` reads it slowly between measurements (each read costs 2.7-12 ms of
+        CPU) and at its own period during one, where window edges need it. Applies at once.
         """
         self.config = dataclasses.replace(self.config, counter_poll_factor=max(1.0, factor))
         for sampler in self._samplers:
             sampler.set_counter_poll_factor(factor)
+
+    def dense_counter(self, for_s: float | None = None, gpus: Sequence[str] | None = None) -> None:
+        """Read the energy counter densely for ``for_s`` from now (a window edge is near).
+
+        Between dense spans the counter is read every ``counter_sparse_interval_s`` (when
+        set and the GPU has a sample buffer). The span replaces any earlier one of those GPUs
+        (``for_s = 0`` ends it) and applies at once. Safe to call from any thread.
+
+        Args:
+            for_s: the span; default ``config.counter_dense_span_s``.
+            gpus: the GPUs (``gpu0``...); default every GPU of this meter.
+
+        Raises:
+            MeterError: a GPU this meter does not have.
+        """
+        span = self.config.counter_dense_span_s if for_s is None else for_s
+        wanted = set(gpus) if gpus is not None else None
+        if wanted is not None and wanted - {s.source for s in self._samplers}:
+            raise self._unknown(", ".join(sorted(wanted - {s.source for s in self._samplers})))
+        for sampler in self._samplers:
+            if wanted is None or sampler.source in wanted:
+                sampler.dense_counter(span)
+
+    def counter_reads(self) -> dict[str, int]:
+        """Energy-counter reads made so far, per GPU (each costs 2.7-12 ms of CPU)."""
+        return {s.source: s.counter_reads for s in self._samplers}
 
     # -- GPU facts and context ----------------------------------------------------------------
 

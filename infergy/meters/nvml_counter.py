@@ -174,6 +174,29 @@ class CounterTracker:
             self._resync_periods *= 2
         return min(interval_s, longest_s)
 
+    def read_interval_ns(
+        self, poll_factor: float, min_interval_s: float, sparse_interval_s: float = 0.0
+    ) -> float:
+        """Time between regular reads: every ``poll_factor`` periods, or sparsely.
+
+        ``sparse_interval_s`` > 0 rounds it to whole update periods (the reads stay mid-period)
+        and reads no more often than ``poll_factor`` says.
+        """
+        update_ns = self.phase_period_ns
+        interval_ns = update_ns * poll_factor
+        if sparse_interval_s > 0:
+            interval_ns = max(
+                interval_ns, max(1, round(sparse_interval_s * 1e9 / update_ns)) * update_ns
+            )
+        return max(interval_ns, min_interval_s * 1e9)
+
+    def resync_start_ns(self, after_ns: int) -> int:
+        """When to start a re-sync: a few ms before the first update after ``after_ns``."""
+        update_ns = self.next_update_ns(after_ns)
+        if update_ns is None:
+            return after_ns
+        return round(update_ns - min(8e6, self.phase_period_ns / 4))
+
     def next_update_ns(self, after_ns: int) -> int | None:
         """The model's first update instant after ``after_ns`` (None without a phase)."""
         if self.phase is None:

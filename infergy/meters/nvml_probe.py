@@ -46,7 +46,13 @@ class NvmlMeterConfig:
 
     Attributes:
         counter_poll_factor: poll the energy counter every ``factor`` x its measured update
-            period (1: at its own period; a smaller factor buys timing at ~4 ms a read).
+            period (1: at its own period) where it is read densely.
+        counter_sparse_interval_s: where no dense span is asked for, read the counter only
+            about this often (rounded to whole update periods), the 20-ms samples giving the
+            shape in between (:mod:`infergy.core.anchored`); 0 reads it densely all the time.
+            Only with a sample buffer: without one the counter is always read densely.
+        counter_dense_span_s: how long :meth:`NvmlMeter.dense_counter` reads densely by default
+            (around a window's edges).
         counter_min_interval_s: never poll the counter faster than this.
         counter_default_period_s: the update period assumed when measuring it fails.
         calibration_changes: counter changes to see when measuring its update period.
@@ -65,6 +71,8 @@ class NvmlMeterConfig:
     """
 
     counter_poll_factor: float = 1.0
+    counter_sparse_interval_s: float = 0.0
+    counter_dense_span_s: float = 0.5
     counter_min_interval_s: float = 0.02
     counter_default_period_s: float = 0.1
     calibration_changes: int = 5
@@ -140,6 +148,11 @@ def probe_gpu(
             f"ok: updates every {caps.counter_period_s * 1e3:.0f} ms, "
             f"read every {interval * 1e3:.0f} ms"
         )
+        if config.counter_sparse_interval_s > 0:
+            caps.status["counter"] += (
+                f" around window edges, every ~{config.counter_sparse_interval_s:g} s otherwise "
+                "(with a sample buffer)"
+            )
     batch = _try(caps, "samples", lambda: gpu.power_samples(0))
     if isinstance(batch, PowerSamples):
         read_s = config.samples_read_interval_s

@@ -4,11 +4,16 @@ Per GPU, one asyncio task schedules the reads and one dedicated worker thread ma
 calls block), so the event loop never waits on NVML and one slow GPU never delays another. Each
 tick reads the signals that are due:
 
-- ``counter``: ``nvmlDeviceGetTotalEnergyConsumption`` (mJ -> J) once per update period of the
-  counter (measured at open; ``counter_poll_factor`` reads every n-th), mid-way between its
+- ``counter``: ``nvmlDeviceGetTotalEnergyConsumption`` (mJ -> J), mid-way between its
   updates, each value stamped at the update that produced it
   (:mod:`infergy.meters.nvml_counter`). Unchanged readings are not stored. This read is the
-  meter's main cost: ~3 ms of CPU each on an H100, ~4 % of a core at 10 Hz.
+  meter's main cost: 2.7-12 ms of CPU each, ~4 % of a core per GPU at every update. So it is
+  read *sparsely* (every ``counter_sparse_interval_s``, ~1 s, on the update grid) while the
+  20-ms samples give the shape in between, and *densely* (every update period, or every
+  ``counter_poll_factor``-th) in spans asked for by :meth:`GpuSampler.dense_counter` (the
+  session's window edges) and always when there is no sample buffer or no sparse interval.
+  The schedule lives on the sampler: a change (a dense span, a new poll factor) wakes its
+  task and applies at once, not after the read already planned up to a second away.
 - ``samples``: the driver's power sample buffer (``nvmlDeviceGetSamples``, 20 ms on Hopper),
   read in batches (every 0.5 s, at most 40% of the buffer's depth) with the last seen
   timestamp. Its timestamps are CPU wall-clock µs; each batch is moved onto the session clock
@@ -29,6 +34,7 @@ zeros), and reconnection is retried with jittered exponential backoff; a counter
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -96,6 +102,12 @@ class GpuSampler:
         self._counter = CounterTracker(config.counter_default_period_s)
         self._samples_since_us = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"nvml-{source}")
+        self._due_at: dict[str, float] = {}  # signal -> time.monotonic() of its next read
+        self._dense_until_s = 0.0  # time.monotonic() until which the counter is read densely
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self.counter_reads = 0
+        """Energy-counter reads made so far (its CPU cost is per read)."""
 
     def probe(self) -> None:
         """Find which signals work and how fast they update (blocking; at open)."""
@@ -151,27 +163,63 @@ class GpuSampler:
 
     async def run(self) -> None:
         """Read every due signal on its schedule until cancelled."""
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         if "counter" in self._intervals_s and await self._call(self._tick, ["resync"]):
             await self._recover()
-        due_at = self._fresh_schedule()
+        self._due_at = due_at = self._fresh_schedule()
         while True:
-            if not due_at:
-                await asyncio.Event().wait()  # nothing left to read: idle until cancelled
             now = time.monotonic()
             due = [sig for sig, at in due_at.items() if at <= now + 1e-4]
             if due:
                 lost = await self._call(self._tick, due)
                 if lost:
                     await self._recover()
-                    due_at = self._fresh_schedule()
+                    self._due_at = due_at = self._fresh_schedule()
                     continue
                 self._reschedule(due_at, due)
-            if due_at:
-                await asyncio.sleep(max(0.0, min(due_at.values()) - time.monotonic()))
+            delay = max(0.0, min(due_at.values()) - time.monotonic()) if due_at else None
+            if await self._sleep(delay) and "counter" in due_at:
+                due_at["counter"] = self._counter_due()  # the new schedule, from now
+
+    async def _sleep(self, delay_s: float | None) -> bool:
+        """Sleep ``delay_s`` (None: until woken); True when woken by a schedule change."""
+        try:
+            async with asyncio.timeout(delay_s):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
+        self._wake.clear()
+        return True
+
+    def _changed(self) -> None:
+        """Wake the task so a schedule change applies now (callable from any thread)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to wake
+                loop.call_soon_threadsafe(self._wake.set)
 
     def set_counter_poll_factor(self, factor: float) -> None:
-        """Read the counter every ``factor`` update periods from its next read on."""
+        """Read the counter every ``factor`` update periods where it is read densely, now."""
         self._config = dataclasses.replace(self._config, counter_poll_factor=max(1.0, factor))
+        self._changed()
+
+    def dense_counter(self, for_s: float) -> None:
+        """Read the counter at the dense rate from now until ``for_s`` from now (any thread).
+
+        The span replaces any earlier one (``for_s = 0`` ends it), so a caller that does not
+        know yet when its window starts can ask for a long span, then shorten it.
+        """
+        self._dense_until_s = time.monotonic() + max(0.0, for_s)
+        self._changed()
+
+    @property
+    def counter_sparse(self) -> bool:
+        """True when the counter is read sparsely now (outside a dense span, with samples)."""
+        return (
+            self._config.counter_sparse_interval_s > 0
+            and "samples" in self._intervals_s
+            and time.monotonic() >= self._dense_until_s
+        )
 
     def _fresh_schedule(self) -> dict[str, float]:
         now = time.monotonic()
@@ -209,17 +257,17 @@ class GpuSampler:
         return (t_ns - self._clock.wall0_ns + self._clock.mono0_ns) / 1e9
 
     def _counter_due(self) -> float:
-        period_s = self._counter.phase_period_ns / 1e9 * self._config.counter_poll_factor
-        interval_ns = 1e9 * max(period_s, self._config.counter_min_interval_s)
+        c = self._config
+        sparse_s = c.counter_sparse_interval_s if self.counter_sparse else 0.0
+        interval_ns = self._counter.read_interval_ns(
+            c.counter_poll_factor, c.counter_min_interval_s, sparse_s
+        )
         return self._mono_s(self._counter.next_read_ns(self._clock.now_ns(), interval_ns))
 
     def _resync_due(self, after_s: float) -> float:
         """A few ms before the first update after ``after_s`` from now."""
         after_ns = self._clock.now_ns() + round(after_s * 1e9)
-        update_ns = self._counter.next_update_ns(after_ns)
-        if update_ns is None:
-            return self._mono_s(after_ns)
-        return self._mono_s(update_ns - min(8e6, self._counter.phase_period_ns / 4))
+        return self._mono_s(self._counter.resync_start_ns(after_ns))
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn`` in this GPU's worker; a slow call marks the sources down until it returns."""
@@ -301,6 +349,7 @@ class GpuSampler:
     def _read_counter(self) -> bool:
         """Read the energy counter; True when a new value was stored."""
         t0 = self._clock.now_ns()
+        self.counter_reads += 1
         mj = self.gpu.energy_mj()
         reading = self._counter.read(t0, mj, self._clock.now_ns())
         health = self._health["counter"]

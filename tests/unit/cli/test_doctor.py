@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 import infergy.cli.doctor as doctor
+from infergy.meters.gpu import PowerSamples
 from infergy.meters.nvml_device import NvmlVersions
 from tests.fake_gpu import FakeGpu
 
@@ -88,7 +89,7 @@ class FakeLibrary:
 
 def test_doctor_reports_each_gpu_signal(monkeypatch):
     lib = FakeLibrary()
-    checks = doctor.check_nvml(lambda: lib)
+    checks = doctor.check_nvml(lambda: lib, agreement_s=1.0)
     assert lib.closed
     nvml, gpu0, gpu1 = checks
     assert nvml.status == "ok" and "driver 580.159.04" in nvml.detail
@@ -104,6 +105,10 @@ def test_doctor_reports_each_gpu_signal(monkeypatch):
     assert signals["clocks"]["value"] == "1980/2619 MHz (SM/memory)"
     assert signals["clock_events"]["value"] == "sw_power_cap"
     assert "MIG on" in gpu1.detail
+    assert gpu0.data["counter_agreement"]["drifted"] is False
+    assert "samples agree with the counter" in gpu0.detail
+    # no sample buffer: its polled instant field stands for the samples, and is compared
+    assert gpu1.data["counter_agreement"]["drifted"] is False
     console = Console(width=160, record=True)
     doctor.render(console, doctor.Report(checks))
     text = console.export_text()
@@ -127,3 +132,28 @@ def test_doctor_serial_ports_and_rapl(tmp_path: Path):
         (root / name).write_text(value)
     rapl = doctor.check_rapl(tmp_path / "powercap")
     assert rapl.status == "ok" and rapl.data["power_source"]
+
+
+class LowSensorGpu(FakeGpu):
+    """A GPU whose power samples read 5 % low (its counter is right)."""
+
+    def power_samples(self, since_wall_us: int) -> PowerSamples:
+        s = super().power_samples(since_wall_us)
+        return PowerSamples(s.t_wall_us, s.power_mw * 0.95)
+
+
+def test_doctor_flags_samples_that_disagree_with_the_counter(capsys):
+    lib = FakeLibrary()
+    lib.gpus = [LowSensorGpu(index=0, counter_period_s=0.05)]
+    nvml, gpu0 = doctor.check_nvml(lambda: lib, agreement_s=1.5)
+    agreement = gpu0.data["counter_agreement"]
+    assert agreement["drifted"] is True, agreement
+    assert agreement["scale"] == pytest.approx(1 / 0.95, rel=0.01)
+    assert agreement["uncertainty"] < 0.01
+    assert gpu0.status == "warn" and gpu0.data["power_source"] is True
+    assert "do not trust gpu0.samples alone" in gpu0.detail
+    assert "counter-true" in (gpu0.hint or "")
+    report = doctor.Report([doctor.check_infergy(), nvml, gpu0])
+    assert json.loads(json.dumps(report.as_dict()))["checks"][2]["data"]["counter_agreement"][
+        "verdict"
+    ].startswith("samples disagree")

@@ -145,3 +145,15 @@ def test_phase_refinement_needs_a_baseline_and_stays_near_the_calibrated_period(
     wrong = CounterPhase(first_ns=0, last_ns=0, period_ns=T_NS)
     assert not wrong.observe(round(12 * 120 * MS))  # 12 "periods" of 120 ms: implausible
     assert math.isclose(wrong.period_ns, T_NS)
+
+
+def test_sparse_reads_are_whole_update_periods_and_never_denser_than_the_poll_factor():
+    tracker = CounterTracker(period_s=0.1)
+    s = 1e9
+    assert tracker.read_interval_ns(1.0, 0.02) == pytest.approx(0.1 * s)  # every update
+    assert tracker.read_interval_ns(1.0, 0.02, 1.0) == pytest.approx(1.0 * s)
+    assert tracker.read_interval_ns(1.0, 0.02, 0.96) == pytest.approx(1.0 * s)  # 10 updates
+    assert tracker.read_interval_ns(1.0, 0.02, 0.03) == pytest.approx(0.1 * s)  # at least one
+    assert tracker.read_interval_ns(20.0, 0.02, 1.0) == pytest.approx(2.0 * s)  # serve's idle
+    assert tracker.read_interval_ns(1.0, 0.5) == pytest.approx(0.5 * s)  # the floor
+    assert tracker.resync_start_ns(123) == 123  # no phase yet: start now

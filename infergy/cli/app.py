@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from infergy import __version__
 from infergy.cli import analyze, analyzer_sim, doctor, plot, ptd_bridge, run, runs, serve
@@ -71,19 +72,27 @@ def main(argv: list[str] | None = None) -> int:
         if callable(show):
             show()
         else:
-            err.print(f"[bold red]error:[/bold red] {e.format_message()}")
+            _say(err, "error:", "bold red", e.format_message())
         return int(e.exit_code)
     except InfergyError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/bold red] {e}")
+        _say(err, "error:", "bold red", str(e))
         if e.hint:
-            err.print(f"[dim]hint:[/dim] {e.hint}")
+            _say(err, "hint:", "dim", e.hint)
         return e.exit_code
     except Exception as e:
         if debug:
             raise
-        err.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {e}")
-        err.print("[dim]hint:[/dim] rerun with --debug and report the traceback")
+        _say(err, "internal error:", "bold red", f"{type(e).__name__}: {e}")
+        _say(err, "hint:", "dim", "rerun with --debug and report the traceback")
         return 1
     return rv if isinstance(rv, int) else 0
+
+
+def _say(console: Console, label: str, style: str, message: str) -> None:
+    """Print one unwrapped line: a styled label, then the message as plain text.
+
+    Never parsed as markup: a config value such as ``listen = "[/x]:8765"`` prints as written.
+    """
+    console.print(Text.assemble((label, style), " ", message), soft_wrap=True)

@@ -99,10 +99,11 @@ class JobSpec(BaseModel):
             if isinstance(item, str) and not _METER.match(item):
                 msg = f"bad meter {item!r}; use nvml, rapl, sim or ptd://HOST:PORT"
                 raise ValueError(msg)
-        if len(set(value)) != len(value):
+        names = [item for item in value if isinstance(item, str)]  # others: pydantic's type error
+        if len(set(names)) != len(names):
             msg = "a meter is listed twice"
             raise ValueError(msg)
-        return value
+        return tuple(value)  # a JSON array arrives as a list, which strict mode refuses
 
     @field_validator("gpus")
     @classmethod

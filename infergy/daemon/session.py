@@ -22,6 +22,7 @@ from infergy.core.analysis import analyze
 from infergy.core.clock import SessionClock
 from infergy.core.inputs import AnalysisOptions, Workload
 from infergy.core.trace import NS_PER_S, QueryLog, Window
+from infergy.daemon.disk import disk_problem
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.meters import MeterSet
 from infergy.daemon.provenance import gpu_provenance
@@ -36,13 +37,19 @@ from infergy.daemon.session_types import (
     _State,
     unwrapped,
 )
-from infergy.errors import AnalysisError, InfergyError
-from infergy.exporters.files import write_run_files
+from infergy.errors import AnalysisError, InfergyError, InputError
+from infergy.exporters.files import write_result_json, write_run_files
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
 RunnerFactory = Callable[..., Awaitable[Any]]
 MeterSetFactory = Callable[..., Awaitable[MeterSet]]
 
+LOST_WRITES = (
+    "could not write every file",
+    "the result could not be stored",
+    "a checkpoint failed",
+)
+"""How the notes (and result problems) about a write that failed begin."""
 SHARED_LEAD_NS = 5_000_000_000
 """With shared meters, a session's traces start this long before it (an interval sample
 straddling the start is kept whole)."""
@@ -65,6 +72,8 @@ class Session:
         env: the environment (GPU selection).
         shared_meters: meters that already sample (``infergy serve``): used, not opened/closed.
         checkpoint_s: with a store, keep the run's data so far every this many seconds.
+        abort_reason: says why the session is being cancelled (a DELETE, the service
+            stopping), for the aborted result's problems.
     """
 
     def __init__(
@@ -81,6 +90,7 @@ class Session:
         env: Mapping[str, str] | None = None,
         shared_meters: MeterSet | None = None,
         checkpoint_s: float = 0.0,
+        abort_reason: Callable[[], str | None] | None = None,
     ) -> None:
         self.run_id, self.spec, self.settings = run_id, spec, settings
         self._shared = shared_meters
@@ -94,6 +104,7 @@ class Session:
         self._meters_factory, self._runners_factory = meters, runners
         self._persist = persist
         self._env = env
+        self._abort_reason = abort_reason
         self.meter_set: MeterSet | None = None
         self.runner: Any = None
 
@@ -101,6 +112,9 @@ class Session:
 
     async def run(self) -> SessionOutcome:
         """Run the session; on cancellation store an ``aborted`` result, then re-raise.
+
+        A failure once the workload runs (the LoadGen process dies, a disk fills up) is not
+        raised: the run is stored as ``failed`` with everything sampled and the reason.
 
         Raises:
             InfergyError: preparation failed (bad model, unusable meter...): nothing is stored.
@@ -140,11 +154,7 @@ class Session:
                         tg.create_task(self._checkpoints(st, cfg, meter_set), name="checkpoint")
                     )
                 try:
-                    outcome = await self._measure(st, cfg, out_dir, meter_set)
-                except asyncio.CancelledError:
-                    outcome = await self._abort(st, cfg, meter_set, out_dir)
-                    self.aborted = outcome
-                    raise
+                    outcome = await self._measure_or_keep(st, cfg, out_dir, meter_set)
                 finally:
                     for task in tasks:
                         task.cancel()
@@ -158,10 +168,26 @@ class Session:
                 nvml.set_counter_poll_factor(self.settings.meters.nvml.idle_counter_poll_factor)
         return outcome
 
+    async def _measure_or_keep(
+        self, st: _State, cfg: WorkloadConfig, out_dir: Path, meter_set: MeterSet
+    ) -> SessionOutcome:
+        """The measurement; cancelled or failed once running, what was sampled is kept."""
+        try:
+            return await self._measure(st, cfg, out_dir, meter_set)
+        except asyncio.CancelledError:
+            self.aborted = await self._abort(st, cfg, meter_set, out_dir)
+            raise
+        except InfergyError as err:
+            if self.runner is None:  # preparing failed: nothing was measured
+                raise
+            return await self._abort(st, cfg, meter_set, out_dir, failure=err)
+
     async def _checkpoints(self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet) -> None:
         """Store what the run has so far every ``checkpoint_s`` (survives a killed process)."""
         while True:
             await asyncio.sleep(self.checkpoint_s)
+            if st.settled:  # the final result is being kept: a checkpoint would race it
+                return
             partial = self.runner.partial() if self.runner is not None else None
             try:
                 outcome = await asyncio.to_thread(
@@ -172,16 +198,26 @@ class Session:
                     self.store.checkpoint_run, outcome.result, outcome.traces, outcome.queries
                 )
             except InfergyError as err:
-                self.observer.note(f"checkpoint failed: {err}")
+                note = f"a checkpoint failed during the {st.phase} phase: {err}"
+                self.observer.note(note)
+                if not any(n.startswith("a checkpoint failed") for n in st.notes):
+                    st.notes.append(note)  # once in the result: the data is kept in memory
 
     async def _measure(
         self, st: _State, cfg: WorkloadConfig, out_dir: Path, meter_set: MeterSet
     ) -> SessionOutcome:
         await meter_set.wait_ready()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.runner = runner = await self._runners_factory(
-            cfg, st.clock, out_dir, on_in_flight=meter_set.on_in_flight
-        )
+        try:
+            await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+            self.runner = runner = await self._runners_factory(
+                cfg, st.clock, out_dir, on_in_flight=meter_set.on_in_flight
+            )
+        except OSError as err:  # the run's folder: nothing has been measured yet
+            reason = disk_problem(out_dir) or err.strerror or str(err)
+            msg = f"cannot write the run's folder {out_dir}: {reason}"
+            raise InputError(
+                msg, hint="check that [output] dir is writable and has space"
+            ) from None
         meter_set.set_saturation(max(1, cfg.batch_size * max(1, len(cfg.gpus))))
         st.gpus_start = gpu_provenance(meter_set)
         ticker = asyncio.create_task(self._tick(st, meter_set), name="session-progress")
@@ -221,26 +257,58 @@ class Session:
         if self._shared is None:  # a service's analyzers keep measuring between sessions
             await meter_set.stop_analyzers()
         self._phase(st, "analyze", None)
+        st.settled = True
         outcome = await asyncio.to_thread(self._analyze, st, cfg, meter_set, run)
-        self._finish(outcome, out_dir, run.loadgen_dir)
+        await self._finish(outcome, out_dir, run.loadgen_dir)
         return outcome
 
     async def _abort(
-        self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet, out_dir: Path
+        self,
+        st: _State,
+        cfg: WorkloadConfig,
+        meter_set: MeterSet,
+        out_dir: Path,
+        failure: InfergyError | None = None,
     ) -> SessionOutcome:
-        """Keep what was sampled: an ``aborted`` result, analysed over what ran."""
+        """Keep what was sampled: an ``aborted`` (cancelled) or ``failed`` result.
+
+        Analysed over what ran, in a thread shielded from a second cancellation.
+        """
+        st.settled = True
         if self._shared is None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(meter_set.stop_analyzers())
+        if failure is not None:
+            hint = f" ({failure.hint})" if failure.hint else ""
+            disk = disk_problem(out_dir)
+            st.notes.append(f"failed during the {st.phase} phase: {failure}{hint}"
+                            + (f"; {disk}" if disk else ""))  # fmt: skip
+        else:
+            reason = self._abort_reason() if self._abort_reason is not None else None
+            why = f": {reason}" if reason else ""
+            st.notes.append(f"aborted during the {st.phase} phase{why}; everything sampled is kept")
         partial = self.runner.partial() if self.runner is not None else None
-        st.notes.append(f"aborted during the {st.phase} phase; everything sampled is kept")
+        status = "aborted" if failure is None else "failed"
+        outcome = await asyncio.shield(
+            asyncio.to_thread(self._partial_outcome, st, cfg, meter_set, partial, status)
+        )
+        await self._finish(outcome, out_dir, None)
+        return outcome
+
+    def _partial_outcome(
+        self,
+        st: _State,
+        cfg: WorkloadConfig,
+        meter_set: MeterSet,
+        partial: QueryLog | None,
+        status: str,
+    ) -> SessionOutcome:
         try:
             outcome = self._analyze(st, cfg, meter_set, None, partial=partial)
         except InfergyError as err:
             st.notes.append(f"no analysis of the partial run: {err}")
             outcome = self._bare_result(st, cfg, meter_set, partial)
-        outcome.result["status"] = "aborted"
-        self._finish(outcome, out_dir, None)
+        outcome.result["status"] = status
         return outcome
 
     # -- helpers -------------------------------------------------------------------------------
@@ -352,10 +420,21 @@ class Session:
         result = bare_result(identity, st, cfg, partial, status=status, problems=problems)
         return SessionOutcome(result, traces, partial)
 
-    def _finish(self, outcome: SessionOutcome, out_dir: Path, loadgen_dir: Path | None) -> None:
-        """Persist: store, then files and plots, then the extra sinks. Failures become problems."""
-        if self.store is not None:
-            self.store.save_run(outcome.result, outcome.traces, outcome.queries)
+    async def _finish(
+        self, outcome: SessionOutcome, out_dir: Path, loadgen_dir: Path | None
+    ) -> None:
+        """Persist: files and plots, then the store (off the loop), then the extra sinks.
+
+        A write that fails is never silent: it is a note for the observer and a problem in
+        the result; a result the store refused is marked :attr:`SessionOutcome.unstored` for
+        the sinks (the service keeps it and retries).
+        """
+        await asyncio.shield(asyncio.to_thread(self._keep, outcome, out_dir, loadgen_dir))
+        for sink in self._persist:
+            sink(outcome)
+
+    def _keep(self, outcome: SessionOutcome, out_dir: Path, loadgen_dir: Path | None) -> None:
+        problems: list[str] = outcome.result["problems"]
         try:
             outcome.files = write_run_files(
                 out_dir.parent, outcome.result, outcome.traces, outcome.queries, loadgen_dir
@@ -367,15 +446,30 @@ class Session:
                     out_dir, outcome.result, outcome.traces, outcome.queries
                 )
         except InfergyError as err:
-            self.observer.note(f"could not write every file: {err}")
-        for sink in self._persist:
-            sink(outcome)
+            disk = disk_problem(out_dir)
+            self._lost(
+                problems, f"could not write every file: {err}" + (f"; {disk}" if disk else "")
+            )
+        if self.store is not None:
+            try:
+                self.store.save_run(outcome.result, outcome.traces, outcome.queries)
+            except InfergyError as err:
+                outcome.unstored = str(err)
+                self._lost(problems, f"the result could not be stored: {err}")
+        if outcome.files and problems and outcome.files[0].name == "result.json":
+            with contextlib.suppress(InfergyError):  # result.json says what was lost, too
+                write_result_json(out_dir.parent, outcome.result)
+
+    def _lost(self, problems: list[str], note: str) -> None:
+        problems.append(note)
+        self.observer.note(note)
 
 
 __all__ = [
     "EXIT_DEGRADED",
     "EXIT_FAILED",
     "EXIT_OK",
+    "LOST_WRITES",
     "Session",
     "SessionObserver",
     "SessionOutcome",

@@ -215,6 +215,11 @@ class PtdMeter(MlperfPasses):
         for h in self._health.values():
             h.up = True
 
+    @property
+    def connected(self) -> bool:
+        """Whether the meter holds a working connection to the PTD server now."""
+        return self._connected.is_set()
+
     async def wait_connected(self, timeout_s: float | None = None) -> None:
         """Wait until the meter is connected (for sessions that start it and go on)."""
         async with asyncio.timeout(timeout_s or self.connect_timeout_s + 5):

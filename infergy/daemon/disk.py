@@ -14,7 +14,8 @@ from pathlib import Path
 from infergy.errors import StoreError
 
 LOW_SPACE_BYTES = 16 << 20
-"""Below this much free space the store is ``degraded`` (a result is a few MB with traces)."""
+"""Below this much free space (or a tenth of a smaller filesystem) the store is ``degraded``:
+a result with its traces is a few MB."""
 FULL_BYTES = 1 << 20
 """At most this much free space counts as full."""
 
@@ -34,6 +35,16 @@ def free_bytes(path: Path) -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
+
+
+def low_space(path: Path) -> bool:
+    """Whether the filesystem of ``path`` has less than ``LOW_SPACE_BYTES`` (or 10 %) free."""
+    try:
+        st = os.statvfs(_existing(path))
+    except OSError:
+        return False
+    size = st.f_blocks * st.f_frsize
+    return st.f_bavail * st.f_frsize < min(LOW_SPACE_BYTES, size // 10)
 
 
 def read_only(path: Path) -> bool:

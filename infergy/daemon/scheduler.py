@@ -43,6 +43,7 @@ object (ARCHITECTURE.md, "Result"); raises ``InfergyError`` when it fails."""
 Persist = Callable[["Job"], Awaitable[None]]
 """``persist(job)``: make a new job durable before it is accepted (raises ``InfergyError``)."""
 CANCELLED_ON_REQUEST = "cancelled on request"
+_WHY_IT_ENDED = ("failed during the ", "aborted during the ", "the service stopped during")
 
 HOST = "host"
 """The claim on the box-wide resources: the CPU, RAPL and the wall-power analyzer."""
@@ -442,9 +443,10 @@ class JobScheduler:
         elif status == JobState.DEGRADED and job.spec.strict:
             self._finish(job, JobState.FAILED, error="the result is degraded and strict is set")
         elif status in (JobState.OK, JobState.DEGRADED, JobState.FAILED, JobState.ABORTED):
-            problems = result.get("problems") or []
+            problems = [str(p) for p in result.get("problems") or []]
             failed = status in (JobState.FAILED, JobState.ABORTED)
-            error = "; ".join(map(str, problems)) if failed else None
+            why = [p for p in problems if p.startswith(_WHY_IT_ENDED)]  # the reason, not notes
+            error = "; ".join(why or problems) if failed else None
             self._finish(job, JobState(status), error=error or None)
         else:
             self._finish(job, JobState.FAILED, error=f"the session returned status {status!r}")

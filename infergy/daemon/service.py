@@ -56,6 +56,7 @@ from infergy.exporters.outbox import Outbox
 from infergy.exporters.prometheus import build_registry, render_metrics
 from infergy.exporters.telemetry import LiveTelemetry
 from infergy.store.db import Store
+from infergy.store.integrity import swap_in
 
 logger = logging.getLogger(__name__)
 SERVICE_CAPACITY = 1 << 18
@@ -126,7 +127,12 @@ class Service:
         self.store = store = await asyncio.to_thread(Store.open, path)
         try:
             self.keeper = StoreKeeper(store)
-            await asyncio.to_thread(self.keeper.check_integrity)
+            rebuilt = await asyncio.to_thread(self.keeper.check_integrity)
+            if rebuilt is not None:  # damaged indexes: the copy rebuilt from the tables goes in
+                await asyncio.to_thread(store.close)
+                backup = await asyncio.to_thread(swap_in, path, rebuilt)
+                self.store = store = await asyncio.to_thread(Store.open, path)
+                self.keeper.rebuilt(store, backup)
             recovery = await asyncio.to_thread(recover, store, s, now_ns=time.time_ns())
             interrupted = await asyncio.to_thread(
                 store.mark_interrupted, f"{INTERRUPTED}; the data kept is its last checkpoint"

@@ -2,9 +2,10 @@
 
 :class:`StoreKeeper` does three things for :class:`~infergy.daemon.service.Service`:
 
-- at start, :meth:`StoreKeeper.check_integrity` runs SQLite's ``quick_check``; a damaged
-  file is logged (what is damaged), its indexes are rebuilt when that helps, and the runs
-  still unreadable are named, while everything intact is served;
+- at start, :meth:`StoreKeeper.check_integrity` runs SQLite's ``quick_check`` and reads
+  every result row; a damaged file is logged (what is damaged), rebuilt from its tables when
+  only its indexes are damaged (the damaged file kept beside it), and the runs still
+  unreadable are named, while everything intact is served;
 - :meth:`StoreKeeper.health` is measured, not assumed: the store's filesystem (read-only:
   ``down``; full or nearly full: ``degraded``), damage found at start, results waiting to be
   stored, a job journal that cannot be written;
@@ -18,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
-from infergy.daemon.disk import LOW_SPACE_BYTES, disk_problem, free_bytes, read_only
+from infergy.daemon.disk import disk_problem, free_bytes, low_space, read_only
 from infergy.daemon.http_models import ComponentHealth, HealthState
 from infergy.daemon.session import SessionOutcome
 from infergy.errors import InfergyError
 from infergy.exporters.outbox import Outbox
 from infergy.store.db import Store
+from infergy.store.integrity import discard
 
 logger = logging.getLogger(__name__)
 
@@ -63,41 +66,68 @@ class StoreKeeper:
 
     # -- start-up ------------------------------------------------------------------------------
 
-    def check_integrity(self) -> None:
-        """Check the file, rebuild damaged indexes, name the runs that stay unreadable."""
+    def check_integrity(self) -> Path | None:
+        """Check the file; a sound rebuilt copy to swap in (:func:`swap_in`) if it helps.
+
+        Damage is logged: what ``quick_check`` found, then the runs that cannot be read. A
+        store damaged only in its indexes is rebuilt from its tables into a copy, which is
+        returned for the caller to put in place (the store must be closed for that).
+        """
         problems = self.store.integrity_problems()
         if not problems:
-            return
+            self._name_unreadable(payloads=False)  # result rows only: cheap, at every start
+            return None
         path = self.store.path
         logger.warning("store %s is damaged: %s", path, "; ".join(problems[:_SHOWN]))
+        copy = path.with_name(path.name + ".rebuilt")
+        discard(copy)
         try:
-            self.store.rebuild_indexes()
+            self.store.copy_into(copy)
+            with Store.open(copy) as rebuilt:
+                left = rebuilt.integrity_problems()
         except InfergyError as err:
-            logger.warning("store %s: its indexes could not be rebuilt: %s", path, err)
+            logger.warning("store %s cannot be rebuilt from its tables (%s): the damage is in "
+                           "the runs' own pages", path, err)  # fmt: skip
+            discard(copy)
         else:
-            left = self.store.integrity_problems()
-            found = "; ".join(left[:_SHOWN]) if left else "the file is sound again"
-            logger.info("store %s: indexes rebuilt (REINDEX); %s", path, found)
             if not left:
-                self.damage = "its indexes were damaged and have been rebuilt"
-                return
+                return copy
+            logger.warning("store %s: a rebuilt copy is still damaged (%s)", path, left[0])
+            discard(copy)
+        self._name_unreadable(payloads=True)
+        if self.damage is None:
+            self.damage = f"damaged pages outside the runs ({problems[0]})"
+            logger.warning("store %s: every run reads back; the damage is elsewhere", path)
+        return None
+
+    def rebuilt(self, store: Store, backup: Path) -> None:
+        """The rebuilt copy is in place (``store``); the damaged file is kept as ``backup``."""
+        self.store = store
+        self.damage = (
+            f"it was damaged (in its indexes) and has been rebuilt; the damaged file is {backup}"
+        )
+        logger.warning("store %s: rebuilt from its intact tables, every run is readable again; "
+                       "the damaged file is kept as %s", store.path, backup)  # fmt: skip
+
+    def _name_unreadable(self, *, payloads: bool) -> None:
+        path = self.store.path
         try:
-            unreadable = self.store.unreadable_runs()
+            unreadable, total = self.store.unreadable_runs(payloads=payloads)
         except InfergyError as err:
             self.damage = f"damaged: {err}"
             logger.error("store %s: the runs cannot be listed: %s", path, err)
             return
         if not unreadable:
-            self.damage = f"damaged pages outside the runs ({problems[0]})"
-            logger.warning("store %s: every run reads back; the damage is elsewhere", path)
             return
         ids = sorted(unreadable)
         shown = ", ".join(ids[:_SHOWN]) + (", ..." if len(ids) > _SHOWN else "")
         self.damage = f"damaged: {len(ids)} run(s) cannot be read ({shown})"
         for run_id in ids:
             logger.warning("store %s: run %s cannot be read: %s", path, run_id, unreadable[run_id])
-        logger.warning("store %s: the other runs are intact and served; back the file up and "
-                       "move it away to start a new one", path)  # fmt: skip
+        rest = (f"the other {total - len(ids)} run(s) are intact and served"
+                if total > len(ids) else "no stored run can be read")  # fmt: skip
+        logger.warning("store %s: %d of %d runs cannot be read; %s (back the file up, and move "
+                       "it away to start a new one)", path, len(ids), total, rest)  # fmt: skip
 
     # -- health --------------------------------------------------------------------------------
 
@@ -109,7 +139,7 @@ class StoreKeeper:
         if problem is not None:
             return "degraded", problem
         free = free_bytes(folder)
-        if free is not None and free < LOW_SPACE_BYTES:
+        if free is not None and low_space(folder):
             return "degraded", f"only {free / (1 << 20):.1f} MiB free for the store ({folder})"
         return None
 

@@ -456,7 +456,7 @@ class Session:
             except InfergyError as err:
                 outcome.unstored = str(err)
                 self._lost(problems, f"the result could not be stored: {err}")
-        if outcome.files and problems and outcome.files[0].name == "result.json":
+        if any(p.startswith(LOST_WRITES) for p in problems):
             with contextlib.suppress(InfergyError):  # result.json says what was lost, too
                 write_result_json(out_dir.parent, outcome.result)
 

@@ -402,7 +402,11 @@ class Service:
             out["store"] = self.keeper.health(journal_error=journal)
         meters = self.meter_set
         if meters is not None:
-            ups = [h.up for m in meters.meters for h in m.health().values()]
+            # as /metrics shows them: up, and a valid sample within the staleness bound
+            live = () if self.telemetry is None else self.telemetry.telemetry().sources
+            ups = [src.up for src in live] or [
+                h.up for m in meters.meters for h in m.health().values()
+            ]
             out["meters"] = "up" if ups and all(ups) else ("degraded" if any(ups) else "down")
         if self.mqtt is not None:
             out["mqtt"] = "up" if self.mqtt.connected else "degraded"

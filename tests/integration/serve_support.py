@@ -9,6 +9,8 @@
 
 ``tmpfs(path, size)`` and ``read_only(path)`` mount a small filesystem or a read-only bind
 mount for the disk-fault tests; both skip the test (saying why) where mounting is not allowed.
+``AnalyzerChain`` runs ``infergy analyzer-sim`` behind ``infergy ptd-bridge`` (two processes,
+a pty between them), its faults scripted through the emulator's control socket.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -220,3 +224,69 @@ def send_signal(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> None:
     """Signal a process that may already have exited."""
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(sig)
+
+
+class AnalyzerChain:
+    """``infergy analyzer-sim`` (a WT310 on a pty) behind ``infergy ptd-bridge`` on a free port.
+
+    Args:
+        tmp: its folder (pty link, control socket, the bridge's console and ``-l`` log).
+        watts: the emulated constant power.
+        rate: the emulator's update interval at power-on.
+    """
+
+    def __init__(self, tmp: Path, *, watts: float = 200.0, rate: str = "250ms") -> None:
+        self.tmp = tmp
+        self.control = tmp / "sim.sock"
+        self.console = tmp / "bridge-console.txt"
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        self.sim = subprocess.Popen(
+            [sys.executable, "-m", "infergy", "analyzer-sim", "--rate", rate, "--watts",
+             str(watts), "--link", str(tmp / "tty"), "--control", str(self.control)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        self.bridge: subprocess.Popen[str] | None = None
+        assert self.sim.stdout is not None
+        tty = self.sim.stdout.readline().strip()  # its first line: the pty's path
+        with self.console.open("w", encoding="utf-8") as console:
+            self.bridge = subprocess.Popen(
+                [sys.executable, "-m", "infergy.ptd_bridge", "-l", str(tmp / "ptd.log"),
+                 "-p", "0", "49", tty],
+                stdout=console, stderr=subprocess.STDOUT, text=True, env=env,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        self.port = 0
+        while not self.port:
+            found = re.search(r"Establishing the listener on port (\d+)", self.console_text())
+            if found:
+                self.port = int(found.group(1))
+            elif time.monotonic() > deadline or self.bridge.poll() is not None:
+                self.close()
+                raise AssertionError(f"the bridge did not start: {self.console_text()}")
+            else:
+                time.sleep(0.1)
+
+    def console_text(self) -> str:
+        """The bridge's console so far."""
+        return self.console.read_text(encoding="utf-8", errors="replace")
+
+    def command(self, line: str) -> str:
+        """One control command to the emulator (``fault unplug``, ``plug``...); its reply."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(self.control))
+            s.sendall(line.encode() + b"\n")
+            reply = s.makefile().readline().strip()
+        assert reply.startswith("ok"), reply
+        return reply
+
+    def close(self) -> None:
+        """SIGTERM both programs and reap them."""
+        for proc in (self.bridge, self.sim):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.communicate(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.communicate()

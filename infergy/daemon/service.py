@@ -71,7 +71,16 @@ STOP_FLUSH_S = 10.0
 STOP_ANALYZERS_S = 5.0
 """At a stop, how long ending the analyzers' measurement may take."""
 STOP_JOURNAL_S = 5.0
-"""At a stop, how long writing the job journal and keeping unstored results may take."""
+"""At a stop, how long writing the job journal, and offering unstored results, may each take."""
+
+
+def stop_bound_s(stop_timeout_s: float) -> float:
+    """The longest a graceful stop can take (systemd's ``TimeoutStopSec=`` must exceed it).
+
+    The running job's ``stop_timeout_s``, as long again to abort and keep it, the journal and
+    the kept results, the analyzers' measurement, the MQTT outbox.
+    """
+    return 2 * stop_timeout_s + 2 * STOP_JOURNAL_S + STOP_ANALYZERS_S + STOP_FLUSH_S
 _RESTART_ONLY = ("serve", "meters", "mqtt", "store", "node_name")
 """Config sections SIGHUP cannot apply to a running service."""
 

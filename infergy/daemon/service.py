@@ -81,6 +81,8 @@ def stop_bound_s(stop_timeout_s: float) -> float:
     the kept results, the analyzers' measurement, the MQTT outbox.
     """
     return 2 * stop_timeout_s + 2 * STOP_JOURNAL_S + STOP_ANALYZERS_S + STOP_FLUSH_S
+
+
 _RESTART_ONLY = ("serve", "meters", "mqtt", "store", "node_name")
 """Config sections SIGHUP cannot apply to a running service."""
 

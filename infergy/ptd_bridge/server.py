@@ -142,7 +142,7 @@ class BridgeServer:
     ) -> str | None:
         """Serve requests until the client leaves (None) or abuses its budget (why)."""
         cursor = Cursor()
-        budget = _Budget(self.rate_per_s, self.burst)
+        budget = RequestBudget(self.rate_per_s, self.burst)
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -263,7 +263,7 @@ class BridgeServer:
         return [p.rl_header(len(samples)), *(s.line for s in samples)]
 
 
-class _Budget:
+class RequestBudget:
     """A client's request budget: a token bucket, and how long it has been over it."""
 
     def __init__(self, rate_per_s: float, burst: int) -> None:

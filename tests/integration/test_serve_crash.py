@@ -97,6 +97,32 @@ def test_sigkill_mid_run_loses_no_job_and_no_recorded_query(tmp_path: Path) -> N
     assert "Traceback" not in serve.log()
 
 
+def test_sigkill_before_the_first_checkpoint_still_leaves_the_job_answered(
+    tmp_path: Path,
+) -> None:
+    serve = ServeProcess(tmp_path).start()
+    try:
+        run_id = serve.submit(LONG_JOB)
+        serve.wait_state(run_id, {"running"})
+        time.sleep(1.0)  # the case: killed seconds after the 202, nothing checkpointed
+        serve.kill()
+    finally:
+        serve.ensure_stopped()
+    with Store.open(serve.store) as store:
+        assert store.find_result(run_id) is None  # only the job journal knew of it
+    serve = ServeProcess(tmp_path).start()
+    try:
+        status, body = serve.get(f"/v1/runs/{run_id}")
+        listed = [r["run_id"] for r in serve.get("/v1/runs")[1]["runs"]]
+    finally:
+        rc, _ = serve.stop()
+    assert status == 200, body  # not 404
+    assert body["state"] == "aborted" and "no checkpoint was taken" in body["error"], body
+    assert body["result"]["status"] == "aborted", body
+    assert run_id in listed
+    assert rc == 0 and "Traceback" not in serve.log(), serve.log()
+
+
 def test_sigterm_aborts_with_its_reason_delivers_it_and_keeps_the_queue(tmp_path: Path) -> None:
     async def scenario(broker_port: int) -> tuple[ServeProcess, str, str, Collector, float]:
         collector = Collector(broker_port, topic="infergy/t1/#")

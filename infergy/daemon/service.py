@@ -49,7 +49,8 @@ from infergy.daemon.notify import Notifier
 from infergy.daemon.recovery import INTERRUPTED, Recovery, recover
 from infergy.daemon.scheduler import Job, JobScheduler
 from infergy.daemon.service_store import StoreKeeper
-from infergy.daemon.session import LOST_WRITES, Session, SessionOutcome
+from infergy.daemon.session import Session, SessionOutcome
+from infergy.daemon.session_keep import LoggingObserver
 from infergy.daemon.session_types import unwrapped
 from infergy.errors import ConfigError, InfergyError, JobError
 from infergy.exporters.outbox import Outbox
@@ -351,7 +352,7 @@ class Service:
             spec,
             self.settings,
             store=self.store,
-            observer=_JobLog(run_id),
+            observer=LoggingObserver(run_id, logger),
             shared_meters=self.meter_set,
             checkpoint_s=CHECKPOINT_S,
             persist=(self._publish,),
@@ -422,29 +423,6 @@ class Service:
         if self.mqtt is not None:
             out["mqtt"] = "up" if self.mqtt.connected else "degraded"
         return out
-
-
-class _JobLog:
-    """A session observer for the service: its notes go to the log, with the run id.
-
-    A lost write is a warning: nothing the service fails to keep is silent.
-    """
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-
-    def phase(self, name: str, duration_s: float | None) -> None:
-        """Phases are in the job's state and the live metrics, not the log."""
-
-    def progress(
-        self, queries: int, samples: int, elapsed_s: float, watts: Mapping[str, float]
-    ) -> None:
-        """Progress is in the live metrics."""
-
-    def note(self, text: str) -> None:
-        """Log the note (WARNING for a lost write, else INFO)."""
-        level = logging.WARNING if text.startswith(LOST_WRITES) else logging.INFO
-        logger.log(level, "run %s: %s", self.run_id, text)
 
 
 def _state(component: ComponentHealth | HealthState) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from infergy.daemon.disk import disk_problem
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.meters import MeterSet
 from infergy.daemon.provenance import gpu_provenance
+from infergy.daemon.session_keep import keep_outcome
 from infergy.daemon.session_result import bare_result, result_identity
 from infergy.daemon.session_types import (
     EXIT_DEGRADED,
@@ -38,18 +40,11 @@ from infergy.daemon.session_types import (
     unwrapped,
 )
 from infergy.errors import AnalysisError, InfergyError, InputError
-from infergy.exporters.files import write_result_json, write_run_files
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
 RunnerFactory = Callable[..., Awaitable[Any]]
 MeterSetFactory = Callable[..., Awaitable[MeterSet]]
 
-LOST_WRITES = (
-    "could not write every file",
-    "the result could not be stored",
-    "a checkpoint failed",
-)
-"""How the notes (and result problems) about a write that failed begin."""
 SHARED_LEAD_NS = 5_000_000_000
 """With shared meters, a session's traces start this long before it (an interval sample
 straddling the start is kept whole)."""
@@ -429,47 +424,19 @@ class Session:
         the result; a result the store refused is marked :attr:`SessionOutcome.unstored` for
         the sinks (the service keeps it and retries).
         """
-        await asyncio.shield(asyncio.to_thread(self._keep, outcome, out_dir, loadgen_dir))
+        keep = functools.partial(
+            keep_outcome, store=self.store, plots=self.settings.session.plots,
+            note=self.observer.note,
+        )  # fmt: skip
+        await asyncio.shield(asyncio.to_thread(keep, outcome, out_dir, loadgen_dir))
         for sink in self._persist:
             sink(outcome)
-
-    def _keep(self, outcome: SessionOutcome, out_dir: Path, loadgen_dir: Path | None) -> None:
-        problems: list[str] = outcome.result["problems"]
-        try:
-            outcome.files = write_run_files(
-                out_dir.parent, outcome.result, outcome.traces, outcome.queries, loadgen_dir
-            )
-            if self.settings.session.plots:
-                from infergy.exporters.plots import draw_run_plots  # noqa: PLC0415
-
-                outcome.files += draw_run_plots(
-                    out_dir, outcome.result, outcome.traces, outcome.queries
-                )
-        except InfergyError as err:
-            disk = disk_problem(out_dir)
-            self._lost(
-                problems, f"could not write every file: {err}" + (f"; {disk}" if disk else "")
-            )
-        if self.store is not None:
-            try:
-                self.store.save_run(outcome.result, outcome.traces, outcome.queries)
-            except InfergyError as err:
-                outcome.unstored = str(err)
-                self._lost(problems, f"the result could not be stored: {err}")
-        if any(p.startswith(LOST_WRITES) for p in problems):
-            with contextlib.suppress(InfergyError):  # result.json says what was lost, too
-                write_result_json(out_dir.parent, outcome.result)
-
-    def _lost(self, problems: list[str], note: str) -> None:
-        problems.append(note)
-        self.observer.note(note)
 
 
 __all__ = [
     "EXIT_DEGRADED",
     "EXIT_FAILED",
     "EXIT_OK",
-    "LOST_WRITES",
     "Session",
     "SessionObserver",
     "SessionOutcome",

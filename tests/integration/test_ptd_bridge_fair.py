@@ -104,7 +104,10 @@ def test_repeated_analyzer_warnings_are_counted_not_repeated(tmp_path: Path) -> 
         chain.command("fault unplug")
         time.sleep(5.0)  # 20 missed updates, each one a "Missed 1 samples" warning
         chain.command("plug")
-        time.sleep(2.0)
+        deadline = time.monotonic() + 20
+        while "Reconnected" not in chain.console_text():  # its backoff is at most 5 s
+            assert time.monotonic() < deadline, chain.console_text()
+            time.sleep(0.2)
         client.req("Stop")
         client.close()
     finally:

@@ -45,6 +45,18 @@ class StoreError(InfergyError):
     exit_code = 1
 
 
+class DamagedRunError(StoreError):
+    """A stored run exists but its result cannot be read (a damaged row).
+
+    Attributes:
+        status: the run's status as its intact row says (``ok``, ``aborted``...), or ``None``.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, status: str | None = None):
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
 class MeasurementFailedError(InfergyError):
     """A measurement ran but failed; maps to exit code 1."""
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from infergy import __version__
 from infergy.cli import (
@@ -100,3 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         print_error(err, f"{type(e).__name__}: {e}", hint, label="internal error")
         return 1
     return rv if isinstance(rv, int) else 0
+
+
+def _say(console: Console, label: str, style: str, message: str) -> None:
+    """Print one unwrapped line: a styled label, then the message as plain text.
+
+    Never parsed as markup: a config value such as ``listen = "[/x]:8765"`` prints as written.
+    """
+    console.print(Text.assemble((label, style), " ", message), soft_wrap=True)

@@ -45,10 +45,12 @@ from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.daemon.scheduler import JobScheduler, JobState, summarize
 from infergy.errors import (
     ConfigError,
+    DamagedRunError,
     InfergyError,
     InputError,
     JobConflictError,
     QueueFullError,
+    StoreError,
     UnknownRunError,
 )
 from infergy.store.names import check_name
@@ -212,9 +214,12 @@ class _Api:
         except InfergyError as err:  # a validator that raised our error instead of ValueError
             return error_response(422, "value_error", _line(err), ("body",))
         try:
-            run_id = self.scheduler.submit(spec)
+            run_id = await self.scheduler.accept(spec)  # journalled before this answers 202
         except QueueFullError as err:
             return error_response(503, "queue_full", _line(err), headers={"Retry-After": "30"})
+        except StoreError as err:  # not recorded, so not accepted: nothing accepted is lost
+            msg = f"the job was not accepted: {_line(err)}"
+            raise ApiError(503, "store_unavailable", msg) from None
         accepted = Accepted(run_id=run_id, status_url=url(run_id), state=JobState.QUEUED)
         return _json(accepted, 202, headers={"Location": accepted.status_url})
 
@@ -238,25 +243,43 @@ class _Api:
     async def get_run(self, request: web.Request) -> web.Response:
         run_id = _run_id(request)
         job = self.scheduler.get(run_id)
-        stored = None
+        stored, damage = None, None
         if (job is None or job.state.finished) and self.result_lookup is not None:
-            async with asyncio.timeout(CALLBACK_TIMEOUT_S):
-                stored = await self.result_lookup(run_id)
+            stored, damage = await self._lookup(run_id)
         if job is not None:
-            view = RunView.of(job, _status_url(run_id))
-            return _json(RunDetail(**dict(view), result=stored or job.result))
+            view = dict(RunView.of(job, _status_url(run_id)))
+            if damage is not None:
+                view["error"] = _line(damage)
+            return _json(RunDetail(**view, result=stored or job.result))
+        if damage is not None:  # the row's intact parts are still served
+            if damage.status not in _STATES:
+                raise ApiError(503, "store_damaged", _line(damage), ("path", "run_id"))
+            url = _status_url(run_id)
+            state = JobState(damage.status)
+            return _json(RunDetail(run_id=run_id, state=state, status_url=url, error=_line(damage)))
         if stored is None:
             return error_response(404, "not_found", f"no run {run_id!r}", ("path", "run_id"))
-        state = stored.get("status")
+        status = stored.get("status")
         return _json(
             RunDetail(
                 run_id=run_id,
-                state=JobState(state) if state in _STATES else JobState.FAILED,
+                state=JobState(status) if status in _STATES else JobState.FAILED,
                 summary=summarize(stored),
                 status_url=_status_url(run_id),
                 result=stored,
             )
         )
+
+    async def _lookup(self, run_id: str) -> tuple[dict[str, Any] | None, DamagedRunError | None]:
+        """The stored result, or the damage that keeps it from being read."""
+        assert self.result_lookup is not None
+        try:
+            async with asyncio.timeout(CALLBACK_TIMEOUT_S):
+                return await self.result_lookup(run_id), None
+        except DamagedRunError as err:
+            return None, err
+        except StoreError as err:
+            raise ApiError(503, "store_unavailable", _line(err), ("path", "run_id")) from None
 
     async def cancel_run(self, request: web.Request) -> web.Response:
         self._authorize(request)

@@ -3,7 +3,8 @@
 Every error response is ``{"errors": [{"loc": [...], "msg": "...", "type": "..."}]}``: a 422
 lists one item per invalid field (pydantic's locations), other errors carry one item. The
 middleware also turns aiohttp's own errors (unknown route 404, 405, 413 for a body over the
-limit) and any unexpected exception (500, logged with its traceback) into that shape.
+limit) and any unexpected exception (500, logged with its traceback) into that shape; a client
+that hangs up mid-request is logged as that, in one line.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {k: v for k, v in err.headers.items() if k in _KEEP_HEADERS}
         msg = err.text if err.text and not err.text.startswith(f"{err.status}:") else err.reason
         return error_response(err.status, _TYPES.get(err.status, "http_error"), msg, (), headers)
+    except ConnectionResetError:  # the client hung up mid-request: its business, not a bug
+        logger.info("%s %s: the client hung up before the request was complete",
+                    request.method, request.path)  # fmt: skip
+        return error_response(400, "bad_request", "the request was not complete")
     except TimeoutError:
         logger.warning("%s %s: a collaborator timed out", request.method, request.path)
         return error_response(503, "timeout", "a service component did not answer in time")

@@ -163,7 +163,10 @@ def openapi_document(*, version: str, with_metrics: bool) -> dict[str, Any]:
                     "413": error("the body is larger than [serve] max_body_bytes"),
                     "415": error("the body is not application/json"),
                     "422": error("the job spec is invalid: one item per field"),
-                    "503": error("the queue is full or the service is stopping"),
+                    "503": error(
+                        "the queue is full, the service is stopping, or the store"
+                        " cannot record the job"
+                    ),
                 },
             },
             "get": {
@@ -196,6 +199,10 @@ def openapi_document(*, version: str, with_metrics: bool) -> dict[str, Any]:
                     "200": body("RunDetail", "the job"),
                     "400": error("the run id is malformed"),
                     "404": error("no such run"),
+                    "503": error(
+                        "the store cannot be read (a damaged row is answered 200,"
+                        " with its state and the damage in error)"
+                    ),
                 },
             },
             "delete": {

@@ -154,10 +154,11 @@ class JobSpec(BaseModel):
                 if not 1 <= port <= MAX_PORT:
                     msg = f"bad meter {item!r}: the port must be 1-{MAX_PORT}, got {port}"
                     raise ValueError(msg)
-        if len(set(value)) != len(value):
+        names = [item for item in value if isinstance(item, str)]  # others: pydantic's type error
+        if len(set(names)) != len(names):
             msg = "a meter is listed twice"
             raise ValueError(msg)
-        return value
+        return tuple(value)  # a JSON array arrives as a list, which strict mode refuses
 
     @field_validator("endpoint", mode="before")
     @classmethod

@@ -413,11 +413,17 @@ class MeterSet:
 
     # -- shutdown ------------------------------------------------------------------------------
 
-    async def stop_analyzers(self) -> None:
-        """End the analyzers' measurement and restore their ranges (best effort, bounded)."""
+    async def stop_analyzers(self, timeout_s: float = 10.0) -> None:
+        """End the analyzers' measurement and restore their ranges (best effort, bounded).
+
+        A meter that is not connected (its task has ended, or it is reconnecting) is skipped:
+        waiting for it would only spend the bound.
+        """
         for meter in self.ptd_meters():
+            if not meter.connected:
+                continue
             try:
-                async with asyncio.timeout(10):
+                async with asyncio.timeout(timeout_s):
                     await meter.stop()
             except (InfergyError, TimeoutError, OSError) as err:
                 why = str(err) or type(err).__name__  # a TimeoutError has no message

@@ -8,14 +8,15 @@ jobs with disjoint claims run in parallel. The service owns the tasks::
     scheduler = JobScheduler(run_session, max_queued=16)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(scheduler.run(), name="infergy-scheduler")
-        run_id = scheduler.submit(JobSpec(scenario="single-stream", duration=10))
+        run_id = await scheduler.accept(JobSpec(scenario="single-stream", duration=10))
         ...
         await scheduler.drain(timeout_s=30)  # on SIGTERM: run() returns once it is done
 
 Job states: ``queued`` -> ``running`` -> ``ok | degraded | failed | aborted``, or
 ``queued`` -> ``cancelled``. A cancelled running job's session task is cancelled and the job
 ends ``aborted``. Finished jobs stay listed (the newest ``history`` of them); the store keeps
-their results for good.
+their results for good. With a ``persist`` hook (the service's job journal), :meth:`accept`
+makes a job durable before it is queued, and a stop keeps the queue for the next start.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ RunSession = Callable[[str, Spec], Awaitable[dict[str, Any]]]
 """``run_session(run_id, spec) -> result``: one measurement session (or sweep), returning the
 result JSON object (ARCHITECTURE.md, "Result"; a sweep's record, docs/maxq.md); raises
 ``InfergyError`` when it fails."""
+Persist = Callable[["Job"], Awaitable[None]]
+"""``persist(job)``: make a new job durable before it is accepted (raises ``InfergyError``)."""
+CANCELLED_ON_REQUEST = "cancelled on request"
+_WHY_IT_ENDED = ("failed during the ", "aborted during the ", "the service stopped during")
 
 HOST = "host"
 """The claim on the box-wide resources: the CPU, RAPL and the wall-power analyzer."""
@@ -143,6 +148,8 @@ class Job:
     """Why the job failed, was aborted or cancelled (one line)."""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     cancel_requested: bool = False
+    abort_reason: str | None = None
+    """Why a running job is being aborted (a DELETE, the service stopping), for its result."""
 
     @property
     def summary(self) -> dict[str, Any] | None:
@@ -164,6 +171,8 @@ class JobScheduler:
         new_id: run id factory (``infergy.store.names.new_run_id``).
         on_change: called with the job after each state change (queued, running, final),
             e.g. to update metrics; its exceptions are logged, never raised.
+        persist: awaited with each job :meth:`accept` takes, before it is queued (the service
+            journals it in the store, so an accepted job survives a crash).
 
     Not thread-safe: call ``submit``, ``cancel`` and the queries from the event loop.
     """
@@ -177,6 +186,7 @@ class JobScheduler:
         clock_ns: Callable[[], int] = time.time_ns,
         new_id: Callable[[], str] = new_run_id,
         on_change: Callable[[Job], None] | None = None,
+        persist: Persist | None = None,
     ) -> None:
         if max_queued < 1 or history < 0:
             msg = f"max_queued must be >= 1 and history >= 0, got {max_queued} and {history}"
@@ -187,6 +197,8 @@ class JobScheduler:
         self._clock_ns = clock_ns
         self._new_id = new_id
         self._on_change = on_change
+        self._persist = persist
+        self._accepting: set[str] = set()  # run ids being persisted by accept()
         self._jobs: dict[str, Job] = {}  # insertion order = submission order
         self._wake = asyncio.Event()
         self._closing = False
@@ -223,15 +235,59 @@ class JobScheduler:
     # -- commands -------------------------------------------------------------------------
 
     def submit(self, spec: Spec) -> str:
-        """Queue a job and return its run id.
+        """Queue a job in memory and return its run id (without ``persist``: tests, tools).
 
         Raises:
             QueueFullError: ``max_queued`` jobs are already waiting, or the service is stopping.
+            RuntimeError: this scheduler persists its jobs: use :meth:`accept`.
         """
+        if self._persist is not None:
+            msg = "this scheduler persists its jobs: use accept()"
+            raise RuntimeError(msg)
+        return self._enqueue(self._new_job(spec))
+
+    async def accept(self, spec: Spec) -> str:
+        """Persist a job, then queue it; its run id. A job accepted here is never lost.
+
+        Raises:
+            QueueFullError: the queue is full, or the service is stopping.
+            InfergyError: ``persist`` failed (the job is not queued).
+        """
+        job = self._new_job(spec)
+        if self._persist is not None:
+            self._accepting.add(job.run_id)
+            try:
+                await self._persist(job)
+            finally:
+                self._accepting.discard(job.run_id)
+            if self._closing:  # a stop began meanwhile: the job is journalled, so it is kept
+                self._jobs[job.run_id] = job
+                logger.info("job %s queued (%s); it runs after the next start", job.run_id,
+                            spec.scenario)  # fmt: skip
+                self._changed(job)
+                return job.run_id
+        return self._enqueue(job)
+
+    def restore(self, job: Job) -> None:
+        """Take back a job a previous lifetime accepted (queued, or finished while recovered).
+
+        The queue bound does not apply: these jobs were accepted already.
+        """
+        if job.run_id in self._jobs:
+            msg = f"run id {job.run_id} is already in use"
+            raise JobConflictError(msg)
+        self._jobs[job.run_id] = job
+        logger.info("job %s restored (%s)", job.run_id, job.state.value)
+        self._changed(job)
+        self._wake.set()
+
+    def _new_job(self, spec: Spec) -> Job:
         if self._closing:
             msg = "the service is stopping and accepts no new jobs"
             raise QueueFullError(msg, hint="submit again once the service has restarted")
-        queued = sum(1 for j in self._jobs.values() if j.state is JobState.QUEUED)
+        queued = len(self._accepting) + sum(
+            1 for j in self._jobs.values() if j.state is JobState.QUEUED
+        )
         if queued >= self._max_queued:
             msg = f"the job queue is full ({queued} of {self._max_queued} waiting)"
             hint = "retry later, cancel a queued job, or raise [serve] max_queued_jobs"
@@ -239,15 +295,17 @@ class JobScheduler:
         run_id = self._new_id()
         if isinstance(spec, MaxqSpec):
             run_id = f"mq-{run_id}"
-        if run_id in self._jobs:  # 24 random bits per second: a clash is a bug, not bad luck
+        if run_id in self._jobs or run_id in self._accepting:  # 24 random bits per second
             msg = f"run id {run_id} is already in use"
             raise JobConflictError(msg)
-        job = Job(run_id, spec, self._clock_ns())
-        self._jobs[run_id] = job
-        logger.info("job %s queued (%s)", run_id, spec.scenario)
+        return Job(run_id, spec, self._clock_ns())
+
+    def _enqueue(self, job: Job) -> str:
+        self._jobs[job.run_id] = job
+        logger.info("job %s queued (%s)", job.run_id, job.spec.scenario)
         self._changed(job)
         self._wake.set()
-        return run_id
+        return job.run_id
 
     def cancel(self, run_id: str) -> Job:
         """Cancel a job: a queued one ends ``cancelled`` now, a running one ends ``aborted``.
@@ -269,7 +327,8 @@ class JobScheduler:
         if job.state is JobState.QUEUED:
             self._finish(job, JobState.CANCELLED, error="cancelled before it started")
         elif job.task is not None:
-            job.task.cancel(msg="cancelled on request")
+            job.abort_reason = job.abort_reason or CANCELLED_ON_REQUEST
+            job.task.cancel(msg=job.abort_reason)
         self._wake.set()
         return job
 
@@ -302,32 +361,49 @@ class JobScheduler:
                     self._finish(job, JobState.ABORTED, error="the service stopped")
             self._stopped.set()
 
-    async def drain(self, timeout_s: float) -> None:
-        """Stop gracefully: refuse new jobs, cancel queued ones, let running ones finish.
+    async def drain(self, timeout_s: float, abort_timeout_s: float | None = None) -> None:
+        """Stop gracefully: refuse new jobs, keep queued ones, let running ones finish.
 
-        Running sessions get ``timeout_s`` to finish; then they are cancelled (ending
-        ``aborted``) and get as long again to unwind. Returns when ``run()`` has returned, or
+        Queued jobs stay ``queued`` (the service journals them: they run after the next
+        start). Running sessions get ``timeout_s`` to finish; then they are cancelled, ending
+        ``aborted`` with the reason in their result, and get ``abort_timeout_s`` (default:
+        ``timeout_s``) to store what they measured. Returns when ``run()`` has returned, or
         when that second wait has also run out (the caller then cancels its TaskGroup).
         """
         self._closing = True
-        for job in list(self._jobs.values()):
-            if job.state is JobState.QUEUED:
-                self._finish(job, JobState.CANCELLED, error="the service stopped before it started")
+        abort_s = timeout_s if abort_timeout_s is None else abort_timeout_s
+        kept = [j.run_id for j in self._jobs.values() if j.state is JobState.QUEUED]
+        if kept:
+            logger.info("stopping: %d queued job(s) kept, to run after the next start: %s",
+                        len(kept), ", ".join(kept))  # fmt: skip
+        running = self._active()
+        if running:
+            logger.info("stopping: waiting up to %g s for job %s to finish", timeout_s,
+                        ", ".join(j.run_id for j in running))  # fmt: skip
         self._wake.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._stopped.wait()
                 return
+        reason = (
+            f"the service was stopping and the job did not finish within [serve] "
+            f"stop_timeout_s = {timeout_s:g} s"
+        )
         for job in self._active():
-            logger.warning("job %s did not finish within %.0f s: aborting", job.run_id, timeout_s)
+            logger.warning(
+                "stopping: job %s did not finish within %g s: aborting it (up to %g s to keep"
+                " what it measured)", job.run_id, timeout_s, abort_s,
+            )  # fmt: skip
             job.cancel_requested = True
+            job.abort_reason = reason
             if job.task is not None:
-                job.task.cancel(msg="the service is stopping")
+                job.task.cancel(msg=reason)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(abort_s):
                 await self._stopped.wait()
                 return
-        logger.error("sessions still unwinding after %.0f s; giving up on them", 2 * timeout_s)
+        logger.error("stopping: sessions still unwinding after %g s; giving up on them",
+                     timeout_s + abort_s)  # fmt: skip
 
     # -- internals ------------------------------------------------------------------------
 
@@ -353,8 +429,7 @@ class JobScheduler:
         try:
             result = await self._run_session(job.run_id, job.spec)
         except asyncio.CancelledError:
-            reason = "cancelled on request" if job.cancel_requested else "the service stopped"
-            self._finish(job, JobState.ABORTED, error=reason)
+            self._finish(job, JobState.ABORTED, error=job.abort_reason or "the service stopped")
             raise
         except InfergyError as err:
             hint = f" ({err.hint})" if err.hint else ""
@@ -384,13 +459,14 @@ class JobScheduler:
         job.result = result
         status = result.get("status") if isinstance(result, dict) else None
         if job.cancel_requested:  # the session swallowed the cancellation but did stop
-            self._finish(job, JobState.ABORTED, error="cancelled on request")
+            self._finish(job, JobState.ABORTED, error=job.abort_reason or CANCELLED_ON_REQUEST)
         elif status == JobState.DEGRADED and isinstance(job.spec, JobSpec) and job.spec.strict:
             self._finish(job, JobState.FAILED, error="the result is degraded and strict is set")
         elif status in (JobState.OK, JobState.DEGRADED, JobState.FAILED, JobState.ABORTED):
-            problems = result.get("problems") or []
+            problems = [str(p) for p in result.get("problems") or []]
             failed = status in (JobState.FAILED, JobState.ABORTED)
-            error = "; ".join(map(str, problems)) if failed else None
+            why = [p for p in problems if p.startswith(_WHY_IT_ENDED)]  # the reason, not notes
+            error = "; ".join(why or problems) if failed else None
             self._finish(job, JobState(status), error=error or None)
         else:
             self._finish(job, JobState.FAILED, error=f"the session returned status {status!r}")

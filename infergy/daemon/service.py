@@ -4,16 +4,26 @@ One asyncio TaskGroup holds everything: the meters (sampling all the time, so id
 visible between runs), the live telemetry behind ``/metrics``, the job scheduler (sessions one
 at a time per GPU set), the HTTP control API, the MQTT publisher and the systemd watchdog.
 
-Startup: open the store (runs left ``running`` by a killed process become ``aborted``, their
-checkpointed data kept; so do sweeps whose process is gone), open the meters, restore the GPU
-settings a killed MaxQ sweep left changed (its journal), start everything, then ``READY=1``.
-Jobs are measurement sessions (``POST /v1/runs``, ``cmd/run``) or MaxQ sweeps (``POST
-/v1/maxq``, ``cmd/maxq``), one queue for both; a sweep's record is published on ``maxq``. A missing
-optional part (no GPU, no analyzer, the broker down) degrades the service, never stops it.
-SIGTERM/SIGINT: refuse new jobs, let the current one finish or abort it after
-``[serve] stop_timeout_s``, flush the MQTT outbox, ``STOPPING=1``. SIGHUP: reload the config
-for future sessions (analysis thresholds, output, session phases); parts that would need a
-restart (listen address, meters, broker) are named in the log and left as they are.
+Startup: check that the store's and the results' folders are writable (else stop, with one
+line), open the store, take back every job a previous lifetime accepted
+(:mod:`infergy.daemon.recovery`: queued jobs queue again, interrupted runs are rebuilt from
+what is on disk and stored ``aborted``, so are sweeps whose process is gone), open the meters,
+restore the GPU settings a killed MaxQ sweep left changed (its journal), start everything, then
+``READY=1``. Jobs are measurement sessions (``POST /v1/runs``, ``cmd/run``) or MaxQ sweeps
+(``POST /v1/maxq``, ``cmd/maxq``), one queue for both, every one journalled in the store before
+it is accepted; a sweep's record is published on ``maxq``. A missing optional part (no GPU, no
+analyzer, the broker down) degrades the service, never stops it.
+
+SIGTERM/SIGINT (each step bounded, and logged with its reason): refuse new jobs, keep queued
+ones for the next start, let the running one finish within ``[serve] stop_timeout_s`` or abort
+it (as long again to keep what it measured, the reason in its result), write the journal,
+stop the analyzers' measurement, deliver the MQTT outbox (``STOP_FLUSH_S``), ``STOPPING=1``.
+An idle service exits in well under 2 s. SIGHUP: reload the config for future sessions
+(analysis thresholds, output, session phases); parts that would need a restart (listen
+address, meters, broker) are named in the log and left as they are.
+
+A result the store refuses (a full disk) is kept in memory, served by the API, and stored
+(and published) as soon as the store takes it again; ``/healthz`` measures the store.
 """
 
 from __future__ import annotations
@@ -23,30 +33,38 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from infergy import __version__
 from infergy.config.settings import Settings, load_settings
 from infergy.core.clock import SessionClock
 from infergy.daemon.auto_batch import resolve_auto_batch
+from infergy.daemon.disk import check_writable
 from infergy.daemon.http_api import build_app, serve_http
+from infergy.daemon.http_models import ComponentHealth, HealthState
 from infergy.daemon.jobs import JobSpec
+from infergy.daemon.journal import JobJournal
 from infergy.daemon.maxq_controls import abort_dead_sweeps, describe_restore, restore_left_journal
 from infergy.daemon.maxq_session import MaxqSweep, QuietSweepObserver
 from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.daemon.meters import MeterSet
 from infergy.daemon.mqtt_commands import CommandHandler
 from infergy.daemon.notify import Notifier
+from infergy.daemon.recovery import INTERRUPTED, Recovery, recover
 from infergy.daemon.scheduler import Job, JobScheduler
+from infergy.daemon.service_store import StoreKeeper
 from infergy.daemon.session import Session, SessionOutcome
+from infergy.daemon.session_keep import LoggingObserver
 from infergy.daemon.session_types import unwrapped
 from infergy.errors import ConfigError, InfergyError, JobError
 from infergy.exporters.outbox import Outbox
 from infergy.exporters.prometheus import build_registry, render_metrics
 from infergy.exporters.telemetry import LiveTelemetry
 from infergy.store.db import Store
+from infergy.store.integrity import swap_in
 
 logger = logging.getLogger(__name__)
 SERVICE_CAPACITY = 1 << 18
@@ -56,6 +74,23 @@ PTD_RESTART_S = 3600.0
 """Between sessions, the analyzer's measurement is restarted this often (bounded PTD state)."""
 CHECKPOINT_S = 10.0
 """How often a running session's data is checkpointed into the store."""
+STOP_FLUSH_S = 10.0
+"""At a stop, how long the MQTT outbox may take to reach the broker (the rest waits on disk)."""
+STOP_ANALYZERS_S = 5.0
+"""At a stop, how long ending the analyzers' measurement may take."""
+STOP_JOURNAL_S = 5.0
+"""At a stop, how long writing the job journal, and offering unstored results, may each take."""
+
+
+def stop_bound_s(stop_timeout_s: float) -> float:
+    """The longest a graceful stop can take (systemd's ``TimeoutStopSec=`` must exceed it).
+
+    The running job's ``stop_timeout_s``, as long again to abort and keep it, the journal and
+    the kept results, the analyzers' measurement, the MQTT outbox.
+    """
+    return 2 * stop_timeout_s + 2 * STOP_JOURNAL_S + STOP_ANALYZERS_S + STOP_FLUSH_S
+
+
 _RESTART_ONLY = ("serve", "meters", "mqtt", "store", "node_name")
 """Config sections SIGHUP cannot apply to a running service."""
 
@@ -91,6 +126,8 @@ class Service:
         self.telemetry: LiveTelemetry | None = None
         self.scheduler: JobScheduler | None = None
         self.outbox: Outbox | None = None
+        self.journal: JobJournal | None = None
+        self.keeper: StoreKeeper | None = None
         self.mqtt: Any = None
         self.port: int | None = None
 
@@ -104,13 +141,21 @@ class Service:
         """
         self.settings = s = _rooted(self.settings, self.env)
         path = s.store.path_or_default(self.env)
+        await asyncio.to_thread(check_writable, path.parent, "the store's folder")
+        await asyncio.to_thread(check_writable, s.output.dir, "the results folder ([output] dir)")
         self.store = store = await asyncio.to_thread(Store.open, path)
         try:
+            self.keeper = StoreKeeper(store)
+            rebuilt = await asyncio.to_thread(self.keeper.check_integrity)
+            if rebuilt is not None:  # damaged indexes: the copy rebuilt from the tables goes in
+                await asyncio.to_thread(store.close)
+                backup = await asyncio.to_thread(swap_in, path, rebuilt)
+                self.store = store = await asyncio.to_thread(Store.open, path)
+                self.keeper.rebuilt(store, backup)
+            recovery = await asyncio.to_thread(recover, store, s, now_ns=time.time_ns())
             interrupted = await asyncio.to_thread(
-                store.mark_interrupted,
-                "the service stopped during this run (killed or crashed); the data kept is "
-                "its last checkpoint",
-            )
+                store.mark_interrupted, f"{INTERRUPTED}; the data kept is its last checkpoint"
+            )  # runs left `running` without a journal entry (an older infergy's)
             for run_id in interrupted:
                 logger.warning("run %s was interrupted by a previous stop: marked aborted", run_id)
             for sweep_id in await asyncio.to_thread(
@@ -118,14 +163,15 @@ class Service:
                 "crashed); its points so far are kept",
             ):  # fmt: skip
                 logger.warning("sweep %s was interrupted: marked aborted", sweep_id)
-            await self._serve(store, interrupted)
+            await self._serve(store, recovery, interrupted)
         finally:
             await asyncio.to_thread(store.close)
 
-    async def _serve(self, store: Store, interrupted: list[str]) -> None:
+    async def _serve(self, store: Store, recovery: Recovery, interrupted: list[str]) -> None:
         s = self.settings
         token = s.serve.api_token()
         clock = SessionClock()
+        self.journal = JobJournal(store, clock_offset_ns=clock.wall0_ns - clock.mono0_ns)
         self.meter_set = meters = await MeterSet.open(
             (), s, clock, env=self.env, capacity=SERVICE_CAPACITY
         )
@@ -144,16 +190,23 @@ class Service:
                 telemetry.restore_last_sweep(record)
             registry = build_registry(telemetry)
             self.outbox = Outbox(store, max_entries=s.mqtt.outbox_max_entries)
+            assert self.keeper is not None
+            self.keeper.outbox = self.outbox if s.mqtt.enabled else None
             self.scheduler = scheduler = JobScheduler(
-                self._run_session, max_queued=s.serve.max_queued_jobs, on_change=self._job_changed
+                self._run_session,
+                max_queued=s.serve.max_queued_jobs,
+                on_change=self._job_changed,
+                persist=self.journal.add,
             )
+            for job in [*recovery.finished, *recovery.queued]:
+                scheduler.restore(job)
             if s.mqtt.enabled:
                 from infergy.exporters.mqtt import MqttPublisher  # noqa: PLC0415
 
-                for run_id in interrupted:  # their final (aborted) results go out like any other
-                    result = await asyncio.to_thread(store.find_result, run_id)
-                    if result is not None:
-                        await asyncio.to_thread(self.outbox.put_result, result)
+                # the interrupted runs' final (aborted) results go out like any other
+                found = [await asyncio.to_thread(store.find_result, i) for i in interrupted]
+                for result in [*recovery.results, *(r for r in found if r is not None)]:
+                    await asyncio.to_thread(self.outbox.put_result, result)
 
                 self.mqtt = MqttPublisher(
                     s.mqtt,
@@ -198,8 +251,10 @@ class Service:
                         tg.create_task(self.mqtt.run(), name="mqtt")
                     tg.create_task(self._lifecycle(listening), name="lifecycle")
                     tg.create_task(self._restart_analyzers(), name="ptd-restarts")
+                    tg.create_task(self.journal.run(), name="job-journal")
+                    tg.create_task(self.keeper.run(), name="store-keeper")
         finally:
-            await meters.stop_analyzers()
+            await meters.stop_analyzers(STOP_ANALYZERS_S)  # unless done already (connected)
             await meters.aclose()
             logger.info("infergy stopped")
 
@@ -208,21 +263,42 @@ class Service:
         async with asyncio.timeout(30):
             await listening.wait()
         for _ in range(100):  # up to 10 s for the meters' first samples, so READY tells the truth
-            if self.health().get("meters") != "down":
+            if self.health().get("meters") != "down" or self.stop_requested.is_set():
                 break
             await asyncio.sleep(0.1)
-        parts = ", ".join(f"{k} {v}" for k, v in sorted(self.health().items()))
+        parts = ", ".join(f"{k} {_state(v)}" for k, v in sorted(self.health().items()))
         self.notifier.ready(f"serving on {self.settings.serve.listen}: {parts}")
         logger.info("infergy %s ready on %s (%s)", __version__, self.settings.serve.listen, parts)
         self.ready.set()
         await self.stop_requested.wait()
-        self.notifier.stopping("stopping: finishing the current job")
-        assert self.scheduler is not None
-        await self.scheduler.drain(self.settings.serve.stop_timeout_s)
-        if self.mqtt is not None:
-            self.notifier.status("stopping: flushing the MQTT outbox")
-            await self.mqtt.flush(10.0)
+        await self._stop()
         raise _StopError
+
+    async def _stop(self) -> None:
+        """The graceful stop: every step bounded, and logged with why it waits."""
+        assert self.scheduler is not None and self.journal is not None
+        assert self.keeper is not None and self.meter_set is not None
+        t0 = time.monotonic()
+        self.notifier.stopping("stopping: finishing the current job")
+        timeout_s = self.settings.serve.stop_timeout_s
+        await self.scheduler.drain(timeout_s, abort_timeout_s=timeout_s)
+        if not await self.journal.flush(STOP_JOURNAL_S):
+            logger.error("stopping: the job journal could not be written within %g s: %s",
+                         STOP_JOURNAL_S, self.journal.last_error)  # fmt: skip
+        await self.keeper.last_try(STOP_JOURNAL_S)
+        await self.meter_set.stop_analyzers(STOP_ANALYZERS_S)  # while the meters still run
+        if self.mqtt is not None and self.outbox is not None:
+            pending = await asyncio.to_thread(self.outbox.pending)
+            if pending:
+                self.notifier.status("stopping: delivering the MQTT outbox")
+                logger.info("stopping: delivering %d queued MQTT message(s) (up to %g s)",
+                            pending, STOP_FLUSH_S)  # fmt: skip
+            if not await self.mqtt.flush(STOP_FLUSH_S):
+                left = await asyncio.to_thread(self.outbox.pending)
+                logger.warning("stopping: %d MQTT message(s) not delivered within %g s (the broker "
+                               "is unreachable): they stay in the outbox for the next start",
+                               left, STOP_FLUSH_S)  # fmt: skip
+        logger.info("stopping: done in %.1f s", time.monotonic() - t0)
 
     async def _restart_analyzers(self) -> None:
         """Every PTD_RESTART_S while idle: a new PTD measurement (the server frees the old)."""
@@ -325,14 +401,17 @@ class Service:
         if spec.batch_size == "auto":
             spec = await self._auto_batch(run_id, spec)
         self.telemetry.session_started()
+        job = self.scheduler.get(run_id) if self.scheduler is not None else None
         session = Session(
             run_id,
             spec,
             self.settings,
             store=self.store,
+            observer=LoggingObserver(run_id, logger),
             shared_meters=self.meter_set,
             checkpoint_s=CHECKPOINT_S,
             persist=(self._publish,),
+            abort_reason=None if job is None else lambda: job.abort_reason,
         )
         outcome = await session.run()
         return outcome.result
@@ -354,17 +433,27 @@ class Service:
         return spec.model_copy(update={"batch_size": found.batch_size})
 
     def _publish(self, outcome: SessionOutcome) -> None:
-        assert self.telemetry is not None and self.outbox is not None
+        assert self.telemetry is not None and self.keeper is not None
         self.telemetry.session_finished(outcome.result)
-        if self.mqtt is not None:
-            self.outbox.put_result(outcome.result)
+        if outcome.unstored is not None:  # kept in memory, stored and published when it can be
+            self.keeper.keep(outcome, publish=self.mqtt is not None and self.outbox is not None)
+            return
+        if self.mqtt is not None and self.outbox is not None:
+            try:
+                self.outbox.put_result(outcome.result)
+            except InfergyError as err:
+                logger.warning("run %s: its result is stored but not queued for MQTT: %s",
+                               outcome.result.get("run_id"), err)  # fmt: skip
+                self.keeper.keep(outcome, publish=True, stored=True)
 
     def _job_changed(self, job: Job) -> None:
         self.notifier.status(f"job {job.run_id} {job.state.value}")
+        if self.journal is not None:
+            self.journal.changed(job)
 
     async def _submit(self, spec: JobSpec | MaxqSpec) -> str:
         assert self.scheduler is not None
-        return self.scheduler.submit(spec)
+        return await self.scheduler.accept(spec)
 
     async def _cancel(self, run_id: str) -> bool:
         assert self.scheduler is not None
@@ -390,16 +479,31 @@ class Service:
                 out[src.meter_source] = src.power_w
         return out
 
-    def health(self) -> dict[str, Literal["up", "degraded", "down"]]:
+    def health(self) -> dict[str, ComponentHealth | HealthState]:
         """Each component: ``up``, ``degraded`` or ``down`` (for /healthz and READY)."""
-        out: dict[str, Literal["up", "degraded", "down"]] = {"store": "up", "api": "up"}
+        out: dict[str, ComponentHealth | HealthState] = {"api": "up"}
+        if self.keeper is None:
+            out["store"] = ComponentHealth(state="down", detail="the store is not open yet")
+        else:  # measured: its filesystem, damage, results waiting, the job journal
+            journal = None if self.journal is None else self.journal.last_error
+            out["store"] = self.keeper.health(journal_error=journal)
         meters = self.meter_set
         if meters is not None:
-            ups = [h.up for m in meters.meters for h in m.health().values()]
+            # as /metrics shows them: up, and a valid sample within the staleness bound
+            live = () if self.telemetry is None else self.telemetry.telemetry().sources
+            ups = [src.up for src in live] or [
+                h.up for m in meters.meters for h in m.health().values()
+            ]
             out["meters"] = "up" if ups and all(ups) else ("degraded" if any(ups) else "down")
         if self.mqtt is not None:
             out["mqtt"] = "up" if self.mqtt.connected else "degraded"
         return out
+
+
+def _state(component: ComponentHealth | HealthState) -> str:
+    if isinstance(component, ComponentHealth):
+        return component.state + (f" ({component.detail})" if component.detail else "")
+    return component
 
 
 def _rooted(settings: Settings, env: Mapping[str, str]) -> Settings:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -23,9 +24,11 @@ from infergy.core.analysis import analyze
 from infergy.core.clock import SessionClock
 from infergy.core.inputs import AnalysisOptions, Workload
 from infergy.core.trace import NS_PER_S, QueryLog, Window
+from infergy.daemon.disk import disk_problem
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.meters import MeterSet
 from infergy.daemon.provenance import gpu_provenance
+from infergy.daemon.session_keep import keep_outcome
 from infergy.daemon.session_result import bare_result, result_identity
 from infergy.daemon.session_types import (
     EXIT_DEGRADED,
@@ -37,8 +40,7 @@ from infergy.daemon.session_types import (
     _State,
     unwrapped,
 )
-from infergy.errors import AnalysisError, ConfigError, InfergyError, WorkloadError
-from infergy.exporters.files import write_run_files
+from infergy.errors import AnalysisError, ConfigError, InfergyError, InputError, WorkloadError
 from infergy.runners.preflight import preflight
 from infergy.runners.scratch import remove_scratch
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
@@ -70,6 +72,8 @@ class Session:
         checkpoint_s: with a store, keep the run's data so far every this many seconds.
         idle_window: an idle baseline measured before, on the shared meters' clock (a MaxQ
             sweep's one baseline for all its points): no idle phase of its own.
+        abort_reason: says why the session is being cancelled (a DELETE, the service
+            stopping), for the aborted result's problems.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class Session:
         shared_meters: MeterSet | None = None,
         checkpoint_s: float = 0.0,
         idle_window: Window | None = None,
+        abort_reason: Callable[[], str | None] | None = None,
     ) -> None:
         self.run_id, self.spec, self.settings = run_id, spec, settings
         self._idle_window = idle_window
@@ -101,6 +106,7 @@ class Session:
         self._meters_factory, self._runners_factory = meters, runners
         self._persist = persist
         self._env = env
+        self._abort_reason = abort_reason
         self.meter_set: MeterSet | None = None
         self.runner: Any = None
         self._kept = False  # whether a result (and the run's folder) is kept
@@ -109,6 +115,9 @@ class Session:
 
     async def run(self) -> SessionOutcome:
         """Run the session; on cancellation store an ``aborted`` result, then re-raise.
+
+        A failure once the workload runs (the LoadGen process dies, a disk fills up) is not
+        raised: the run is stored as ``failed`` with everything sampled and the reason.
 
         Raises:
             InfergyError: preparation failed (bad model, unusable meter...): nothing is stored.
@@ -156,13 +165,7 @@ class Session:
                         tg.create_task(self._checkpoints(st, cfg, meter_set), name="checkpoint")
                     )
                 try:
-                    outcome = await self._measure(st, cfg, out_dir, meter_set)
-                except asyncio.CancelledError:
-                    # a meter's error (raised by the TaskGroup) or a user cancelled us
-                    failed = _failure(tasks)
-                    if failed is None or st.phase != "prepare":  # else nothing worth keeping
-                        self.aborted = await self._abort(st, cfg, meter_set, out_dir, failed)
-                    raise
+                    outcome = await self._measure_or_keep(st, cfg, out_dir, meter_set, tasks)
                 finally:
                     for task in tasks:
                         task.cancel()
@@ -185,10 +188,34 @@ class Session:
         elif nvml is not None:
             nvml.set_counter_poll_factor(self.settings.meters.nvml.idle_counter_poll_factor)
 
+    async def _measure_or_keep(
+        self,
+        st: _State,
+        cfg: WorkloadConfig,
+        out_dir: Path,
+        meter_set: MeterSet,
+        tasks: list[asyncio.Task[Any]],
+    ) -> SessionOutcome:
+        """The measurement; cancelled or failed once running, what was sampled is kept."""
+        try:
+            return await self._measure(st, cfg, out_dir, meter_set)
+        except asyncio.CancelledError:
+            # a meter's error (raised by the TaskGroup) or a user cancelled us
+            failed = _failure(tasks)
+            if failed is None or st.phase != "prepare":  # else nothing worth keeping
+                self.aborted = await self._abort(st, cfg, meter_set, out_dir, meter_failure=failed)
+            raise
+        except InfergyError as err:
+            if self.runner is None:  # preparing failed: nothing was measured
+                raise
+            return await self._abort(st, cfg, meter_set, out_dir, failure=err)
+
     async def _checkpoints(self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet) -> None:
         """Store what the run has so far every ``checkpoint_s`` (survives a killed process)."""
         while True:
             await asyncio.sleep(self.checkpoint_s)
+            if st.settled:  # the final result is being kept: a checkpoint would race it
+                return
             partial = self.runner.partial() if self.runner is not None else None
             try:
                 outcome = await asyncio.to_thread(
@@ -199,16 +226,16 @@ class Session:
                     self.store.checkpoint_run, outcome.result, outcome.traces, outcome.queries
                 )
             except InfergyError as err:
-                self.observer.note(f"checkpoint failed: {err}")
+                note = f"a checkpoint failed during the {st.phase} phase: {err}"
+                self.observer.note(note)
+                if not any(n.startswith("a checkpoint failed") for n in st.notes):
+                    st.notes.append(note)  # once in the result: the data is kept in memory
 
     async def _measure(
         self, st: _State, cfg: WorkloadConfig, out_dir: Path, meter_set: MeterSet
     ) -> SessionOutcome:
         await meter_set.wait_ready()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.runner = runner = await self._runners_factory(
-            cfg, st.clock, out_dir, on_in_flight=meter_set.on_in_flight
-        )
+        runner = await self._open_runner(st, cfg, out_dir, meter_set)
         meter_set.set_saturation(max(1, cfg.batch_size * max(1, len(cfg.gpus))))
         meter_set.set_simulated_load(cfg.batch_size, cfg.precision)
         if cfg.backend == "sim" and meter_set.boards:  # the simulated work follows the boards
@@ -216,33 +243,8 @@ class Session:
         st.gpus_start = gpu_provenance(meter_set)
         ticker = asyncio.create_task(self._tick(st, meter_set), name="session-progress")
         try:
-            idle_s = self.spec.idle if self.spec.idle is not None else self.settings.analysis.idle_s
-            if self._idle_window is not None:
-                st.idle = self._idle_window
-            elif idle_s > 0:
-                self._phase(st, "idle", idle_s)
-                t0 = st.clock.now_ns()
-                await asyncio.sleep(idle_s + IDLE_GUARD_S)
-                st.idle = Window(t0, t0 + round(idle_s * NS_PER_S))
-            # MLPerf's ranging pass, on real analyzers only, during the warm-up (which must
-            # then be representative of the run: same scenario and batch).
-            analyzers = [m for m in meter_set.ptd_meters() if m.source not in meter_set.simulated]
-            ranging = self.settings.session.ranging and bool(analyzers)
-            if ranging and self.spec.warmup > 0:
-                for meter in analyzers:
-                    await meter.ranging()
-            self._phase(st, "warmup", self.spec.warmup)
-            if self.spec.warmup > 0:
-                await runner.warmup(self.spec.warmup, on_progress=self._on_progress(st))
-            if ranging and self.spec.warmup > 0:
-                for meter in analyzers:
-                    volts, amps = await meter.testing()
-                    st.notes.append(
-                        f"{meter.source}: ranging pass during warm-up; testing ranges "
-                        f"{volts:g} V, {amps:g} A"
-                    )
-            elif ranging:
-                st.notes.append("no warm-up: the analyzer's ranging pass was skipped")
+            await self._idle(st)
+            await self._warmup(st, runner, meter_set)
             self._phase(st, "run", self.spec.duration)
             st.run_started_ns = st.clock.now_ns()
             meter_set.window_start_near()  # dense counter reads around the window's edges
@@ -257,9 +259,60 @@ class Session:
         if self._shared is None:  # a service's analyzers keep measuring between sessions
             await meter_set.stop_analyzers()
         self._phase(st, "analyze", None)
+        st.settled = True
         outcome = await asyncio.to_thread(self._analyze, st, cfg, meter_set, run)
-        self._finish(outcome, out_dir, run.loadgen_dir)
+        await self._finish(outcome, out_dir, run.loadgen_dir)
         return outcome
+
+    async def _open_runner(
+        self, st: _State, cfg: WorkloadConfig, out_dir: Path, meter_set: MeterSet
+    ) -> Any:
+        try:
+            await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+            self.runner = await self._runners_factory(
+                cfg, st.clock, out_dir, on_in_flight=meter_set.on_in_flight
+            )
+        except OSError as err:  # the run's folder: nothing has been measured yet
+            reason = disk_problem(out_dir) or err.strerror or str(err)
+            msg = f"cannot write the run's folder {out_dir}: {reason}"
+            raise InputError(
+                msg, hint="check that [output] dir is writable and has space"
+            ) from None
+        return self.runner
+
+    async def _idle(self, st: _State) -> None:
+        """The idle baseline: given (a MaxQ sweep's, measured once), or measured now."""
+        idle_s = self.spec.idle if self.spec.idle is not None else self.settings.analysis.idle_s
+        if self._idle_window is not None:
+            st.idle = self._idle_window
+        elif idle_s > 0:
+            self._phase(st, "idle", idle_s)
+            t0 = st.clock.now_ns()
+            await asyncio.sleep(idle_s + IDLE_GUARD_S)
+            st.idle = Window(t0, t0 + round(idle_s * NS_PER_S))
+
+    async def _warmup(self, st: _State, runner: Any, meter_set: MeterSet) -> None:
+        """The warm-up, with MLPerf's ranging pass on real analyzers only.
+
+        (The warm-up must then be representative of the run: same scenario and batch.)
+        """
+        analyzers = [m for m in meter_set.ptd_meters() if m.source not in meter_set.simulated]
+        ranging = self.settings.session.ranging and bool(analyzers)
+        if ranging and self.spec.warmup > 0:
+            for meter in analyzers:
+                await meter.ranging()
+        self._phase(st, "warmup", self.spec.warmup)
+        if self.spec.warmup > 0:
+            await runner.warmup(self.spec.warmup, on_progress=self._on_progress(st))
+        if ranging and self.spec.warmup > 0:
+            for meter in analyzers:
+                volts, amps = await meter.testing()
+                st.notes.append(
+                    f"{meter.source}: ranging pass during warm-up; testing ranges "
+                    f"{volts:g} V, {amps:g} A"
+                )
+        elif ranging:
+            st.notes.append("no warm-up: the analyzer's ranging pass was skipped")
 
     async def _abort(
         self,
@@ -267,30 +320,56 @@ class Session:
         cfg: WorkloadConfig,
         meter_set: MeterSet,
         out_dir: Path,
-        failure: tuple[str, BaseException] | None = None,
+        *,
+        failure: InfergyError | None = None,
+        meter_failure: tuple[str, BaseException] | None = None,
     ) -> SessionOutcome:
-        """Keep what was sampled: an ``aborted`` result, analysed over what ran.
+        """Keep what was sampled: an ``aborted`` (cancelled) or ``failed`` result.
 
-        ``failure`` (a meter's task name and error) makes it ``failed``: nobody aborted it.
+        ``failure`` (the workload's error) or ``meter_failure`` (a meter task's name and
+        error) make it ``failed``: nobody aborted it. Analysed over what ran, in a thread
+        shielded from a second cancellation.
         """
+        st.settled = True
         if self._shared is None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(meter_set.stop_analyzers())
-        partial = self.runner.partial() if self.runner is not None else None
         if failure is not None:
+            hint = f" ({failure.hint})" if failure.hint else ""
+            disk = disk_problem(out_dir)
+            st.notes.append(f"failed during the {st.phase} phase: {failure}{hint}"
+                            + (f"; {disk}" if disk else ""))  # fmt: skip
+        elif meter_failure is not None:
+            name, error = meter_failure
             st.notes.append(
-                f"failed during the {st.phase} phase: {failure[0]}: {failure[1]}; everything"
-                " sampled is kept"
+                f"failed during the {st.phase} phase: {name}: {error}; everything sampled is kept"
             )
         else:
-            st.notes.append(f"aborted during the {st.phase} phase; everything sampled is kept")
+            reason = self._abort_reason() if self._abort_reason is not None else None
+            why = f": {reason}" if reason else ""
+            st.notes.append(f"aborted during the {st.phase} phase{why}; everything sampled is kept")
+        partial = self.runner.partial() if self.runner is not None else None
+        status = "aborted" if failure is None and meter_failure is None else "failed"
+        outcome = await asyncio.shield(
+            asyncio.to_thread(self._partial_outcome, st, cfg, meter_set, partial, status)
+        )
+        await self._finish(outcome, out_dir, None)
+        return outcome
+
+    def _partial_outcome(
+        self,
+        st: _State,
+        cfg: WorkloadConfig,
+        meter_set: MeterSet,
+        partial: QueryLog | None,
+        status: str,
+    ) -> SessionOutcome:
         try:
             outcome = self._analyze(st, cfg, meter_set, None, partial=partial)
         except InfergyError as err:
             st.notes.append(f"no analysis of the partial run: {err}")
             outcome = self._bare_result(st, cfg, meter_set, partial)
-        outcome.result["status"] = "aborted" if failure is None else "failed"
-        self._finish(outcome, out_dir, None)
+        outcome.result["status"] = status
         return outcome
 
     # -- helpers -------------------------------------------------------------------------------
@@ -411,23 +490,21 @@ class Session:
         result = bare_result(identity, st, cfg, partial, status=status, problems=problems)
         return SessionOutcome(result, traces, partial)
 
-    def _finish(self, outcome: SessionOutcome, out_dir: Path, loadgen_dir: Path | None) -> None:
-        """Persist: store, then files and plots, then the extra sinks. Failures become problems."""
-        self._kept = True
-        if self.store is not None:
-            self.store.save_run(outcome.result, outcome.traces, outcome.queries)
-        try:
-            outcome.files = write_run_files(
-                out_dir.parent, outcome.result, outcome.traces, outcome.queries, loadgen_dir
-            )
-            if self.settings.session.plots:
-                from infergy.exporters.plots import draw_run_plots  # noqa: PLC0415
+    async def _finish(
+        self, outcome: SessionOutcome, out_dir: Path, loadgen_dir: Path | None
+    ) -> None:
+        """Persist: files and plots, then the store (off the loop), then the extra sinks.
 
-                outcome.files += draw_run_plots(
-                    out_dir, outcome.result, outcome.traces, outcome.queries
-                )
-        except InfergyError as err:
-            self.observer.note(f"could not write every file: {err}")
+        A write that fails is never silent: it is a note for the observer and a problem in
+        the result; a result the store refused is marked :attr:`SessionOutcome.unstored` for
+        the sinks (the service keeps it and retries).
+        """
+        self._kept = True  # the run's folder stays (see _close)
+        keep = functools.partial(
+            keep_outcome, store=self.store, plots=self.settings.session.plots,
+            note=self.observer.note,
+        )  # fmt: skip
+        await asyncio.shield(asyncio.to_thread(keep, outcome, out_dir, loadgen_dir))
         for sink in self._persist:
             sink(outcome)
 

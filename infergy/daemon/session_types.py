@@ -57,6 +57,8 @@ class SessionOutcome:
     traces: dict[str, Trace] = field(default_factory=dict)
     queries: QueryLog | None = None
     files: list[Path] = field(default_factory=list)
+    unstored: str | None = None
+    """Why the store refused the result (``None``: stored, or no store)."""
 
     @property
     def status(self) -> str:
@@ -83,6 +85,8 @@ class _State:
     notes: list[str] = field(default_factory=list)
     gpus_start: list[dict[str, Any]] = field(default_factory=list)
     progress: Progress | None = None
+    settled: bool = False
+    """The final result is being made: no more checkpoints."""
 
 
 @contextlib.asynccontextmanager

@@ -103,6 +103,17 @@ def write_run_files(
     return written
 
 
+def write_result_json(out_dir: Path, result: Mapping[str, Any]) -> Path:
+    """Write (or replace) only ``out_dir/<run_id>/result.json``; raises like write_run_files."""
+    run_id = check_name("run id", result.get("run_id"))
+    try:
+        text = json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as err:
+        msg = f"run {run_id}: the result is not writable as JSON: {err}"
+        raise InputError(msg, hint="absent figures are None, never NaN") from None
+    return _write_atomic(out_dir / run_id / "result.json", text)
+
+
 def spl_text(trace: Trace, mark: str) -> str:
     """A power trace as PTDaemon ``-l`` log lines (``Time,...,Watts,...,Mark,<mark>``).
 

@@ -101,6 +101,9 @@ class LiveSource:
         """Counter decreases seen (driver reloads)."""
         self.last_t_ns: int | None = None
         """Timestamp of the newest sample (valid or not)."""
+        self.last_valid_t_ns: int | None = None
+        """Timestamp of the newest sample that was a reading (NaN, a missed or bad sample, is
+        not): a source that only reports invalid samples is stale, not live."""
         self._last_v = math.nan
         # (end of covered time, energy_j, covered_ns) at segment ends; the oldest entry is the
         # newest point at least one window before the last one (the window's start).
@@ -117,6 +120,8 @@ class LiveSource:
         if prev_t is not None and t <= prev_t:
             return  # already seen (the feeder's cursor overlaps by design)
         self.last_t_ns, self._last_v = t, v
+        if math.isfinite(v):
+            self.last_valid_t_ns = t
         if self.semantics is Semantics.INTERVAL_MEAN:
             if math.isfinite(v):
                 gap = prev_t is None or t - prev_t > self._max_gap_ns

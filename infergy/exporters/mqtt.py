@@ -157,10 +157,17 @@ class MqttPublisher:
             return False
         try:
             async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
+                while True:
+                    await self._idle.wait()
+                    # idle may predate the newest entries (put_result just before this call, the
+                    # drain loop not woken yet): only an empty outbox is flushed
+                    if await asyncio.to_thread(self._outbox.pending) == 0:
+                        return True
+                    self._idle.clear()
+                    if self._wake is not None:
+                        self._wake.set()
         except TimeoutError:
             return False
-        return True
 
     async def run(self) -> NoReturn:
         """Connect, publish and serve requests until cancelled; reconnect on any failure."""

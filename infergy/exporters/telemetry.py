@@ -198,8 +198,8 @@ class LiveTelemetry:
         meters: the meters to follow (more with :meth:`add_meter`).
         clock: the session clock the meters stamp samples with.
         window_s: live power is the mean over about this much of the newest covered time.
-        stale_s: a source (or GPU context) silent for longer than this, or than 3 of its
-            nominal periods, shows no power and is not up.
+        stale_s: a source (or GPU context) without a valid sample for longer than this, or
+            than 3 of its nominal periods, shows no power and is not up.
         max_last_sessions: (scenario, model, backend) combinations kept for the gauges.
         simulated: meter source names whose readings are simulated although their meter does
             not say so (the emulated analyzer behind a real PTD client).
@@ -414,15 +414,16 @@ class _Published:
                 power_w=_power_w(tracked),
                 energy_j=live.energy_j if live.has_energy else None,
             ),
-            live.last_t_ns,
+            live.last_valid_t_ns,  # invalid samples (an unplugged analyzer's) keep nothing live
             fresh_for_ns,
         )
 
     def at(self, now_ns: int) -> SourceTelemetry:
         t = self.template
-        if self.last_t_ns is not None and now_ns - self.last_t_ns <= self.fresh_for_ns:
+        fresh = self.last_t_ns is not None and now_ns - self.last_t_ns <= self.fresh_for_ns
+        if fresh and t.up:
             return t
-        return dataclasses.replace(t, up=False, power_w=None)
+        return dataclasses.replace(t, up=False, power_w=None)  # down or stale: no old value
 
 
 def _power_w(tracked: _Tracked) -> float | None:

@@ -6,7 +6,7 @@ for the samples it has not read. Each sample becomes one ``interval_mean`` value
 (``ac`` by default; ``ac1``... per channel of a multichannel analyzer), with its relative
 uncertainty computed from the reading, the ranges in use and the analyzer's accuracy table
 (:mod:`infergy.ptd_bridge.analyzers.specs`). Bad (-1) and missed (-2) samples are kept as NaN:
-gaps, never zeros.
+gaps, never zeros; ``INVALID_DOWN`` of them in a row mark the source down until a reading.
 
 MLPerf's two passes are methods a session calls: :meth:`PtdMeter.ranging` (autorange,
 ``<mark>_ranging``), :meth:`PtdMeter.testing` (voltage range at the largest volts seen,
@@ -49,6 +49,8 @@ from infergy.meters.ptd_client import HALF_MS_NS, Exchange, PtdConnection, brack
 from infergy.meters.ptd_passes import MlperfPasses
 
 _NO_OFFSET = OffsetEstimate(0, 0, "none", accepted=False, reason="not estimated yet")
+INVALID_DOWN = 3
+"""After this many bad or missed samples in a row a source is down (up again at a reading)."""
 
 
 class PtdMeter(MlperfPasses):
@@ -102,6 +104,7 @@ class PtdMeter(MlperfPasses):
         self._capacity = capacity
         self._buffers: dict[str, RingBuffer] = {source: RingBuffer(capacity, with_uncertainty=True)}
         self._health: dict[str, MeterHealth] = {source: MeterHealth()}
+        self._invalid_run: dict[str, int] = {}  # consecutive invalid samples per source
         self._conn: PtdConnection | None = None
         self._connected = asyncio.Event()
         self.identity: p.Identity | None = None
@@ -229,6 +232,11 @@ class PtdMeter(MlperfPasses):
         )
         await conn.close()
 
+    @property
+    def connected(self) -> bool:
+        """Whether the meter holds a working connection to the PTD server now."""
+        return self._connected.is_set()
+
     async def wait_connected(self, timeout_s: float | None = None) -> None:
         """Wait until the meter is connected (for sessions that start it and go on)."""
         async with asyncio.timeout(timeout_s or self.connect_timeout_s + 5):
@@ -299,8 +307,18 @@ class PtdMeter(MlperfPasses):
         self._buffers[source].append(remote_ns, watts, u)
         h = self._health[source]
         h.samples += 1
-        if math.isnan(watts):
-            h.error("invalid_sample", "the analyzer reported a bad or missed sample")
+        if not math.isnan(watts):
+            self._invalid_run[source] = 0
+            h.up = self._conn is not None
+            return
+        h.error("invalid_sample", "the analyzer reported a bad or missed sample")
+        run = self._invalid_run[source] = self._invalid_run.get(source, 0) + 1
+        if run >= INVALID_DOWN:  # unplugged, overranged, not answering: not a live source
+            h.up = False
+            h.last_error = (
+                f"no valid reading in the last {run} samples: the analyzer reports bad (-1) or"
+                " missed (-2) samples (unplugged, overranged or not answering?)"
+            )
 
     # -- clock offset ---------------------------------------------------------------------------
 

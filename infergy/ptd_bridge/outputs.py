@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import threading
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -20,6 +22,44 @@ from infergy.errors import InputError
 from infergy.formats.ptd import format_console_line, format_status_line
 
 QUEUE_LINES = 100_000
+REPEAT_WINDOW_S = 10.0
+"""A status message repeated (digits aside) more than ``REPEAT_BURST`` times within this long
+is shown once more with a count at the end of the window, not each time."""
+REPEAT_BURST = 3
+
+
+class RepeatLimiter:
+    """Rate-limits repeated console lines: ``burst`` per key per ``window_s``, then counted.
+
+    ``allow(key, now_s)`` says whether to show a line now; ``drain()`` hands over (and zeroes)
+    the counts of lines suppressed since, to say so. Keys are whatever makes lines "the same".
+    """
+
+    def __init__(self, burst: int, window_s: float) -> None:
+        self.burst, self.window_s = burst, window_s
+        self._windows: dict[str, tuple[float, int]] = {}  # key: (window start, shown in it)
+        self._suppressed: dict[str, int] = {}
+
+    def allow(self, key: str, now_s: float) -> bool:
+        """Whether to show a line of ``key`` now (else it is counted)."""
+        start, shown = self._windows.get(key, (now_s, 0))
+        if now_s - start >= self.window_s:
+            start, shown = now_s, 0
+        if shown < self.burst:
+            self._windows[key] = (start, shown + 1)
+            return True
+        self._suppressed[key] = self._suppressed.get(key, 0) + 1
+        return False
+
+    def drain(self) -> dict[str, int]:
+        """Lines suppressed since the last drain, by key."""
+        out, self._suppressed = self._suppressed, {}
+        return out
+
+
+def _similar(text: str) -> str:
+    """The key of a status message: the same words whatever its numbers."""
+    return re.sub(r"\d+(\.\d+)?", "#", text)
 
 
 class LineWriter:
@@ -93,6 +133,7 @@ class BridgeOutputs:
     def __init__(self, clock: SessionClock, console: TextIO, log_path: Path | None) -> None:
         self._clock = clock
         self._console = LineWriter(console, name="ptd-bridge.console")
+        self._repeats = RepeatLimiter(REPEAT_BURST, REPEAT_WINDOW_S)
         self._log: LineWriter | None = None
         if log_path is not None:
             try:
@@ -111,12 +152,25 @@ class BridgeOutputs:
         self._console.write(format_console_line(self._clock.now_ns(), message))
 
     def status(self, level: str, text: str) -> None:
-        """A console line (``ERROR: ``/``WARNING: `` prefixed) and a log status line."""
+        """A console line (``ERROR: ``/``WARNING: `` prefixed) and a log status line.
+
+        The ``-l`` log gets every one. On the console a message repeated within
+        ``REPEAT_WINDOW_S`` (the same words, whatever its numbers: "Missed 1 samples" every
+        second of an unplugged analyzer) is shown ``REPEAT_BURST`` times, then counted.
+        """
         now = self._clock.now_ns()
         prefix = "" if level == "NOTICE" else f"{level}: "
-        self._console.write(format_console_line(now, prefix + text))
+        if self._repeats.allow(f"{prefix}|{_similar(text)}", time.monotonic()):
+            self._say_suppressed(now)  # before the next line shown: what was not
+            self._console.write(format_console_line(now, prefix + text))
         if self._log is not None:
             self._log.write(format_status_line(now, level, text))
+
+    def _say_suppressed(self, now_ns: int) -> None:
+        for key, n in self._repeats.drain().items():
+            prefix, _, words = key.partition("|")
+            note = f"{prefix}({n} more '{words}' messages were not shown)"
+            self._console.write(format_console_line(now_ns, note))
 
     def log(self, line: str) -> None:
         """A data line in the ``-l`` log (nothing without ``-l``)."""
@@ -125,6 +179,7 @@ class BridgeOutputs:
 
     def close(self) -> None:
         """Flush and stop both writers."""
+        self._say_suppressed(self._clock.now_ns())
         if self._log is not None:
             self._log.close()
         self._console.close()

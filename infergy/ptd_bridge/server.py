@@ -2,8 +2,16 @@
 
 Each client gets its own task and its own RL read position; a client that disconnects, or
 sends garbage (``Error: unknown command``, the connection stays), changes nothing for the
-others or for a running measurement. Like PTDaemon the console echoes every reply line
-(``Response to client sent: ...``). The listener binds to 127.0.0.1 unless told otherwise.
+others or for a running measurement. Like PTDaemon the console echoes reply lines
+(``Response to client sent: ...``), at most ``ECHO_BURST`` a second per client (then a count).
+The listener binds to 127.0.0.1 unless told otherwise.
+
+One client must not cost another its samples. Each connection's pending work is bounded:
+unread requests by the stream's buffer (``MAX_LINE_BYTES``), unread replies by the write
+buffer's high-water mark and ``WRITE_TIMEOUT_S`` (a client that does not read its replies is
+closed), and its pace by a request budget (``RATE_PER_S``, bursts of ``BURST``): a client
+above it waits, and one still above it after ``ABUSE_S`` is closed. Every request yields to
+the event loop, so the sampler and the other clients are served between any two of them.
 
 :class:`PtdBridge` puts the analyzer side (:class:`~.bridge.Bridge`) and the listener together
 in one async context manager, for the command line, the tests and an in-process ``infergy run``.
@@ -16,6 +24,7 @@ import contextlib
 import datetime
 import os
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +43,16 @@ from infergy.ptd_bridge.outputs import BridgeOutputs
 MAX_CLIENTS = 64
 MAX_LINE_BYTES = 4096
 WRITE_TIMEOUT_S = 10.0
+WRITE_HIGH_WATER_BYTES = 64 << 10
+"""Unsent reply bytes above which a client's handler waits for it to read (at most
+``WRITE_TIMEOUT_S``, then it is closed)."""
+RATE_PER_S = 100.0
+"""Requests per second a client may send in the long run (MLPerf's client sends a few)."""
+BURST = 100
+ABUSE_S = 5.0
+"""A client above ``RATE_PER_S`` without a pause for this long is closed."""
+ECHO_BURST = 20
+"""Reply lines echoed on the console per client per second; the rest are counted."""
 NOT_PTDAEMON = (
     "This is infergy's PTDaemon-compatible bridge, not SPEC's PTDaemon: measurements taken "
     "through it cannot make an MLPerf-compliant submission."
@@ -55,10 +74,22 @@ class BridgeServer:
         max_clients: more concurrent clients are refused with an error line.
     """
 
-    def __init__(self, bridge: Bridge, outputs: BridgeOutputs, *, max_clients: int = MAX_CLIENTS):
+    def __init__(
+        self,
+        bridge: Bridge,
+        outputs: BridgeOutputs,
+        *,
+        max_clients: int = MAX_CLIENTS,
+        rate_per_s: float = RATE_PER_S,
+        burst: int = BURST,
+        abuse_s: float = ABUSE_S,
+    ):
         self.bridge = bridge
         self.out = outputs
         self.max_clients = max_clients
+        self.rate_per_s, self.burst, self.abuse_s = rate_per_s, burst, abuse_s
+        self.closed_abusers = 0
+        """Clients closed for flooding or for not reading their replies."""
         self.clients = 0
         self._writers: set[asyncio.StreamWriter] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -79,45 +110,67 @@ class BridgeServer:
         self.out.console(f"Accepted connection from {host}:{port}")
         self.clients += 1
         self._writers.add(writer)
+        echo = _Echo(f"{host}:{port}")
+        closed_why = None
         try:
+            writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER_BYTES)
             if self.clients > self.max_clients:
-                await self._send(writer, ["Error: too many clients"])
+                await self._send(writer, ["Error: too many clients"], echo)
                 return
-            cursor = Cursor()
-            while True:
-                try:
-                    raw = await reader.readline()
-                except ValueError:  # longer than MAX_LINE_BYTES: the rest of it is dropped
-                    await self._send(writer, [p.UNKNOWN_REPLY])
-                    continue
-                if not raw:
-                    return
-                if not raw.strip():
-                    continue
-                lines = await self.reply(raw.decode("ascii", "replace"), cursor)
-                await self._send(writer, lines)
-        except (ConnectionError, TimeoutError):
+            closed_why = await self._requests(reader, writer, echo)
+        except TimeoutError:
+            closed_why = f"it did not read its replies for {WRITE_TIMEOUT_S:g} s"
+        except ConnectionError:
             pass
         finally:
             self.clients -= 1
             self._writers.discard(writer)
-            self.out.console(f"Connection closed by {host}:{port}")
+            echo.flush(self.out)
+            if closed_why is not None:
+                self.closed_abusers += 1
+                why = f"Closing the connection from {host}:{port}: {closed_why}"
+                self.out.status("WARNING", why)
+            else:
+                self.out.console(f"Connection closed by {host}:{port}")
             writer.close()
             with contextlib.suppress(ConnectionError, TimeoutError, OSError):
                 async with asyncio.timeout(1):
                     await writer.wait_closed()
+
+    async def _requests(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, echo: _Echo
+    ) -> str | None:
+        """Serve requests until the client leaves (None) or abuses its budget (why)."""
+        cursor = Cursor()
+        budget = RequestBudget(self.rate_per_s, self.burst)
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                raw = await reader.readline()
+            except ValueError:  # longer than MAX_LINE_BYTES: the rest of it is dropped
+                await self._send(writer, [p.UNKNOWN_REPLY], echo)
+                continue
+            if not raw:
+                return None
+            if not raw.strip():
+                continue
+            wait_s = budget.take(loop.time(), self.abuse_s)
+            if wait_s is None:
+                return f"it sent more than {self.rate_per_s:g} requests/s for {self.abuse_s:g} s"
+            await asyncio.sleep(wait_s)  # 0 most of the time: the others' turn, too
+            lines = await self.reply(raw.decode("ascii", "replace"), cursor)
+            await self._send(writer, lines, echo)
 
     def close_clients(self) -> None:
         """Close every client connection (at shutdown)."""
         for writer in list(self._writers):
             writer.close()
 
-    async def _send(self, writer: asyncio.StreamWriter, lines: list[str]) -> None:
+    async def _send(self, writer: asyncio.StreamWriter, lines: list[str], echo: _Echo) -> None:
         writer.write("".join(f"{line}\r\n" for line in lines).encode("ascii", "replace"))
         async with asyncio.timeout(WRITE_TIMEOUT_S):
             await writer.drain()
-        for line in lines:
-            self.out.console(f"Response to client sent: {line}")
+        echo.lines(self.out, lines, time.monotonic())
 
     async def reply(self, line: str, cursor: Cursor) -> list[str]:  # noqa: PLR0911, PLR0912
         """The reply lines to one request (one case per request, as in PTD.md's table)."""
@@ -208,6 +261,61 @@ class BridgeServer:
         if not samples:
             return [p.NO_UNREAD_REPLY]
         return [p.rl_header(len(samples)), *(s.line for s in samples)]
+
+
+class RequestBudget:
+    """A client's request budget: a token bucket, and how long it has been over it."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate_per_s, self.burst = rate_per_s, float(burst)
+        self._tokens = float(burst)
+        self._t: float | None = None
+        self._over_since: float | None = None
+
+    def take(self, now_s: float, abuse_s: float) -> float | None:
+        """Seconds to wait before serving the next request; None: over budget for too long."""
+        if self._t is not None:
+            self._tokens = min(self.burst, self._tokens + (now_s - self._t) * self.rate_per_s)
+        self._t = now_s
+        self._tokens -= 1.0
+        if self._tokens >= 0:
+            self._over_since = None
+            return 0.0
+        if self._over_since is None:
+            self._over_since = now_s
+        elif now_s - self._over_since > abuse_s:
+            return None
+        wait_s = -self._tokens / self.rate_per_s
+        self._tokens = 0.0
+        self._t = now_s + wait_s  # the tokens of the wait are spent by this request
+        return wait_s
+
+
+class _Echo:
+    """PTDaemon's reply echo for one client, at most ECHO_BURST lines a second."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self._second = -1
+        self._shown = 0
+        self._suppressed = 0
+
+    def lines(self, out: BridgeOutputs, lines: list[str], now_s: float) -> None:
+        second = int(now_s)
+        if second != self._second:
+            self.flush(out)
+            self._second, self._shown = second, 0
+        for line in lines:
+            if self._shown < ECHO_BURST:
+                self._shown += 1
+                out.console(f"Response to client sent: {line}")
+            else:
+                self._suppressed += 1
+
+    def flush(self, out: BridgeOutputs) -> None:
+        if self._suppressed:
+            out.console(f"({self._suppressed} more reply lines to {self.peer} not echoed)")
+            self._suppressed = 0
 
 
 class PtdBridge:

@@ -82,6 +82,15 @@ class Child:
         sys.stderr.flush()
         os._exit(ABORT_EXIT)
 
+    def _records_failed(self, path: Path, err: OSError) -> None:
+        """The record file cannot be written (a full disk): fail the phase now, not at its end."""
+        self.send({
+            "ok": False, "type": "WorkloadFailedError",
+            "message": f"cannot write the query records to {path}: {err.strerror or err}",
+            "hint": "check that [output] dir is writable and has free space", "exit_code": 1,
+        })  # fmt: skip
+        self._exit_now(None)
+
     def serve(self) -> None:
         """Run commands until ``close``."""
         while True:
@@ -101,6 +110,7 @@ class Child:
     def _do(self, cmd: object, msg: dict[str, Any]) -> Any:
         if cmd == "open":
             self.engine = Engine(WorkloadConfig.from_json(msg["cfg"]), self.state_dir)
+            self.engine.on_record_error = self._records_failed
             return self.engine.open()
         if cmd == "close":
             if self.engine is not None:

@@ -202,6 +202,8 @@ class Engine:
         self.spec: ModelSpec | None = None
         self.current_recorder: QueryRecorder | None = None
         """The phase being recorded (the LoadGen process flushes it when aborted)."""
+        self.on_record_error: Callable[[Path, OSError], None] | None = None
+        """Called when a phase's record file cannot be written (the LoadGen process ends)."""
 
     def open(self) -> dict[str, Any]:
         """Load the model on every device; on any failure release what was loaded and raise."""
@@ -252,7 +254,7 @@ class Engine:
 
     def _recorder(self, phase: str) -> QueryRecorder:
         path = None if self.state_dir is None else self.state_dir / PHASE_FILES[phase]
-        self.current_recorder = QueryRecorder(self.status, path)
+        self.current_recorder = QueryRecorder(self.status, path, self.on_record_error)
         return self.current_recorder
 
     def warmup(self, duration_s: float) -> Calibration:

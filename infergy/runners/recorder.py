@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +65,19 @@ class QueryRecorder:
     Args:
         status: the live counters to keep up to date.
         path: the record file (truncated); None keeps the records in memory only.
+        on_error: called (from the flusher thread) when the file cannot be written (a full
+            disk): the records from then on would be lost, so the run should end now.
     """
 
-    def __init__(self, status: StatusBoard, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        status: StatusBoard,
+        path: Path | None = None,
+        on_error: Callable[[Path, OSError], None] | None = None,
+    ) -> None:
         self.status = status
         self.path = path
+        self._on_error = on_error
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._chunks: list[I64] = [np.zeros((CHUNK_ROWS, RECORD_FIELDS), dtype=np.int64)]
@@ -144,7 +153,12 @@ class QueryRecorder:
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL_S):
-            self.flush()
+            try:
+                self.flush()
+            except OSError as err:
+                if self._on_error is not None and self.path is not None:
+                    self._on_error(self.path, err)
+                return
 
     def close(self) -> None:
         """Stop the flusher, write what is left, close the file (idempotent)."""

@@ -11,8 +11,8 @@ forward on open, one transaction per step::
 Arrays are stored compressed, timestamps delta-encoded. Every ``sqlite3.Error`` leaves this
 module as a one-line ``StoreError`` with a hint. Beside it: the tables and migrations
 (:mod:`infergy.store.schema`), the array codec (:mod:`infergy.store.codec`), the run listing
-(:mod:`infergy.store.summary`), the MQTT outbox table (:mod:`infergy.store.outbox`) and the
-MaxQ sweep records (:mod:`infergy.store.sweeps`).
+(:mod:`infergy.store.summary`), the MQTT outbox table (:mod:`infergy.store.outbox`), the job
+journal (:mod:`infergy.store.jobs`) and the MaxQ sweep records (:mod:`infergy.store.sweeps`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from typing import Any, Self
 import numpy as np
 
 from infergy.core.trace import QueryLog, Semantics, Trace
-from infergy.errors import InputError, StoreError, TraceError
+from infergy.errors import DamagedRunError, InputError, StoreError, TraceError
 from infergy.store.codec import CODEC, delta, pack, unpack
+from infergy.store.integrity import IntegrityChecks
+from infergy.store.jobs import JobRow, JobTable
 from infergy.store.names import check_name
 from infergy.store.outbox import OutboxTable
 from infergy.store.schema import MIGRATIONS, PRAGMAS, SCHEMA_VERSION, user_version
@@ -43,6 +45,7 @@ __all__ = [
     "CODEC",
     "RUNNING",
     "SCHEMA_VERSION",
+    "JobRow",
     "RunSummary",
     "Store",
 ]
@@ -54,7 +57,7 @@ _HINT_CORRUPT = "the store file is damaged: move it away, or set [store] path to
 _HINT_LIST = "list the stored runs with `infergy runs list`"
 
 
-class Store(OutboxTable, SweepTable):
+class Store(OutboxTable, JobTable, SweepTable, IntegrityChecks):
     """An open results store: ``Store.open(path)``, best used as a context manager.
 
     Methods raise ``StoreError`` when the database fails, a run is unknown or stored data does
@@ -174,7 +177,13 @@ class Store(OutboxTable, SweepTable):
                 "SELECT run_id, result_json FROM runs WHERE status = ?", (RUNNING,)
             ).fetchall()
             for run_id, text in rows:
-                result = json.loads(text)
+                try:
+                    result = json.loads(text)
+                except ValueError:  # a damaged row: its status still tells the truth
+                    self._conn.execute(
+                        "UPDATE runs SET status = ? WHERE run_id = ?", ("aborted", run_id)
+                    )
+                    continue
                 result["status"] = "aborted"
                 result["problems"] = [*result.get("problems", []), reason]
                 self._conn.execute(
@@ -184,12 +193,16 @@ class Store(OutboxTable, SweepTable):
         return [r[0] for r in rows]
 
     def find_result(self, run_id: str) -> dict[str, Any] | None:
-        """The stored result of ``run_id``, or None when there is none (no error for unknown)."""
+        """The stored result of ``run_id``, or None when there is none (no error for unknown).
+
+        Raises:
+            DamagedRunError: the run is stored but its result does not decode.
+        """
         with self._op(f"read run {run_id}"):
             row = self._conn.execute(
-                "SELECT result_json FROM runs WHERE run_id = ?", (run_id,)
+                "SELECT status, result_json FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-        return None if row is None else dict(json.loads(row[0]))
+        return None if row is None else _decoded(self.path, run_id, row[0], row[1])
 
     def list_runs(self, limit: int = 50, status: str | None = None) -> list[RunSummary]:
         """The most recently stored runs, newest first; only those with ``status`` if given."""
@@ -205,11 +218,9 @@ class Store(OutboxTable, SweepTable):
         return [summarize(row) for row in rows]
 
     def get_result(self, run_id: str) -> dict[str, Any]:
-        """The stored result object of a run."""
-        (text,) = self._row_of(run_id, "SELECT result_json FROM runs WHERE run_id = ?")
-        with self._op(f"read the result of run {run_id}"):
-            result: dict[str, Any] = json.loads(text)  # save_run stored a JSON object
-        return result
+        """The stored result object of a run (``DamagedRunError`` if it does not decode)."""
+        status, text = self._row_of(run_id, "SELECT status, result_json FROM runs WHERE run_id = ?")
+        return _decoded(self.path, run_id, status, text)
 
     def get_traces(self, run_id: str) -> dict[str, Trace]:
         """The run's traces by source name (empty if it stored none)."""
@@ -307,6 +318,21 @@ class Store(OutboxTable, SweepTable):
 _META = ("scenario", "model", "backend")
 RUNNING = "running"
 """The status of a checkpointed run still in progress."""
+
+
+def _decoded(path: Path, run_id: str, status: object, text: object) -> dict[str, Any]:
+    """A row's result object; a row that does not decode raises ``DamagedRunError``."""
+    try:
+        result = json.loads(text) if isinstance(text, str | bytes) else None
+    except ValueError as err:
+        result, why = None, str(err)
+    else:
+        why = "it is not a JSON object"
+    if not isinstance(result, dict):
+        msg = f"store {path}: the stored result of run {run_id} is damaged ({why})"
+        state = status if isinstance(status, str) else None
+        raise DamagedRunError(msg, hint=_HINT_CORRUPT, status=state)
+    return result
 
 
 def _hint_for(err: sqlite3.Error) -> str:

@@ -2,8 +2,8 @@
 
 The schema is versioned by ``PRAGMA user_version``: ``Store.open`` runs the steps of
 ``MIGRATIONS`` not yet applied, one transaction each, and refuses a file newer than
-``SCHEMA_VERSION``. The ``outbox`` table belongs to :mod:`infergy.store.outbox`, ``sweeps``
-to :mod:`infergy.store.sweeps`.
+``SCHEMA_VERSION``. The ``outbox`` table belongs to :mod:`infergy.store.outbox`, ``jobs`` to
+:mod:`infergy.store.jobs`, ``sweeps`` to :mod:`infergy.store.sweeps`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # The MQTT outbox (infergy.exporters.outbox): published at QoS 1 in id order, then deleted.
         "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,"
         " payload BLOB NOT NULL, retain INTEGER NOT NULL, created_unix_ns INTEGER NOT NULL)",
+    ),
+    (  # The job journal (infergy.store.jobs): every job accepted, written before the 202.
+        "CREATE TABLE jobs (run_id TEXT PRIMARY KEY NOT NULL, submitted_unix_ns INTEGER NOT NULL,"
+        " state TEXT NOT NULL, spec_json TEXT NOT NULL, started_unix_ns INTEGER,"
+        " finished_unix_ns INTEGER, error TEXT, clock_offset_ns INTEGER)",
+        "CREATE INDEX jobs_by_state ON jobs (state, submitted_unix_ns)",
     ),
     (  # MaxQ sweep records (infergy.store.sweeps; the schema in docs/maxq.md); points are runs.
         "CREATE TABLE sweeps (sweep_id TEXT PRIMARY KEY NOT NULL, created_unix_ns INTEGER NOT"

@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from infergy.errors import InputError, StoreError
@@ -29,7 +30,7 @@ class SweepTable:
     """Save, read and list sweep records; every call is one transaction."""
 
     _conn: sqlite3.Connection
-    path: Any
+    path: Path
 
     def _op(self, action: str) -> AbstractContextManager[None]:
         raise NotImplementedError

@@ -12,8 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infergy.daemon.jobs import JobSpec
-from infergy.daemon.scheduler import HOST, JobScheduler, JobState, claims, overlaps, summarize
-from infergy.errors import JobConflictError, QueueFullError, UnknownRunError
+from infergy.daemon.scheduler import (
+    HOST,
+    Job,
+    JobScheduler,
+    JobState,
+    claims,
+    overlaps,
+    summarize,
+)
+from infergy.errors import JobConflictError, QueueFullError, StoreError, UnknownRunError
 from tests.unit.daemon.fakes import FAILURE, FakeSessions, settle
 
 
@@ -308,7 +316,7 @@ def test_list_is_newest_first_filters_and_limits_and_history_is_bounded() -> Non
 # -- draining --------------------------------------------------------------------------------
 
 
-def test_drain_lets_the_running_job_finish_and_cancels_the_queue() -> None:
+def test_drain_lets_the_running_job_finish_and_keeps_the_queue() -> None:
     async def main() -> None:
         fake = FakeSessions()
         s = JobScheduler(fake)
@@ -321,13 +329,14 @@ def test_drain_lets_the_running_job_finish_and_cancels_the_queue() -> None:
             assert not s.accepting
             with pytest.raises(QueueFullError, match="stopping"):
                 s.submit(spec())
-            assert s.get(queued).state is JobState.CANCELLED  # type: ignore[union-attr]
+            assert s.get(queued).state is JobState.QUEUED  # type: ignore[union-attr]
             assert not drain.done()
             fake.release(running)
             await drain
             assert runner.done()
             assert s.get(running).state is JobState.OK  # type: ignore[union-attr]
-            assert fake.started == [running]
+            assert s.get(queued).state is JobState.QUEUED  # type: ignore[union-attr]
+            assert fake.started == [running]  # the queued job waits for the next start
 
     asyncio.run(main())
 
@@ -344,7 +353,10 @@ def test_drain_aborts_a_job_that_outlasts_the_timeout() -> None:
             assert runner.done()
             job = s.get(run_id)
             assert job is not None
-            assert (job.state, job.error) == (JobState.ABORTED, "cancelled on request")
+            assert job.state is JobState.ABORTED
+            assert job.error == job.abort_reason
+            assert job.error is not None and "the service was stopping" in job.error
+            assert "stop_timeout_s = 0.05 s" in job.error
             assert fake.cancelled == [run_id]
 
     asyncio.run(main())
@@ -406,3 +418,80 @@ def test_on_change_sees_every_transition_and_cannot_break_the_queue() -> None:
         ]
 
     with_scheduler(body, on_change=observe)
+
+
+# -- durable acceptance (the service's job journal) ------------------------------------------
+
+
+def test_accept_persists_a_job_before_it_is_queued() -> None:
+    journal: list[tuple[str, JobState, bool]] = []
+
+    async def main() -> None:
+        fake = FakeSessions()
+        s: JobScheduler
+
+        async def persist(job: Any) -> None:
+            await asyncio.sleep(0)
+            journal.append((job.run_id, job.state, s.get(job.run_id) is not None))
+
+        s = JobScheduler(fake, persist=persist)
+        async with asyncio.timeout(5), asyncio.TaskGroup() as tg:
+            tg.create_task(s.run(), name="infergy-scheduler")
+            run_id = await s.accept(spec())
+            assert journal == [(run_id, JobState.QUEUED, False)]  # persisted, then queued
+            with pytest.raises(RuntimeError, match="accept"):
+                s.submit(spec())
+            await fake.wait_started(1)
+            fake.release(run_id)
+            await s.drain(timeout_s=1)
+
+    asyncio.run(main())
+
+
+def test_a_job_whose_persisting_fails_is_not_queued() -> None:
+    async def main() -> None:
+        async def persist(job: Any) -> None:
+            raise StoreError("store x: cannot record jobs: database or disk is full")
+
+        s = JobScheduler(FakeSessions(), persist=persist)
+        with pytest.raises(StoreError, match="disk is full"):
+            await s.accept(spec())
+        assert s.list_jobs() == []
+
+    asyncio.run(main())
+
+
+def test_jobs_being_persisted_count_against_the_queue_bound() -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def persist(job: Any) -> None:
+            await gate.wait()
+
+        s = JobScheduler(FakeSessions(), max_queued=1, persist=persist)
+        first = asyncio.create_task(s.accept(spec()))
+        await settle()
+        with pytest.raises(QueueFullError, match="full"):
+            await s.accept(spec())
+        gate.set()
+        assert s.get(await first) is not None
+
+    asyncio.run(main())
+
+
+def test_restored_jobs_run_in_their_order_beyond_the_queue_bound() -> None:
+    async def body(s: JobScheduler, fake: FakeSessions) -> None:
+        old = [Job(f"old{i}", spec(), i) for i in range(3)]
+        for job in old:
+            s.restore(job)
+        with pytest.raises(JobConflictError):
+            s.restore(Job("old0", spec(), 9))
+        await fake.wait_started(1)
+        assert fake.started == ["old0"]
+        for i in range(3):
+            await fake.wait_started(i + 1)
+            fake.release(f"old{i}")
+            await settle()
+        assert [s.get(f"old{i}").state for i in range(3)] == [JobState.OK] * 3  # type: ignore[union-attr]
+
+    with_scheduler(body, max_queued=1)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from infergy.config.settings import load_settings
+from infergy.daemon.http_models import ComponentHealth
 from infergy.daemon.service import Service, _rooted
 
 
@@ -37,9 +38,12 @@ def test_a_bad_config_on_reload_keeps_the_running_one(
     assert "reload refused" in caplog.text
 
 
-def test_health_before_start_lists_the_always_up_parts() -> None:
+def test_health_before_start_says_the_store_is_not_open() -> None:
     service = Service(load_settings(None, {}), env={})
-    assert service.health() == {"store": "up", "api": "up"}
+    health = service.health()
+    assert health["api"] == "up"
+    store = health["store"]
+    assert isinstance(store, ComponentHealth) and store.state == "down", store  # not assumed up
 
 
 def test_a_relative_output_dir_lives_under_the_state_directory(tmp_path: Path) -> None:

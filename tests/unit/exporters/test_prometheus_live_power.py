@@ -129,3 +129,17 @@ def test_energy_matches_the_core_engine_however_chunked(case: tuple[Trace, list[
     assert power is not None
     lo, hi = float(np.min(profile.p0_w)), float(np.max(profile.p0_w))
     assert lo - 1e-6 <= power <= hi + 1e-6 or trace.semantics is Semantics.INSTANT
+
+
+@pytest.mark.parametrize("semantics", list(Semantics))
+def test_invalid_samples_keep_no_source_live(semantics: Semantics) -> None:
+    # an unplugged analyzer's bridge keeps sending missed samples (NaN here): they are
+    # samples, but not readings, so they must not make the last reading look fresh
+    live = LiveSource(semantics, 1000 * MS)
+    t = np.arange(1, 6, dtype=np.int64) * 1000 * MS
+    live.add(t, np.array([200.0, 400.0, 600.0, 800.0, 1000.0]))
+    last_reading = live.last_valid_t_ns
+    assert last_reading == t[-1]
+    live.add(t[-1] + t[:3], np.full(3, np.nan))
+    assert live.last_t_ns == t[-1] + t[2]
+    assert live.last_valid_t_ns == last_reading

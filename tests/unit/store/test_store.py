@@ -102,7 +102,7 @@ def test_open_creates_directories_and_sets_up_wal_and_the_schema(tmp_path: Path)
     assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     # sqlite_sequence: the outbox's AUTOINCREMENT (ids never reused, so id order is queue order)
-    assert tables == {"runs", "traces", "queries", "outbox", "sweeps", "sqlite_sequence"}
+    assert tables == {"runs", "traces", "queries", "outbox", "jobs", "sweeps", "sqlite_sequence"}
 
 
 # -- round trips -----------------------------------------------------------------------------

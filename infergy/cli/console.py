@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+SIMULATED_LABEL = "(SIMULATED)"
+"""How the screen marks a source whose readings are not measurements."""
 _KIND_SHORT = {"analyzer": "ac", "replay": "file"}
 _STATUS_STYLE = {"ok": "bold green", "degraded": "bold yellow", "failed": "bold red"}
 
@@ -62,7 +64,9 @@ def render_result(console: Console, result: Mapping[str, Any]) -> None:
     )
     if result.get("power"):
         console.print(_power_table(result["power"]))
-        console.print(_efficiency_table(result["efficiency"], str(result["scenario"])))
+        console.print(
+            _efficiency_table(result["efficiency"], str(result["scenario"]), result["power"])
+        )
     _render_problems(console, result.get("problems") or [])
 
 
@@ -76,7 +80,7 @@ def _power_table(power: Mapping[str, Mapping[str, Any]]) -> Table:
         cov = p.get("coverage")
         cov_txt = Text(_num(cov, ".3f"), style="yellow" if cov is not None and cov < 0.95 else "")
         t.add_row(
-            name,
+            _source_cell(name, p),
             _KIND_SHORT.get(str(p.get("kind")), str(p.get("kind"))),
             _sig(p.get("energy_joules"), 6),
             _sig(p.get("uncertainty_joules"), 2),
@@ -89,7 +93,18 @@ def _power_table(power: Mapping[str, Mapping[str, Any]]) -> Table:
     return t
 
 
-def _efficiency_table(eff: Mapping[str, Mapping[str, Any]], scenario: str) -> Table:
+def _source_cell(name: str, power: Mapping[str, Any] | None) -> Text:
+    """The source's name, marked when its readings are not measurements."""
+    if power is not None and power.get("simulated"):
+        return Text.assemble(name, " ", (SIMULATED_LABEL, "bold magenta"))
+    return Text(name)
+
+
+def _efficiency_table(
+    eff: Mapping[str, Mapping[str, Any]],
+    scenario: str,
+    power: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Table:
     per_query_metric = scenario in ("single-stream", "multi-stream")
     t = Table(title="Efficiency", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
     t.add_column("source")
@@ -108,7 +123,7 @@ def _efficiency_table(eff: Mapping[str, Mapping[str, Any]], scenario: str) -> Ta
         ]
         if per_query_metric:
             row.insert(2, _sig(e.get("millijoules_per_query_mlperf"), 6))
-        t.add_row(name, *row)
+        t.add_row(_source_cell(name, (power or {}).get(name)), *row)
     return t
 
 

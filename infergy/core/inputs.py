@@ -25,6 +25,8 @@ class SourceInput:
         offset: clock offset to apply (host = source - offset), if known.
         idle_w: idle baseline in watts, if measured or given.
         update_period_ns: measured update period (a counter's), for the edge uncertainty.
+        simulated: the readings are not measurements (an emulator, a simulated GPU, a
+            recording that says so); the result's ``simulated`` flag of the source.
     """
 
     name: str
@@ -33,6 +35,7 @@ class SourceInput:
     offset: OffsetEstimate | None = None
     idle_w: float | None = None
     update_period_ns: int | None = None
+    simulated: bool = False
 
 
 @dataclass(frozen=True)

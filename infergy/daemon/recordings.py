@@ -102,22 +102,7 @@ def analyze_recordings(
         raise InputError(msg, hint="LoadGen's mlperf_log_detail.txt carries power_begin/power_end")
 
     problems: list[str] = []
-    sources, inputs = [], {}
-    for name, path in paths.items():
-        loaded = load_power_source(path)
-        problems.extend(f"{name}: {p}" for p in loaded.problems)
-        off = offsets.get(name)
-        sources.append(
-            SourceInput(
-                name=name,
-                kind=source_kind(name),
-                trace=loaded.trace,
-                offset=None if off is None else OffsetEstimate(round(off * 1e6), 0, "given"),
-                idle_w=idle.get(name),
-            )
-        )
-        inputs[name] = {"path": str(path), "format": loaded.format, "sha256": _sha256(path)}
-
+    sources, inputs = _load_sources(paths, offsets, idle, problems)
     detail = load_loadgen_detail(req.loadgen_log) if req.loadgen_log is not None else None
     queries = None
     if req.queries is not None:
@@ -169,6 +154,37 @@ def analyze_recordings(
     if req.loadgen_log is not None:
         loadgen_dir = req.loadgen_log if req.loadgen_log.is_dir() else req.loadgen_log.parent
     return RecordedAnalysis(analysis.result, analysis.traces, queries, loadgen_dir)
+
+
+def _load_sources(
+    paths: dict[str, Path],
+    offsets: dict[str, float],
+    idle: dict[str, float],
+    problems: list[str],
+) -> tuple[list[SourceInput], dict[str, Any]]:
+    """The power recordings as analysis inputs, and what the provenance says of each file."""
+    sources, inputs = [], {}
+    for name, path in paths.items():
+        loaded = load_power_source(path)
+        problems.extend(f"{name}: {p}" for p in loaded.problems)
+        kind = source_kind(name)
+        if loaded.simulated_note is not None:  # the recording says so: the result says so too
+            problems.append(f"{name}: SIMULATED (the recording says: {loaded.simulated_note})")
+        elif kind == "sim":
+            problems.append(f"{name}: SIMULATED (a sim source, by its name); not a measurement")
+        off = offsets.get(name)
+        sources.append(
+            SourceInput(
+                name=name,
+                kind=kind,
+                trace=loaded.trace,
+                offset=None if off is None else OffsetEstimate(round(off * 1e6), 0, "given"),
+                idle_w=idle.get(name),
+                simulated=loaded.simulated or kind == "sim",
+            )
+        )
+        inputs[name] = {"path": str(path), "format": loaded.format, "sha256": _sha256(path)}
+    return sources, inputs
 
 
 def _scenario(given: str | None, detail: LoadgenDetail | None, problems: list[str]) -> Scenario:

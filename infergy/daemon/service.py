@@ -143,6 +143,7 @@ class Service:
                     node=s.node_name,
                     outbox=self.outbox,
                     latest_power=self._latest_power,
+                    simulated=self._simulated_sources,
                     commands=CommandHandler(self._submit, self._cancel, timeout_s=s.mqtt.timeout_s),
                 )
             app = build_app(
@@ -314,6 +315,10 @@ class Service:
             if src.power_w is not None:
                 out[src.meter_source] = src.power_w
         return out
+
+    def _simulated_sources(self) -> frozenset[str]:
+        assert self.telemetry is not None
+        return frozenset(s.meter_source for s in self.telemetry.telemetry().sources if s.simulated)
 
     def health(self) -> dict[str, Literal["up", "degraded", "down"]]:
         """Each component: ``up``, ``degraded`` or ``down`` (for /healthz and READY)."""

@@ -194,7 +194,7 @@ class Session:
                 st.idle = Window(t0, t0 + round(idle_s * NS_PER_S))
             # MLPerf's ranging pass, on real analyzers only, during the warm-up (which must
             # then be representative of the run: same scenario and batch).
-            analyzers = [m for m in meter_set.ptd_meters() if m.source not in meter_set.simulated]
+            analyzers = [m for m in meter_set.ptd_meters() if not m.simulated]
             ranging = self.settings.session.ranging and bool(analyzers)
             if ranging and self.spec.warmup > 0:
                 for meter in analyzers:
@@ -273,11 +273,12 @@ class Session:
             await asyncio.sleep(0.5)
             p = st.progress
             watts = meter_set.latest_watts()
+            sim = meter_set.simulated_sources()
             if p is not None and p.phase in ("warmup", "run"):
-                self.observer.progress(p.queries, p.samples, p.elapsed_s, watts)
+                self.observer.progress(p.queries, p.samples, p.elapsed_s, watts, sim)
             else:
                 elapsed = (st.clock.now_ns() - st.started_ns) / NS_PER_S
-                self.observer.progress(0, 0, elapsed, watts)
+                self.observer.progress(0, 0, elapsed, watts, sim)
 
     def _identity(self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet) -> dict[str, Any]:
         return result_identity(
@@ -300,6 +301,7 @@ class Session:
         partial: QueryLog | None = None,
     ) -> SessionOutcome:
         queries = run.queries if run is not None else partial
+        inputs = meter_set.source_inputs(self._since_ns(st))  # first: it adds notes of its own
         problems = list(meter_set.notes) + st.notes + meter_set.health_problems()
         if run is not None:
             problems += run.problems
@@ -311,7 +313,7 @@ class Session:
         window = Window.of_queries(queries)
         a = self.settings.analysis
         analysis = analyze(
-            meter_set.source_inputs(self._since_ns(st)),
+            inputs,
             Workload.of_queries(cfg.scenario, queries),
             window,
             identity=self._identity(st, cfg, meter_set),
@@ -324,9 +326,6 @@ class Session:
             problems=problems,
         )
         result = analysis.result
-        for name in meter_set.simulated:
-            if name in result["power"]:
-                result["power"][name]["simulated"] = True
         if run is not None:
             result["loadgen"] = {
                 "validity": run.validity,

@@ -123,6 +123,8 @@ class Bridge:
         self._calls_waiting = 0  # driver calls queued behind the reads: a burst yields to them
         self._analyzer: Analyzer | None = None
         self.idn = ""
+        self.simulated = False
+        """The instrument measures nothing real (the emulator, the dummy): clients are told."""
         self.spec: ModelSpec | None = None
         self.driver = config.device.driver
         self.channels: tuple[int, ...] = (1,)
@@ -195,6 +197,11 @@ class Bridge:
                 await asyncio.sleep(delay_s)
         idn = f"Analyzer identity response of {len(self.idn)} bytes: {self.idn}"
         self.out.status("NOTICE", idn)
+        if self.simulated:  # in the -l log too, so that a recording of it says so
+            what = "the dummy device" if dt.number == 0 else "infergy's emulator"
+            self.out.status(
+                "NOTICE", f"SIMULATED analyzer ({what}): its samples are not measurements"
+            )
         self.initial_ranges = await self._call(analyzer.read_ranges, timeout_s=self._reply_s)
         self.ranges = self.initial_ranges
         self.sampler.numbers = self.channels
@@ -217,6 +224,7 @@ class Bridge:
             raise
         self._analyzer = analyzer
         self.idn, self.spec, self.channels = analyzer.idn, analyzer.spec, analyzer.channels
+        self.simulated = analyzer.simulated
         self.driver = self.config.device.driver_name(analyzer.spec.idn_model)
         return analyzer
 

@@ -139,30 +139,37 @@ def test_runs_over_http_and_mqtt_arrive_on_runs_and_prometheus_sees_them(
     try:
         # bad specs: field errors, oversized body
         status, body = serve.request("POST", "/v1/runs", b'{"scenario": "sideways"}')
-        assert status == 422 and body["errors"][0]["loc"][-1] == "scenario"
-        status, _ = serve.request("POST", "/v1/runs", b"x" * 200_000)
-        assert status == 413
+        assert status == 422 and body["errors"][0]["loc"][-1] == "scenario", (status, body)
+        status, body = serve.request("POST", "/v1/runs", b"x" * 200_000)
+        assert status == 413, (status, body)
         run_http = serve.submit(JOB)
         got = asyncio.run(_collect_runs(broker.port, 2, 120, send={"request_id": "r1", **JOB}))
         replies = [g for g in got if g["topic"].endswith("reply/r1")]
-        assert replies and replies[0]["ok"] is True
+        assert replies and replies[0]["ok"] is True, f"MQTT cmd/run was not accepted: {got}"
         results = {g["run_id"]: g for g in got if g["topic"].endswith("/runs")}
-        assert set(results) == {run_http, replies[0]["run_id"]}
-        assert all(r["status"] == "ok" and r["power"]["ac"]["simulated"] for r in results.values())
-        assert serve.get(f"/v1/runs/{run_http}")[1]["state"] == "ok"
+        assert set(results) == {run_http, replies[0]["run_id"]}, f"runs published: {got}"
+        for run_id, r in results.items():
+            ac = r["power"].get("ac") or {}
+            assert r["status"] == "ok", f"run {run_id} is {r['status']}: {r['problems']}"
+            assert ac.get("simulated") is True, f"run {run_id}: ac is not marked simulated: {ac}"
+        state = serve.get(f"/v1/runs/{run_http}")[1]
+        assert state["state"] == "ok", f"GET /v1/runs/{run_http}: {state}"
 
         with start_prometheus(f"127.0.0.1:{serve.port}", tmp_path / "prom") as prom:
             live = values(prom.wait_for_data('infergy_power_watts{source="ac"}'))
-            assert all(70 < w < 200 for w in live.values()), live
+            assert all(70 < w < 200 for w in live.values()), f"live ac power: {live}"
+            info = values(prom.wait_for_data('infergy_source_info{source="ac"}'))
+            labels = [dict(k) for k in info]
+            assert labels and all(x["simulated"] == "true" for x in labels), f"ac's: {labels}"
             gauge = prom.wait_for_data("infergy_last_session_samples_per_second_per_watt")
-            assert values(gauge)
+            assert values(gauge), f"no last-session gauge: {gauge}"
             # two SIMULATED GPUs and the emulated analyzer: every core panel has data
             failures = check_dashboard(prom, require_data=CORE_PANELS, timeout_s=30)
-            assert not failures, failures
+            assert not failures, f"dashboard panels without data: {failures}"
     finally:
         rc = serve.stop()
-    assert rc == 0, serve.log()
-    assert "Traceback" not in serve.log()
+    assert rc == 0, f"serve exited {rc}: {serve.log()}"
+    assert "Traceback" not in serve.log(), serve.log()
 
 
 def test_sigkill_mid_run_then_restart_marks_it_aborted_and_keeps_the_outbox(

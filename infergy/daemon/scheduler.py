@@ -40,6 +40,8 @@ RunSession = Callable[[str, JobSpec], Awaitable[dict[str, Any]]]
 """``run_session(run_id, spec) -> result``: one measurement session, returning the result JSON
 object (ARCHITECTURE.md, "Result"); raises ``InfergyError`` when it fails."""
 
+CANCELLED_ON_REQUEST = "cancelled on request"
+"""Why a job a client cancelled (DELETE /v1/runs/<id>, MQTT cmd/cancel) was aborted."""
 HOST = "host"
 """The claim on the box-wide resources: the CPU, RAPL and the wall-power analyzer."""
 _PER_DEVICE_METERS = frozenset({"nvml", "sim"})
@@ -125,6 +127,8 @@ class Job:
     """Why the job failed, was aborted or cancelled (one line)."""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     cancel_requested: bool = False
+    abort_reason: str | None = None
+    """Why its session is being cancelled: a client's request, or the service stopping."""
 
     @property
     def summary(self) -> dict[str, Any] | None:
@@ -246,10 +250,11 @@ class JobScheduler:
             msg = f"job {run_id} has already finished ({job.state.value})"
             raise JobConflictError(msg)
         job.cancel_requested = True
+        job.abort_reason = CANCELLED_ON_REQUEST
         if job.state is JobState.QUEUED:
             self._finish(job, JobState.CANCELLED, error="cancelled before it started")
         elif job.task is not None:
-            job.task.cancel(msg="cancelled on request")
+            job.task.cancel(msg=CANCELLED_ON_REQUEST)
         self._wake.set()
         return job
 
@@ -300,9 +305,12 @@ class JobScheduler:
                 return
         for job in self._active():
             logger.warning("job %s did not finish within %.0f s: aborting", job.run_id, timeout_s)
-            job.cancel_requested = True
+            job.abort_reason = (
+                f"the service was stopping and the job did not finish within {timeout_s:g} s "
+                "([serve] stop_timeout_s)"
+            )
             if job.task is not None:
-                job.task.cancel(msg="the service is stopping")
+                job.task.cancel(msg=job.abort_reason)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._stopped.wait()
@@ -333,8 +341,7 @@ class JobScheduler:
         try:
             result = await self._run_session(job.run_id, job.spec)
         except asyncio.CancelledError:
-            reason = "cancelled on request" if job.cancel_requested else "the service stopped"
-            self._finish(job, JobState.ABORTED, error=reason)
+            self._finish(job, JobState.ABORTED, error=job.abort_reason or "the service stopped")
             raise
         except InfergyError as err:
             hint = f" ({err.hint})" if err.hint else ""
@@ -363,8 +370,8 @@ class JobScheduler:
     def _finish_with(self, job: Job, result: dict[str, Any]) -> None:
         job.result = result
         status = result.get("status") if isinstance(result, dict) else None
-        if job.cancel_requested:  # the session swallowed the cancellation but did stop
-            self._finish(job, JobState.ABORTED, error="cancelled on request")
+        if job.abort_reason is not None:  # the session swallowed the cancellation but stopped
+            self._finish(job, JobState.ABORTED, error=job.abort_reason)
         elif status == JobState.DEGRADED and job.spec.strict:
             self._finish(job, JobState.FAILED, error="the result is degraded and strict is set")
         elif status in (JobState.OK, JobState.DEGRADED, JobState.FAILED, JobState.ABORTED):

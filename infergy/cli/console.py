@@ -13,6 +13,8 @@ from rich.text import Text
 
 SIMULATED_LABEL = "(SIMULATED)"
 """How the screen marks a source whose readings are not measurements."""
+SIMULATED_STAR = "*"
+"""The tables' mark of a simulated source, explained in the table's caption."""
 _KIND_SHORT = {"analyzer": "ac", "replay": "file"}
 _STATUS_STYLE = {"ok": "bold green", "degraded": "bold yellow", "failed": "bold red"}
 
@@ -71,8 +73,11 @@ def render_result(console: Console, result: Mapping[str, Any]) -> None:
 
 
 def _power_table(power: Mapping[str, Mapping[str, Any]]) -> Table:
-    t = Table(title="Power", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
-    t.add_column("source")
+    t = Table(
+        title="Power", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+        caption=_simulated_caption(power), caption_justify="left", caption_style="magenta",
+    )  # fmt: skip
+    t.add_column("source", no_wrap=True, min_width=_source_width(power))
     t.add_column("kind")
     for col in ("energy J", "± J", "avg W", "MLPerf W", "idle W", "cover", "offset ms"):
         t.add_column(col, justify="right")
@@ -93,11 +98,23 @@ def _power_table(power: Mapping[str, Mapping[str, Any]]) -> Table:
     return t
 
 
+def _source_width(power: Mapping[str, Mapping[str, Any]] | None) -> int:
+    """Wide enough for every source cell: a mark is never cut off."""
+    return max((len(_source_cell(n, p)) for n, p in (power or {}).items()), default=6)
+
+
 def _source_cell(name: str, power: Mapping[str, Any] | None) -> Text:
-    """The source's name, marked when its readings are not measurements."""
+    """The source's name, starred when its readings are not measurements (see the caption)."""
     if power is not None and power.get("simulated"):
-        return Text.assemble(name, " ", (SIMULATED_LABEL, "bold magenta"))
+        return Text.assemble(name, (SIMULATED_STAR, "bold magenta"))
     return Text(name)
+
+
+def _simulated_caption(power: Mapping[str, Mapping[str, Any]]) -> str | None:
+    names = [n for n, p in power.items() if p.get("simulated")]
+    if not names:
+        return None
+    return f"{SIMULATED_STAR} SIMULATED, not measurements: {', '.join(names)}"
 
 
 def _efficiency_table(
@@ -106,8 +123,11 @@ def _efficiency_table(
     power: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Table:
     per_query_metric = scenario in ("single-stream", "multi-stream")
-    t = Table(title="Efficiency", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
-    t.add_column("source")
+    t = Table(
+        title="Efficiency", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+        caption=_simulated_caption(power or {}), caption_justify="left", caption_style="magenta",
+    )  # fmt: skip
+    t.add_column("source", no_wrap=True, min_width=_source_width(power))
     cols = ["samples/s/W", "J/query", "dyn J/query", "per-query J p50 / p99"]
     if per_query_metric:
         cols.insert(2, "MLPerf mJ/query")

@@ -233,6 +233,16 @@ class MeterSet:
         """The analyzer meters (ranging/testing passes apply to them)."""
         return [m for m in self.meters if isinstance(m, PtdMeter)]
 
+    def ranging_meters(self) -> list[PtdMeter]:
+        """The analyzers MLPerf's ranging pass applies to: all but the in-process stand-in.
+
+        A PTD server elsewhere that says its instrument is simulated is ranged like a real
+        one (a rehearsal of the real procedure); the stand-in has nothing to range for.
+        """
+        emu = self._emulated
+        port = emu.bridge.port if emu is not None else None
+        return [m for m in self.ptd_meters() if not (m.host == "127.0.0.1" and m.port == port)]
+
     def nvml(self) -> NvmlMeter | None:
         """The NVML meter, if any."""
         return next((m for m in self.meters if isinstance(m, NvmlMeter)), None)

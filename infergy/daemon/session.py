@@ -192,9 +192,9 @@ class Session:
                 t0 = st.clock.now_ns()
                 await asyncio.sleep(idle_s + IDLE_GUARD_S)
                 st.idle = Window(t0, t0 + round(idle_s * NS_PER_S))
-            # MLPerf's ranging pass, on real analyzers only, during the warm-up (which must
-            # then be representative of the run: same scenario and batch).
-            analyzers = [m for m in meter_set.ptd_meters() if not m.simulated]
+            # MLPerf's ranging pass, on analyzers that are not the stand-in, during the
+            # warm-up (which must then be representative of the run: same scenario and batch).
+            analyzers = meter_set.ranging_meters()
             ranging = self.settings.session.ranging and bool(analyzers)
             if ranging and self.spec.warmup > 0:
                 for meter in analyzers:

@@ -126,7 +126,8 @@ def test_human_output_is_a_table_not_json(capsys):
     assert main([*example_args(), "--no-store"]) == 0
     out = capsys.readouterr().out
     assert "Power" in out and "Efficiency" in out and "gpus" in out
-    assert "ac (SIMULATED)" in out and "gpu0 (SIMULATED)" in out, out  # marked in both tables
+    assert out.count("* SIMULATED, not measurements: gpu0, gpu1, ac, gpus") == 2, out
+    assert "ac*" in out and "gpu0*" in out, out  # starred in both tables
     assert not out.lstrip().startswith("{")
 
 

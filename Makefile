@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 OUT    ?= out
+SYSTEM_DEPS ?= yes
 
 .PHONY: run test lint typecheck unit bench examples clean system-deps
 
@@ -36,9 +37,10 @@ examples: $(STAMP)
 ## test: lint, type-check and run the suite (what CI runs)
 test: $(STAMP) system-deps lint typecheck unit
 
-## system-deps: mosquitto and prometheus for tests/integration (Debian packages, when missing)
+## system-deps: mosquitto, prometheus, systemd-analyze for tests/integration (Debian packages,
+## installed when missing and run as root; it says what and why; SYSTEM_DEPS=no: never)
 system-deps:
-	@bash scripts/system-deps.sh
+	@SYSTEM_DEPS=$(SYSTEM_DEPS) bash scripts/system-deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

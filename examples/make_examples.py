@@ -32,6 +32,7 @@ IDLE_BEFORE_S = 8.0
 TAIL_S = 3.0
 AC_CLOCK_AHEAD_S = 0.7
 SIZES = (96, 128, 192, 256)
+SIM_NOTE = "SIMULATED GPU power (infergy examples/make_examples.py): not a measurement"
 
 
 def run_loadgen(duration_s: float, outdir: Path) -> tuple[QueryLog, np.ndarray]:
@@ -131,12 +132,12 @@ def main() -> None:
     t0 = np.arange(start, end, NS_PER_S // 10, dtype=np.int64) + 3_000_000
     joules = np.floor((g0.energy_to(t0) + 123_456.789) * 1000) / 1000  # counter in 1 mJ steps
     (args.out / "gpu0_energy.csv").write_text(
-        format_trace_csv(Trace(t0, joules, Semantics.COUNTER, NS_PER_S // 10))
+        format_trace_csv(Trace(t0, joules, Semantics.COUNTER, NS_PER_S // 10), note=SIM_NOTE)
     )
     t1 = np.arange(start, end, NS_PER_S // 50, dtype=np.int64) + 7_000_000
     w1 = g1.at(t1) * (1 + 0.01 * rng.standard_normal(t1.size))
     (args.out / "gpu1_power.csv").write_text(
-        format_trace_csv(Trace(t1, w1, Semantics.INSTANT, NS_PER_S // 50))
+        format_trace_csv(Trace(t1, w1, Semantics.INSTANT, NS_PER_S // 50), note=SIM_NOTE)
     )
 
     # Wall analyzer: 1-s means of both GPUs plus the rest of the box, on a clock 0.7 s ahead.

@@ -22,6 +22,11 @@ from rich.text import Text
 
 from infergy.core.compare import Comparison
 
+SIMULATED_LABEL = "(SIMULATED)"
+"""How the screen marks a source whose readings are not measurements."""
+SIMULATED_STAR = "*"
+"""The tables' mark of a simulated source, explained in the table's caption."""
+
 _KIND_SHORT = {"analyzer": "ac", "replay": "file"}
 _STATUS_STYLE = {"ok": "bold green", "degraded": "bold yellow", "failed": "bold red"}
 
@@ -90,7 +95,11 @@ def render_result(console: Console, result: Mapping[str, Any]) -> None:
     )
     if result.get("power"):
         console.print(_power_table(result["power"]))
-        console.print(_efficiency_table(result["efficiency"], result.get("mlperf") or {}))
+        console.print(
+            _efficiency_table(
+                result["efficiency"], result.get("mlperf") or {}, result.get("power") or {}
+            )
+        )
     _render_problems(console, result.get("problems") or [])
 
 
@@ -115,8 +124,11 @@ def _what_ran(result: Mapping[str, Any]) -> Text:
 
 
 def _power_table(power: Mapping[str, Mapping[str, Any]]) -> Table:
-    t = Table(title="Power", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
-    t.add_column("source")
+    t = Table(
+        title="Power", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+        caption=_simulated_caption(power), caption_justify="left", caption_style="magenta",
+    )  # fmt: skip
+    t.add_column("source", no_wrap=True, min_width=_source_width(power))
     t.add_column("kind")
     for col in ("energy J", "± J", "avg W", "MLPerf W", "idle W", "cover", "offset ms"):
         t.add_column(col, justify="right")
@@ -124,7 +136,7 @@ def _power_table(power: Mapping[str, Mapping[str, Any]]) -> Table:
         cov = p.get("coverage")
         cov_txt = Text(_num(cov, ".3f"), style="yellow" if cov is not None and cov < 0.95 else "")
         t.add_row(
-            name,
+            _source_cell(name, p),
             _kind(p),
             _sig(p.get("energy_joules"), 6),
             _sig(p.get("uncertainty_joules"), 2),
@@ -147,7 +159,30 @@ def _kind(p: Mapping[str, Any]) -> Text:
     return Text(f"{kind}, anchored" + (" (drift)" if drifted else ""), "yellow" if drifted else "")
 
 
-def _efficiency_table(eff: Mapping[str, Mapping[str, Any]], mlperf: Mapping[str, Any]) -> Table:
+def _source_width(power: Mapping[str, Mapping[str, Any]] | None) -> int:
+    """Wide enough for every source cell: a mark is never cut off."""
+    return max((len(_source_cell(n, p)) for n, p in (power or {}).items()), default=6)
+
+
+def _source_cell(name: str, power: Mapping[str, Any] | None) -> Text:
+    """The source's name, starred when its readings are not measurements (see the caption)."""
+    if power is not None and power.get("simulated"):
+        return Text.assemble(name, (SIMULATED_STAR, "bold magenta"))
+    return Text(name)
+
+
+def _simulated_caption(power: Mapping[str, Mapping[str, Any]]) -> str | None:
+    names = [n for n, p in power.items() if p.get("simulated")]
+    if not names:
+        return None
+    return f"{SIMULATED_STAR} SIMULATED, not measurements: {', '.join(names)}"
+
+
+def _efficiency_table(
+    eff: Mapping[str, Mapping[str, Any]],
+    mlperf: Mapping[str, Any],
+    power: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Table:
     """Time-weighted figures, then MLPerf's in its scenario's unit (mJ/query or W, samples/J).
 
     J/sample stands beside J/query where they differ (Offline: one query of every sample;
@@ -170,8 +205,11 @@ def _efficiency_table(eff: Mapping[str, Mapping[str, Any]], mlperf: Mapping[str,
     if mlperf.get("power_unit") == "millijoules":
         cols.append(("MLPerf mJ/query", "millijoules_per_query_mlperf", 6))
     cols += [(f"MLPerf {eff_unit}", eff_key, 4), ("dyn J/query", "dynamic_joules_per_query", 4)]
-    t = Table(title="Efficiency", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
-    t.add_column("source")
+    t = Table(
+        title="Efficiency", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+        caption=_simulated_caption(power or {}), caption_justify="left", caption_style="magenta",
+    )  # fmt: skip
+    t.add_column("source", no_wrap=True, min_width=_source_width(power))
     spread = "per-batch J p50 / p99" if per_batch else "per-query J p50 / p99"
     for title, _, _ in cols:
         t.add_column(title, justify="right")
@@ -180,7 +218,7 @@ def _efficiency_table(eff: Mapping[str, Mapping[str, Any]], mlperf: Mapping[str,
         pq = e.get("per_batch_joules" if per_batch else "per_query_joules") or {}
         row = [_sig(e.get(key), digits) for _, key, digits in cols]
         row.append(" / ".join(_sig(pq.get(k), 3) for k in ("p50", "p99")) if pq else "—")
-        t.add_row(name, *row)
+        t.add_row(_source_cell(name, (power or {}).get(name)), *row)
     return t
 
 

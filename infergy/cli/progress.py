@@ -7,13 +7,13 @@ redraw in place; elsewhere (CI logs, pipes) each phase is one line, so logs stay
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from types import TracebackType
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from infergy.cli.console import print_note
+from infergy.cli.console import SIMULATED_LABEL, print_note
 
 _PHASES = {
     "prepare": "preparing (model, meters)",
@@ -75,9 +75,14 @@ class ConsoleObserver:
             self._task = self._progress.add_task(label, total=duration_s or None, detail="")
 
     def progress(
-        self, queries: int, samples: int, elapsed_s: float, watts: Mapping[str, float]
+        self,
+        queries: int,
+        samples: int,
+        elapsed_s: float,
+        watts: Mapping[str, float],
+        simulated: Set[str] = frozenset(),
     ) -> None:
-        """Refresh the current bar's detail: queries/s during load, watts always."""
+        """Refresh the current bar's detail: queries/s during load, watts (simulated marked)."""
         with self._lock:
             if self._task is None:
                 return
@@ -85,7 +90,10 @@ class ConsoleObserver:
             if self._phase in ("warmup", "run") and elapsed_s > 0 and queries:
                 parts.append(f"{queries:,} q  {samples / elapsed_s:,.1f} samples/s")
             shown = sorted(watts.items())[:4]
-            parts += [f"{name} {w:,.0f} W" for name, w in shown]
+            parts += [
+                f"{name} {w:,.0f} W" + (f" {SIMULATED_LABEL}" if name in simulated else "")
+                for name, w in shown
+            ]
             if self._phase in ("warmup", "run"):
                 self._progress.update(self._task, completed=elapsed_s, detail="  ".join(parts))
             else:

@@ -52,6 +52,7 @@ def serve(
     if listen is not None:
         overrides.setdefault("serve", {})["listen"] = listen
     if state_dir is not None:
+        state_dir = state_dir.expanduser().absolute()  # as given, from where it was given
         overrides.setdefault("serve", {})["state_dir"] = str(state_dir)
         overrides.setdefault("store", {})["path"] = str(state_dir / "infergy.db")
         overrides.setdefault("output", {})["dir"] = str(state_dir / "runs")
@@ -61,6 +62,6 @@ def serve(
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",  # journald adds the time
     )
-    service = Service(settings, config_path=config)
+    service = Service(settings, config_path=config, overrides=overrides)
     asyncio.run(service.run())
     return 0

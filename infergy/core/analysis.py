@@ -172,6 +172,7 @@ class _Context:
     profiles: dict[str, PowerProfile] = field(default_factory=dict)
     offsets: dict[str, OffsetEstimate | None] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+    simulated: dict[str, bool] = field(default_factory=dict)
     idle_w: dict[str, float | None] = field(default_factory=dict)
     flight: InFlight | None = None
     curves: dict[str, AnchoredCurve] = field(default_factory=dict)
@@ -193,6 +194,7 @@ class _Context:
             if s.samples is not None:
                 self.anchor(s)
             self.kinds[s.name] = s.kind
+            self.simulated[s.name] = bool(s.simulated)
             self.idle_w[s.name] = s.idle_w
         gpus = [g.name for g in self.gpus]
         if len(gpus) >= 2:
@@ -203,6 +205,7 @@ class _Context:
             )
             self.profiles["gpus"] = PowerProfile.of(self.traces["gpus"], gap)
             self.kinds["gpus"] = "nvml"
+            self.simulated["gpus"] = any(self.simulated[g] for g in gpus)  # one part is enough
             self.offsets["gpus"] = None
             idle = [self.idle_w[g] for g in gpus]
             self.idle_w["gpus"] = None if None in idle else float(sum(i or 0.0 for i in idle))
@@ -300,6 +303,7 @@ class _Context:
         energy_j = we.energy_j if has else None
         power = {
             "kind": self.kinds[name],
+            "simulated": self.simulated[name],
             "semantics": trace.semantics.value,
             "energy_joules": energy_j,
             "average_watts": we.average_w,

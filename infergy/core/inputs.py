@@ -43,6 +43,8 @@ class SourceInput:
         samples: for an energy counter, the same device's dense power samples on the same
             clock (NVML's 20-ms buffer): the analysis then anchors them to the counter
             (:mod:`infergy.core.anchored`); None: the counter alone.
+        simulated: the readings are not measurements (an emulator, a simulated GPU, a
+            recording that says so); the result's ``simulated`` flag of the source.
     """
 
     name: str
@@ -53,6 +55,7 @@ class SourceInput:
     update_period_ns: int | None = None
     mlperf_samples: tuple[I64, F64] | None = None
     samples: Trace | None = None
+    simulated: bool = False
 
 
 SAMPLES_SUFFIX = ".samples"

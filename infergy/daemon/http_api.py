@@ -3,7 +3,9 @@
 Endpoints (``/openapi.json`` describes them): ``POST /v1/runs`` (a JobSpec body -> 202),
 ``GET /v1/runs``, ``GET /v1/runs/{run_id}``, ``DELETE /v1/runs/{run_id}`` (cancel),
 ``POST /v1/maxq`` (a MaxqSpec body -> 202), ``GET``/``DELETE /v1/maxq/{sweep_id}``,
-``GET /healthz``, ``GET /metrics`` and ``GET /openapi.json``. Every error is a JSON
+``GET /healthz``, ``GET /metrics`` and ``GET /openapi.json``. A body is JSON whatever its
+``Content-Type`` says (``curl -d``), except from a web page (an ``Origin`` header), which
+must send ``application/json`` (:func:`_from_a_web_page`). Every error is a JSON
 ``{"errors": [{"loc", "msg", "type"}]}`` body, never a traceback. The service composes it::
 
     app = build_app(scheduler, token=token, max_body_bytes=65536, health=health,
@@ -196,11 +198,10 @@ class _Api:
         self, request: web.Request, model: type[JobSpec] | type[MaxqSpec], url: Any
     ) -> web.Response:
         self._authorize(request)
-        if request.content_type != "application/json":
+        if request.content_type != "application/json" and _from_a_web_page(request):
             given = request.content_type or "none"
-            return error_response(
-                415, "unsupported_media_type", f"send application/json, not {given}"
-            )
+            msg = f"a request from a web page must send application/json, not {given}"
+            return error_response(415, "unsupported_media_type", msg)
         if (request.content_length or 0) > self.max_body_bytes:
             return _too_large(self.max_body_bytes)
         body = await request.read()  # client_max_size stops chunked bodies that grow too large
@@ -342,10 +343,7 @@ class _Api:
             try:
                 async with asyncio.timeout(CALLBACK_TIMEOUT_S):
                     raw: Components = await _resolve(self.health())
-                components = {
-                    str(name): c if isinstance(c, ComponentHealth) else ComponentHealth(state=c)
-                    for name, c in raw.items()
-                }
+                components = {str(name): _component(str(name), c) for name, c in raw.items()}
             except (Exception, TimeoutError) as err:  # a broken check is itself a finding
                 logger.warning("health check failed: %s", err, exc_info=True)
                 components = {"health": ComponentHealth(state="down", detail="the check failed")}
@@ -377,6 +375,25 @@ class _Api:
             msg = "this call needs Authorization: Bearer <token> with the service's API token"
             headers = {"WWW-Authenticate": 'Bearer realm="infergy"'}
             raise ApiError(401, "unauthorized", msg, ("header", "Authorization"), headers)
+
+
+def _component(name: str, health: ComponentHealth | HealthState) -> ComponentHealth:
+    """A component's health; one that is not up always says something (never a null)."""
+    c = health if isinstance(health, ComponentHealth) else ComponentHealth(state=health)
+    if c.state != "up" and not c.detail:
+        c = ComponentHealth(state=c.state, detail=f"{name} is {c.state} (no detail given)")
+    return c
+
+
+def _from_a_web_page(request: web.Request) -> bool:
+    """Whether a browser sent it: browsers name the page's origin on every POST.
+
+    ``curl -d '{...}'`` (the documented command) labels its body form data; the body is read
+    as JSON whatever its label. A page in a browser must say application/json, which makes
+    the browser ask first (a CORS preflight, never granted), so a web page cannot start a
+    run on a loopback service without a token.
+    """
+    return "Origin" in request.headers or request.headers.get("Sec-Fetch-Mode") == "navigate"
 
 
 async def _resolve(value: T | Awaitable[T]) -> T:

@@ -4,8 +4,11 @@
 GPU when present, a configured PTD server, RAPL when readable, otherwise the emulated analyzer)
 and owns everything those sources need — including, for the emulated analyzer, an in-process
 emulator on a pseudo-terminal behind the real PTD bridge, so the simulated path exercises
-the same serial, protocol and client code as a real WT310. Every simulated source is labelled
-so in the result.
+the same serial, protocol and client code as a real WT310. Whether a source is simulated is
+said by the source itself (:attr:`~infergy.meters.base.SourceInfo.simulated`): the emulated
+analyzer's meter is built knowing it, a PTD server whose instrument is simulated says so in
+its ``Identify`` reply, simulated GPUs say so through the NVML meter. The result, the live
+exports and the screen all read that one flag.
 """
 
 from __future__ import annotations
@@ -66,8 +69,6 @@ class MeterSet:
     clock: SessionClock
     meters: list[Meter] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    simulated: set[str] = field(default_factory=set)
-    """Source names whose readings are simulated (they say so in the result)."""
     _emulated: Emulated | None = None
     _emulator: AnalyzerEmulator | None = None
     _in_flight_saturation: int = 1
@@ -128,8 +129,8 @@ class MeterSet:
                     self.notes.append(f"{item}: not used: {err}")
             if auto and not any(m.name in ("ptd", "rapl") for m in self.meters):
                 if simulate_missing:
-                    # No wall or CPU reference: the emulated analyzer stands in, labelled so.
-                    await self._open_one("sim", settings, gpus, env)
+                    # No wall or CPU reference: the emulated analyzer stands in as "ac", labelled.
+                    await self._open_emulated(settings, source="ac")
                 elif not self.meters:
                     raise MeterError(_nothing_here(settings, self.notes), hint=_NOTHING_HINT)
         except BaseException:
@@ -152,7 +153,7 @@ class MeterSet:
             rapl = await asyncio.to_thread(RaplMeter, clock=self.clock, capacity=self.capacity)
             self.meters.append(rapl)
         elif item == "sim":
-            await self._open_emulated(settings)
+            await self._open_emulated(settings, source="sim")
         elif item.startswith("ptd://"):
             host, _, port = item.removeprefix("ptd://").rpartition(":")
             meter = PtdMeter(
@@ -212,7 +213,6 @@ class MeterSet:
             config=self._nvml_config(settings),
             capacity=self.capacity,
         )
-        self.simulated.update(info.name for info in meter.describe())
         what = f"{self.boards[0].part.name} model" if self.boards else "generic"
         self.notes.append(
             f"nvml: {len(self._sim_gpus)} SIMULATED GPUs ({what}, [meters] simulated_gpus): "
@@ -220,22 +220,27 @@ class MeterSet:
         )
         return meter
 
-    async def _open_emulated(self, settings: Settings) -> None:
+    async def _open_emulated(self, settings: Settings, *, source: str) -> None:
+        """The emulated analyzer as ``source``: ``sim`` when asked for, ``ac`` standing in."""
+        if self._emulated is not None:
+            msg = "the emulated analyzer is already open (one per session)"
+            raise ConfigError(msg, hint="give --meter sim once")
         emulated = await open_emulated(settings, self.clock)
         self._emulator = emulated.emulator
         self._emulated = emulated
         self._start_follower()
         meter = PtdMeter(
-            clock=self.clock, port=emulated.bridge.port, interval_ms=EMULATED_INTERVAL_MS,
-            mark="infergy-sim", connect_timeout_s=10.0, capacity=self.capacity,
+            clock=self.clock, port=emulated.bridge.port, source=source,
+            interval_ms=EMULATED_INTERVAL_MS, mark="infergy-sim", connect_timeout_s=10.0,
+            capacity=self.capacity, simulated=True,
         )  # fmt: skip
         self.meters.append(meter)
-        self.simulated.add(meter.source)
         what = "a scripted power profile" if emulated.scripted else "the workload's activity"
         model = settings.meters.emulator.model.upper()
+        why = "--meter sim" if source == "sim" else "no analyzer is configured"
         self.notes.append(
             f"{meter.source}: SIMULATED wall power: an emulated {model} following {what} "
-            "(no analyzer is configured); not a measurement"
+            f"({why}); not a measurement"
         )
 
     # -- while running -------------------------------------------------------------------------
@@ -325,6 +330,16 @@ class MeterSet:
         """The analyzer meters (ranging/testing passes apply to them)."""
         return [m for m in self.meters if isinstance(m, PtdMeter)]
 
+    def ranging_meters(self) -> list[PtdMeter]:
+        """The analyzers MLPerf's ranging pass applies to: all but the in-process stand-in.
+
+        A PTD server elsewhere that says its instrument is simulated is ranged like a real
+        one (a rehearsal of the real procedure); the stand-in has nothing to range for.
+        """
+        emu = self._emulated
+        port = emu.bridge.port if emu is not None else None
+        return [m for m in self.ptd_meters() if not (m.host == "127.0.0.1" and m.port == port)]
+
     def nvml(self) -> NvmlMeter | None:
         """The NVML meter, if any."""
         return next((m for m in self.meters if isinstance(m, NvmlMeter)), None)
@@ -332,6 +347,15 @@ class MeterSet:
     def sources(self) -> list[tuple[Meter, SourceInfo]]:
         """Every source of every meter."""
         return [(m, info) for m in self.meters for info in m.describe()]
+
+    @property
+    def simulated(self) -> frozenset[str]:
+        """The sources whose readings are not measurements (see :meth:`simulated_sources`)."""
+        return self.simulated_sources()
+
+    def simulated_sources(self) -> frozenset[str]:
+        """The sources whose readings are not measurements (as they describe themselves)."""
+        return frozenset(info.name for _, info in self.sources() if info.simulated)
 
     async def wait_ready(self, timeout_s: float = 15.0) -> None:
         """Wait until network meters are connected."""
@@ -368,16 +392,31 @@ class MeterSet:
                 # snapshot() already applied it; keep the estimate for the result only.
                 est = meter.clock_offset
                 offset = OffsetEstimate(0, est.uncertainty_ns, est.method, True, reason=est.reason)
+            if isinstance(meter, PtdMeter) and meter.simulated:
+                self._note_simulated_ptd(meter, info.name)
             inputs.append(
                 SourceInput(
                     name=info.name,
-                    kind="sim" if info.simulated else info.kind,
+                    kind=info.kind,
                     trace=trace,
                     offset=offset,
                     update_period_ns=info.nominal_period_ns,
+                    simulated=info.simulated,
                 )
             )
         return pair_samples(inputs)
+
+    def _note_simulated_ptd(self, meter: PtdMeter, name: str) -> None:
+        """Say once why an analyzer source is simulated (its server told us, if not we)."""
+        if any(
+            n.startswith((f"{name}: SIMULATED", f"{meter.source}: SIMULATED")) for n in self.notes
+        ):
+            return
+        idn = meter.identity.idn if meter.identity is not None else "?"
+        self.notes.append(
+            f"{name}: SIMULATED: the PTD server at {meter.host}:{meter.port} says its analyzer "
+            f"is simulated ({idn}); not a measurement"
+        )
 
     def describe(self) -> dict[str, Any]:
         """Provenance of the sources: devices, semantics, simulated flags, clock offsets."""
@@ -389,7 +428,7 @@ class MeterSet:
                 "device": info.device,
                 "semantics": info.semantics.value,
                 "nominal_period_ms": info.nominal_period_ns / 1e6,
-                "simulated": info.simulated or info.name in self.simulated,
+                "simulated": info.simulated,
             }
             if isinstance(meter, PtdMeter):
                 off = meter.clock_offset

@@ -203,15 +203,21 @@ def _load_sources(
     for name, path in paths.items():
         loaded = load_power_source(path)
         problems.extend(f"{name}: {p}" for p in loaded.problems)
+        kind = source_kind(name)
+        if loaded.simulated_note is not None:  # the recording says so: the result says so too
+            problems.append(f"{name}: SIMULATED (the recording says: {loaded.simulated_note})")
+        elif kind == "sim":
+            problems.append(f"{name}: SIMULATED (a sim source, by its name); not a measurement")
         off = offsets.get(name)
         sources.append(
             SourceInput(
                 name=name,
-                kind=source_kind(name),
+                kind=kind,
                 trace=loaded.trace,
                 offset=None if off is None else OffsetEstimate(round(off * 1e6), 0, "given"),
                 idle_w=idle.get(name),
                 mlperf_samples=loaded.mlperf_samples,
+                simulated=loaded.simulated or kind == "sim",
             )
         )
         if loaded.ptd is not None:

@@ -49,6 +49,8 @@ Persist = Callable[["Job"], Awaitable[None]]
 CANCELLED_ON_REQUEST = "cancelled on request"
 _WHY_IT_ENDED = ("failed during the ", "aborted during the ", "the service stopped during")
 
+CANCELLED_ON_REQUEST = "cancelled on request"
+"""Why a job a client cancelled (DELETE /v1/runs/<id>, MQTT cmd/cancel) was aborted."""
 HOST = "host"
 """The claim on the box-wide resources: the CPU, RAPL and the wall-power analyzer."""
 _PER_DEVICE_METERS = frozenset({"nvml", "sim"})
@@ -324,6 +326,7 @@ class JobScheduler:
             msg = f"job {run_id} has already finished ({job.state.value})"
             raise JobConflictError(msg)
         job.cancel_requested = True
+        job.abort_reason = CANCELLED_ON_REQUEST
         if job.state is JobState.QUEUED:
             self._finish(job, JobState.CANCELLED, error="cancelled before it started")
         elif job.task is not None:

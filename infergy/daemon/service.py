@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,8 @@ class Service:
         settings: the configuration.
         config_path: the TOML file, re-read on SIGHUP (``None``: nothing to reload).
         env: the environment (GPU selection, systemd's NOTIFY_SOCKET and STATE_DIRECTORY).
+        overrides: what the command line set over the file (``--listen``, ``--state-dir``):
+            a reload applies them again, so it resolves everything exactly as the start did.
     """
 
     def __init__(
@@ -114,10 +117,12 @@ class Service:
         *,
         config_path: Path | None = None,
         env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
-        self.settings = settings
         self.config_path = config_path
         self.env = dict(os.environ if env is None else env)
+        self.overrides = dict(overrides or {})
+        self.settings = _rooted(settings, self.env)
         self.notifier = Notifier.from_env(self.env)
         self.stop_requested = asyncio.Event()
         self.ready = asyncio.Event()
@@ -139,7 +144,7 @@ class Service:
         Raises:
             InfergyError: a required part cannot start (the store, the HTTP listener).
         """
-        self.settings = s = _rooted(self.settings, self.env)
+        s = self.settings
         path = s.store.path_or_default(self.env)
         await asyncio.to_thread(check_writable, path.parent, "the store's folder")
         await asyncio.to_thread(check_writable, s.output.dir, "the results folder ([output] dir)")
@@ -183,9 +188,7 @@ class Service:
             self.telemetry = telemetry = LiveTelemetry(
                 meters.meters, clock=clock, simulated=meters.simulated
             )
-            for summary in await asyncio.to_thread(store.list_runs, 32):
-                with contextlib.suppress(InfergyError):
-                    telemetry.restore_last_session(store.get_result(summary.run_id))
+            await asyncio.to_thread(restore_last_sessions, store, telemetry)
             for record in await asyncio.to_thread(store.list_sweeps, 1):
                 telemetry.restore_last_sweep(record)
             registry = build_registry(telemetry)
@@ -213,6 +216,7 @@ class Service:
                     node=s.node_name,
                     outbox=self.outbox,
                     latest_power=self._latest_power,
+                    simulated=self._simulated_sources,
                     commands=CommandHandler(
                         self._submit,
                         self._cancel,
@@ -224,7 +228,7 @@ class Service:
                 scheduler,
                 token=token,
                 max_body_bytes=s.serve.max_body_bytes,
-                health=self.health,
+                health=self.health_details,
                 metrics=lambda: render_metrics(registry),
                 result_lookup=self._lookup,
                 sweep_lookup=self._lookup_sweep,
@@ -314,16 +318,26 @@ class Service:
                 except (InfergyError, TimeoutError) as err:
                     logger.warning("%s: could not restart the measurement: %s", meter.source, err)
 
-    def request_stop(self) -> None:
-        """Stop gracefully (what SIGTERM does)."""
+    def request_stop(self, why: str = "a stop was requested") -> None:
+        """Stop gracefully (what SIGTERM does); says so in the log, once."""
+        if not self.stop_requested.is_set():
+            running = self.scheduler.counts().get("running", 0) if self.scheduler else 0
+            logger.info(
+                "infergy stopping (%s): no new jobs; %s",
+                why,
+                f"{running} running job(s) get {self.settings.serve.stop_timeout_s:g} s "
+                "([serve] stop_timeout_s) to finish, then are aborted"
+                if running
+                else "no job is running",
+            )
         self.stop_requested.set()
 
     @contextlib.contextmanager
     def _signals(self) -> Any:
         loop = asyncio.get_running_loop()
-        handlers = {
-            signal.SIGTERM: self.request_stop,
-            signal.SIGINT: self.request_stop,
+        handlers: dict[signal.Signals, Callable[[], None]] = {
+            signal.SIGTERM: functools.partial(self.request_stop, "SIGTERM"),
+            signal.SIGINT: functools.partial(self.request_stop, "SIGINT"),
             signal.SIGHUP: self.reload,
         }
         installed = []
@@ -341,7 +355,8 @@ class Service:
         """SIGHUP: re-read the config; apply what future sessions use, name what needs a restart."""
         self.notifier.reloading("reloading the configuration")
         try:
-            new = load_settings(self.config_path, self.env)
+            new = load_settings(self.config_path, self.env, overrides=self.overrides or None)
+            new = _rooted(new, self.env)  # paths resolved as at start, never against the cwd
         except ConfigError as err:
             logger.error("reload refused, keeping the running config: %s", err)
             self.notifier.ready("reload refused (bad config); running as before")
@@ -479,6 +494,31 @@ class Service:
                 out[src.meter_source] = src.power_w
         return out
 
+    def _simulated_sources(self) -> frozenset[str]:
+        assert self.telemetry is not None
+        return frozenset(s.meter_source for s in self.telemetry.telemetry().sources if s.simulated)
+
+    def health_details(self) -> dict[str, ComponentHealth]:
+        """:meth:`health` with what is wrong for each component that is not up (/healthz)."""
+        out: dict[str, ComponentHealth] = {}
+        for name, component in self.health().items():
+            if isinstance(component, ComponentHealth):  # measured, with its own detail
+                out[name] = component
+                continue
+            detail = None
+            if component != "up":
+                detail = f"{name} is {component}"
+                if name == "meters" and self.meter_set is not None:
+                    detail = f"not up: {_down_sources(self.meter_set) or 'no source at all'}"
+                elif name == "mqtt" and self.mqtt is not None:
+                    m = self.settings.mqtt
+                    error = self.mqtt.health().last_error
+                    detail = f"not connected to the broker at {m.host}:{m.port}" + (
+                        f": {error}" if error else ""
+                    )
+            out[name] = ComponentHealth(state=component, detail=detail)
+        return out
+
     def health(self) -> dict[str, ComponentHealth | HealthState]:
         """Each component: ``up``, ``degraded`` or ``down`` (for /healthz and READY)."""
         out: dict[str, ComponentHealth | HealthState] = {"api": "up"}
@@ -504,6 +544,35 @@ def _state(component: ComponentHealth | HealthState) -> str:
     if isinstance(component, ComponentHealth):
         return component.state + (f" ({component.detail})" if component.detail else "")
     return component
+
+
+RESTORED_RUNS = 32
+"""Stored runs read at start to fill the last-session gauges again."""
+
+
+def _down_sources(meters: MeterSet) -> str:
+    """``ac (connection: refused), gpu0.samples (no sample yet)``: the sources not up."""
+    down = [
+        f"{source} ({h.last_error or 'no sample yet'})"
+        for m in meters.meters
+        for source, h in m.health().items()
+        if not h.up
+    ]
+    return ", ".join(down[:8]) + (f" and {len(down) - 8} more" if len(down) > 8 else "")
+
+
+def restore_last_sessions(store: Store, telemetry: LiveTelemetry) -> None:
+    """Fill the last-session gauges from the store, as if the newest runs had just finished.
+
+    The store lists newest first; each restored result replaces the one before it of its
+    (scenario, model, backend), so they are applied oldest first and the newest stays. Failed
+    and unfinished runs are left out, as a finishing session leaves them out.
+    """
+    for summary in reversed(store.list_runs(RESTORED_RUNS)):
+        if summary.status in ("failed", "running"):
+            continue
+        with contextlib.suppress(InfergyError):
+            telemetry.restore_last_session(store.get_result(summary.run_id))
 
 
 def _rooted(settings: Settings, env: Mapping[str, str]) -> Settings:

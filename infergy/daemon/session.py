@@ -292,11 +292,11 @@ class Session:
             st.idle = Window(t0, t0 + round(idle_s * NS_PER_S))
 
     async def _warmup(self, st: _State, runner: Any, meter_set: MeterSet) -> None:
-        """The warm-up, with MLPerf's ranging pass on real analyzers only.
+        """The warm-up, with MLPerf's ranging pass on analyzers that are not the stand-in.
 
         (The warm-up must then be representative of the run: same scenario and batch.)
         """
-        analyzers = [m for m in meter_set.ptd_meters() if m.source not in meter_set.simulated]
+        analyzers = meter_set.ranging_meters()  # not the in-process stand-in
         ranging = self.settings.session.ranging and bool(analyzers)
         if ranging and self.spec.warmup > 0:
             for meter in analyzers:
@@ -408,11 +408,12 @@ class Session:
             await asyncio.sleep(0.5)
             p = st.progress
             watts = meter_set.latest_watts()
+            sim = meter_set.simulated_sources()
             if p is not None and p.phase in ("warmup", "run"):
-                self.observer.progress(p.queries, p.samples, p.elapsed_s, watts)
+                self.observer.progress(p.queries, p.samples, p.elapsed_s, watts, sim)
             else:
                 elapsed = (st.clock.now_ns() - st.started_ns) / NS_PER_S
-                self.observer.progress(0, 0, elapsed, watts)
+                self.observer.progress(0, 0, elapsed, watts, sim)
 
     def _identity(self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet) -> dict[str, Any]:
         return result_identity(
@@ -435,6 +436,7 @@ class Session:
         partial: QueryLog | None = None,
     ) -> SessionOutcome:
         queries = run.queries if run is not None else partial
+        inputs = meter_set.source_inputs(self._since_ns(st))  # first: it adds notes of its own
         problems = list(meter_set.notes) + st.notes + meter_set.health_problems()
         if run is not None:
             problems += run.problems  # an INVALID verdict is one of them, with LoadGen's reason
@@ -444,7 +446,7 @@ class Session:
         window = Window.of_queries(queries)
         a = self.settings.analysis
         analysis = analyze(
-            meter_set.source_inputs(self._since_ns(st)),
+            inputs,
             Workload.of_queries(cfg.scenario, queries, run.mlperf if run is not None else None),
             window,
             identity=self._identity(st, cfg, meter_set),
@@ -459,9 +461,6 @@ class Session:
         result = analysis.result
         if run is not None and run.degraded and result["status"] == "ok":
             result["status"] = "degraded"  # figures of what completed; the rest failed
-        for name in meter_set.simulated:
-            if name in result["power"]:
-                result["power"][name]["simulated"] = True
         if run is not None:
             if run.validity != "VALID" and result["status"] == "ok":
                 result["status"] = "degraded"  # not a valid LoadGen result: never "ok"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,12 @@ class LoggingObserver:
         """Phases are in the job's state and the live metrics, not the log."""
 
     def progress(
-        self, queries: int, samples: int, elapsed_s: float, watts: Mapping[str, float]
+        self,
+        queries: int,
+        samples: int,
+        elapsed_s: float,
+        watts: Mapping[str, float],
+        simulated: Set[str] = frozenset(),
     ) -> None:
         """Progress is in the live metrics."""
 

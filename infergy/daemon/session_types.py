@@ -6,7 +6,7 @@ Split from :mod:`infergy.daemon.session` (which re-exports them) to keep the lif
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,9 +26,14 @@ class SessionObserver(Protocol):
         """A phase starts (``prepare``, ``idle``, ``warmup``, ``run``, ``tail``, ``analyze``)."""
 
     def progress(
-        self, queries: int, samples: int, elapsed_s: float, watts: Mapping[str, float]
+        self,
+        queries: int,
+        samples: int,
+        elapsed_s: float,
+        watts: Mapping[str, float],
+        simulated: Set[str] = frozenset(),
     ) -> None:
-        """Live figures, about twice a second."""
+        """Live figures, about twice a second (``simulated``: the sources not measured)."""
 
     def note(self, text: str) -> None:
         """Something the user should know (a meter skipped, a fallback taken)."""
@@ -41,7 +46,12 @@ class QuietObserver:
         """Ignored."""
 
     def progress(
-        self, queries: int, samples: int, elapsed_s: float, watts: Mapping[str, float]
+        self,
+        queries: int,
+        samples: int,
+        elapsed_s: float,
+        watts: Mapping[str, float],
+        simulated: Set[str] = frozenset(),
     ) -> None:
         """Ignored."""
 

@@ -2,7 +2,8 @@
 
 The emulated analyzer is a Yokogawa emulator on a pseudo-terminal behind the real PTD bridge
 on loopback, so the simulated path runs the same serial, protocol and client code as a real
-WT310. Everything it measures is labelled SIMULATED by the meter set that owns it.
+WT310. Everything it measures is labelled SIMULATED: its meter is built knowing it, and the
+bridge says so to any client (the emulator's identity names it).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from infergy.ptd_bridge.emulator import AnalyzerEmulator
 from infergy.ptd_bridge.server import PtdBridge
 from infergy.ptd_bridge.watts_profile import WattsProfile
 
-EMULATED_INTERVAL_MS = 100
-"""The emulated analyzer updates at 10 Hz (a WT310's fastest documented rate)."""
+EMULATED_INTERVAL_MS = 250
+"""The emulated analyzer updates (and is sampled) every 250 ms: a WT310's power-on rate and
+what the bridge uses on a real line. At the WT310's fastest, 100 ms, the wait/reply handshake
+with an in-process emulator lost updates on a loaded 2-core machine (honestly: the reply
+came after the next update) and turned short runs degraded; at 250 ms a late reply is late."""
 _EMULATED_DEVICE = {"wt310": 49, "wt310e": 49, "wt333e": 49, "wt210": 8}
 """PTDaemon device type numbers of the emulated models."""
 

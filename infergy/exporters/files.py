@@ -32,7 +32,7 @@ import numpy as np
 from infergy.core.trace import QueryLog, Scenario, Semantics, Trace
 from infergy.errors import InputError
 from infergy.formats.csv import format_queries_csv, format_trace_csv
-from infergy.formats.ptd import format_sample_line
+from infergy.formats.ptd import format_sample_line, format_status_line
 from infergy.store.names import check_name
 
 QUERIES_FILE = "queries.csv.gz"
@@ -86,8 +86,10 @@ def write_run_files(
         msg = f"run {run_id}: the result is not writable as JSON: {err}"
         raise InputError(msg, hint="absent figures are None, never NaN") from None
     written = [_write_atomic(run_dir / "result.json", text)]
+    notes = {source: _simulated_note(result, source) for source in sources}
     for source, trace in sorted(sources.items()):
-        written.append(_write_atomic(run_dir / "traces" / f"{source}.csv", format_trace_csv(trace)))
+        csv = format_trace_csv(trace, note=notes[source])
+        written.append(_write_atomic(run_dir / "traces" / f"{source}.csv", csv))
     if queries is not None:  # ~40 bytes a query as text, ~6 compressed (1 M a minute on a GPU)
         data = gzip.compress(format_queries_csv(queries).encode(), QUERIES_GZIP_LEVEL, mtime=0)
         written.append(_write_atomic(run_dir / QUERIES_FILE, data))
@@ -96,9 +98,9 @@ def write_run_files(
     if logs:
         mlperf_dir = run_dir / "mlperf" / _mlperf_scenario(result) / "performance" / "run_1"
         written += [_write_atomic(mlperf_dir / log.name, _read_bytes(log)) for log in logs]
-        analyzer = _analyzer_trace(sources)
+        analyzer = _analyzer_source(sources)
         if analyzer is not None:
-            spl = spl_text(analyzer, mark=f"{run_id}_testing")
+            spl = spl_text(sources[analyzer], mark=f"{run_id}_testing", note=notes[analyzer])
             written.append(_write_atomic(mlperf_dir / "spl.txt", spl))
     return written
 
@@ -114,30 +116,41 @@ def write_result_json(out_dir: Path, result: Mapping[str, Any]) -> Path:
     return _write_atomic(out_dir / run_id / "result.json", text)
 
 
-def spl_text(trace: Trace, mark: str) -> str:
+def _simulated_note(result: Mapping[str, Any], source: str) -> str | None:
+    """The SIMULATED note a simulated source's files carry (read back by ``infergy analyze``)."""
+    entry = (result.get("power") or {}).get(source) or {}
+    if not entry.get("simulated"):
+        return None
+    return f"SIMULATED source {source} of run {result.get('run_id')}: not a measurement"
+
+
+def spl_text(trace: Trace, mark: str, note: str | None = None) -> str:
     """A power trace as PTDaemon ``-l`` log lines (``Time,...,Watts,...,Mark,<mark>``).
 
     Only watts are known: volts, amps and PF are written as PTD's "no reading" ``-1``, and so
-    is an invalid (NaN) watts sample.
+    is an invalid (NaN) watts sample. A ``note`` (the SIMULATED note) is a first ``NOTICE``
+    status line, stamped a second before the first sample, outside any measured window.
     """
     no = PTD_NO_READING
     watts = np.where(np.isfinite(trace.values), trace.values, no).tolist()
-    lines = (
+    lines = [
         format_sample_line(t, w, no, no, no, mark=mark)
         for t, w in zip(trace.t_ns.tolist(), watts, strict=True)
-    )
+    ]
+    if note is not None and lines:
+        lines.insert(0, format_status_line(int(trace.t_ns[0]) - 1_000_000_000, "NOTICE", note))
     return "".join(line + "\n" for line in lines)
 
 
-def _analyzer_trace(traces: Mapping[str, Trace]) -> Trace | None:
-    """The wall-power analyzer trace: ``ac``, else the lowest-numbered ``acN``; never energy."""
+def _analyzer_source(traces: Mapping[str, Trace]) -> str | None:
+    """The wall-power analyzer source: ``ac``, else the lowest-numbered ``acN``; never energy."""
     found = sorted(
         (int(m.group(1) or -1), source)
         for source in traces
         if (m := _ANALYZER_SOURCE.fullmatch(source))
         and traces[source].semantics is not Semantics.COUNTER
     )
-    return traces[found[0][1]] if found else None
+    return found[0][1] if found else None
 
 
 def _mlperf_scenario(result: Mapping[str, Any]) -> str:

@@ -4,8 +4,9 @@ Topics (ARCHITECTURE.md, "Live exports"), under ``<topic_root>/<node>/``:
 
 - ``status``: ``online`` (retained) on connect; ``offline`` (retained) as the last will and on
   a clean stop;
-- ``power``: ``{"t_unix_s": ..., "power_w": {"gpu0": 312.5, ...}}`` from the injected
-  ``latest_power()``, at most every ``power_interval_s``, QoS 0, dropped while offline;
+- ``power``: ``{"t_unix_s": ..., "power_w": {"gpu0": 312.5, ...}, "simulated": {"gpu0":
+  false, ...}}`` from the injected ``latest_power()`` (and ``simulated()``), at most every
+  ``power_interval_s``, QoS 0, dropped while offline;
 - ``runs`` / ``runs/latest``: results from the durable :class:`~infergy.exporters.outbox.Outbox`,
   QoS 1 in order; an entry is deleted only after its PUBACK (aiomqtt's ``publish(qos=1)`` returns
   when paho's ``on_publish`` fires, which for QoS 1 is on the PUBACK), so delivery is at least
@@ -37,7 +38,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from typing import Any, NoReturn
 
 import aiomqtt
@@ -76,6 +77,8 @@ class MqttPublisher:
         latest_power: returns the latest watts per source name (``{"gpu0": 312.5}``); called
             on the event loop every ``power_interval_s``, so it must not block. ``None``: no
             ``power`` topic.
+        simulated: returns the source names whose readings are simulated (marked so in every
+            ``power`` message); called with ``latest_power``, must not block either.
         commands: answers ``cmd/<verb>`` requests (``None``: this node takes no commands and
             does not subscribe to them).
         rng: randomness of the reconnect jitter (tests pass a seeded one).
@@ -91,6 +94,7 @@ class MqttPublisher:
         node: str,
         outbox: Outbox,
         latest_power: Callable[[], Mapping[str, float]] | None = None,
+        simulated: Callable[[], Set[str]] | None = None,
         commands: CommandSink | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -100,6 +104,7 @@ class MqttPublisher:
         self._tls = tls_context(settings)
         self._outbox = outbox
         self._latest_power = latest_power
+        self._simulated = simulated
         self._commands = commands
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -325,7 +330,8 @@ class MqttPublisher:
             next_t = max(next_t + interval_s, now - (now - next_t) % interval_s + interval_s)
             await asyncio.sleep(next_t - now)
             try:
-                payload = power_payload(self._latest_power())
+                sim = self._simulated() if self._simulated is not None else frozenset()
+                payload = power_payload(self._latest_power(), sim)
             except Exception:  # a meter bug must not drop the connection
                 _log.exception("latest_power() failed; skipping this power update")
                 continue

@@ -9,7 +9,7 @@ import json
 import math
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -122,8 +122,16 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     return context
 
 
-def power_payload(power_w: Mapping[str, float]) -> bytes:
-    """``{"t_unix_s": ..., "power_w": {...}}``; non-finite readings become ``null``."""
+def power_payload(power_w: Mapping[str, float], simulated: Set[str] = frozenset()) -> bytes:
+    """``{"t_unix_s": ..., "power_w": {...}, "simulated": {...}}``.
+
+    Non-finite readings become ``null``; ``simulated`` says for every source whether its
+    readings are simulated (never a measurement to show as one).
+    """
     watts = {str(k): (round(v, 3) if math.isfinite(v) else None) for k, v in power_w.items()}
-    body = {"t_unix_s": round(time.time(), 3), "power_w": watts}
+    body = {
+        "t_unix_s": round(time.time(), 3),
+        "power_w": watts,
+        "simulated": {name: name in simulated for name in watts},
+    }
     return json.dumps(body, separators=(",", ":")).encode()

@@ -290,7 +290,11 @@ class LiveTelemetry:
     def _track(self, meter: Meter, info: SourceInfo, infos: Mapping[str, SourceInfo]) -> _Tracked:
         key = (id(meter), info.name)
         tracked = self._tracked.get(key)
-        if tracked is None:
+        if tracked is not None:
+            # What a source is can be learnt after it started: a PTD server's Identify names
+            # the analyzer and says whether it is simulated. Labels stay as first published.
+            tracked.info = info
+        else:
             labels = split_source(info.name, info.semantics)
             if any(t.labels == labels for t in self._tracked.values()):
                 labels = (labels[0], info.name)  # two meters with one name: keep both series

@@ -29,7 +29,7 @@ import numpy as np
 from infergy.core.trace import F64, I64, Trace
 from infergy.errors import InputError
 from infergy.formats.common import read_text_file
-from infergy.formats.csv import TRACE_HEADERS, parse_trace_csv
+from infergy.formats.csv import TRACE_HEADERS, parse_trace_csv, trace_csv_simulated_note
 from infergy.formats.ptd import PtdLog, looks_like_ptd, parse_ptd_log
 
 __all__ = ["LoadedSource", "load_power_source"]
@@ -46,12 +46,20 @@ class LoadedSource:
         format: ``"ptd"`` or ``"csv"``.
         problems: what was skipped or suspicious while reading.
         ptd: the full PTD parse (status lines, channels, marks) when the format is ``ptd``.
+        simulated_note: the recording's own SIMULATED note (a PTD ``NOTICE`` line, a CSV
+            ``#`` line), None when it does not say it is simulated.
     """
 
     trace: Trace
     format: str
     problems: list[str] = field(default_factory=list)
     ptd: PtdLog | None = None
+    simulated_note: str | None = None
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the recording says its readings are not measurements."""
+        return self.simulated_note is not None
 
     @property
     def mlperf_samples(self) -> tuple[I64, F64] | None:
@@ -88,13 +96,14 @@ def load_power_source(path: str | os.PathLike[str]) -> LoadedSource:
     if looks_like_ptd(head):
         ptd = parse_ptd_log(text)
         trace, problems, fmt = ptd.trace(), list(ptd.problems), "ptd"
+        note = ptd.simulated_note
     elif _first_line(head).replace(" ", "").lower().startswith("t_ns,"):
         try:
             trace, problems = parse_trace_csv(text)
         except InputError as err:
             msg = f"{name}: {err}"
             raise InputError(msg, hint=err.hint) from err
-        ptd, fmt = None, "csv"
+        ptd, fmt, note = None, "csv", trace_csv_simulated_note(head)
     else:
         accepted = " | ".join(TRACE_HEADERS)
         msg = f"{name}: unknown power source format (first line {_first_line(head)[:60]!r})"
@@ -104,4 +113,4 @@ def load_power_source(path: str | os.PathLike[str]) -> LoadedSource:
         detail = f"; {problems[0]}" if problems else ""
         msg = f"{name}: no valid power samples in this {fmt} file{detail}"
         raise InputError(msg, hint="check that the recording covers the run and the analyzer read")
-    return LoadedSource(trace=trace, format=fmt, problems=problems, ptd=ptd)
+    return LoadedSource(trace=trace, format=fmt, problems=problems, ptd=ptd, simulated_note=note)

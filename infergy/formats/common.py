@@ -19,6 +19,17 @@ from infergy.errors import InputError
 
 GZIP_MAGIC = b"\x1f\x8b"
 
+SIMULATED_MARK = "SIMULATED"
+"""How a recording says it is not a measurement: a note that starts with this word (a PTD log's
+NOTICE status line, a ``#`` comment line of a trace CSV). Readers keep the mark in the result."""
+
+
+def simulated_note(text: str) -> str | None:
+    """``text`` if it is a SIMULATED note (starts with the word ``SIMULATED``), else None."""
+    note = text.strip()
+    word = note.split(None, 1)[0].rstrip(":,.;") if note else ""
+    return note if word == SIMULATED_MARK else None
+
 
 def read_text_file(path: str | os.PathLike[str], what: str) -> str:
     """Read a text file as UTF-8, bad bytes replaced: the I/O shared by every ``load_*``.

@@ -34,6 +34,7 @@ from infergy.formats.common import (
     median_spacing_ns,
     order_problems,
     read_text_file,
+    simulated_note,
     skipped_problem,
 )
 
@@ -231,17 +232,33 @@ def _float_text(values: npt.NDArray[np.float64]) -> list[str]:
     return [repr(v) for v in values.tolist()]  # shortest text that reads back to the same float
 
 
-def format_trace_csv(trace: Trace) -> str:
+def format_trace_csv(trace: Trace, *, note: str | None = None) -> str:
     """Write a trace as CSV; :func:`parse_trace_csv` reads back the same t_ns, values and u.
 
     NaN is written as ``nan``. The nominal period is not stored (it is re-derived on reading).
+    ``note`` becomes a ``#`` line before the header (a SIMULATED note is read back by
+    :func:`trace_csv_note`).
     """
     header = next(h for h, sem in TRACE_HEADERS.items() if sem is trace.semantics)
     cols = [[str(t) for t in trace.t_ns.tolist()], _float_text(trace.values)]
     if trace.uncertainty is not None:
         header += f",{UNCERTAINTY_COLUMN}"
         cols.append(_float_text(trace.uncertainty))
-    return header + "\n" + "".join(",".join(row) + "\n" for row in zip(*cols, strict=True))
+    head = "".join(f"# {line}\n" for line in (note or "").splitlines() if line.strip())
+    return head + header + "\n" + "".join(",".join(row) + "\n" for row in zip(*cols, strict=True))
+
+
+def trace_csv_simulated_note(text: str) -> str | None:
+    """The SIMULATED note among the ``#`` lines before a trace CSV's header, if any."""
+    for raw in text.removeprefix("\ufeff").split("\n"):
+        line = raw.strip()
+        if not line:
+            continue
+        if not line.startswith("#"):
+            return None  # the header: notes come before it
+        if (note := simulated_note(line.lstrip("#"))) is not None:
+            return note
+    return None
 
 
 def format_queries_csv(queries: QueryLog) -> str:

@@ -31,6 +31,7 @@ from infergy.formats.common import (
     median_spacing_ns,
     order_problems,
     read_text_file,
+    simulated_note,
     skipped_problem,
 )
 from infergy.formats.ptd_time import NS_PER_MS, format_ptd_time, parse_ptd_time
@@ -130,6 +131,18 @@ class PtdLog(PtdChannel):
     def marks_present(self) -> list[str]:
         """The distinct marks, in order of first appearance."""
         return list(dict.fromkeys(self.marks))
+
+    @property
+    def simulated_note(self) -> str | None:
+        """The log's SIMULATED notice, if it has one (its samples are then not measurements).
+
+        infergy's emulator, PTDaemon's dummy device behind infergy's bridge, and the example
+        recordings write one as a ``NOTICE`` status line.
+        """
+        for s in self.status:
+            if s.level == "NOTICE" and (note := simulated_note(s.text)) is not None:
+                return note
+        return None
 
     def trace(
         self,

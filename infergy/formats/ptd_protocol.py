@@ -276,6 +276,10 @@ def ranges_reply(groups: Sequence[RangeGroup]) -> str:
     return "Ranges," + ",".join(parts)
 
 
+SIMULATED_FIELD = "SIMULATED"
+"""The last field of an ``Identify`` reply from a server whose instrument is simulated."""
+
+
 def identify_reply(
     *,
     driver: str,
@@ -285,14 +289,21 @@ def identify_reply(
     os_name: str,
     idn: str,
     cal_date: str = "no_cal_date",
+    simulated: bool = False,
 ) -> str:
     """The ``Identify`` reply: 16+ comma fields (shared/research/ptd.md §1.3).
 
     Commas inside the OS string and the analyzer identity become ``;`` as PTDaemon writes them.
+    A ``simulated`` instrument (an emulator, the dummy device) is said so by a last field,
+    :data:`SIMULATED_FIELD`, after the identity: PTDaemon's clients read the driver from field 1
+    and the version from ``version=`` (MLCommons power-dev), or keep everything from field 16
+    on as one string (SPEC's harness), so it changes nothing for them.
     """
     fields = [driver, str(interval_ms), "1", "1", "1", "1", "0", "0", "1", f"version={version}",
               f"OS={os_name.replace(',', ';')}", "mode=power", "1", "1", str(channels), "0", "0",
               cal_date, idn.strip().replace(",", ";")]  # fmt: skip
+    if simulated:
+        fields.append(SIMULATED_FIELD)
     return ",".join(fields)
 
 
@@ -310,6 +321,7 @@ class Identity:
         version: the ``version=`` field.
         idn: the analyzer's identity (``;`` put back to ``,``).
         raw: the whole reply.
+        simulated: the server says its instrument is simulated (:data:`SIMULATED_FIELD`).
     """
 
     driver: str
@@ -318,6 +330,7 @@ class Identity:
     version: str
     idn: str
     raw: str
+    simulated: bool = False
 
 
 def parse_identify(reply: str) -> Identity:
@@ -327,6 +340,9 @@ def parse_identify(reply: str) -> Identity:
         AnalyzerProtocolError: fewer than 16 fields, or they do not parse.
     """
     f = reply.strip().split(",")
+    simulated = len(f) > 16 and f[-1] == SIMULATED_FIELD
+    if simulated:
+        f = f[:-1]
     try:
         if len(f) < 16 or not f[9].startswith("version="):
             raise ValueError(reply)
@@ -337,7 +353,8 @@ def parse_identify(reply: str) -> Identity:
         msg = f"not a PTDaemon Identify reply: {reply.strip()[:120]!r}"
         raise AnalyzerProtocolError(msg) from err
     idn = ",".join(f[mode_at + 7 :]).replace(";", ",") if len(f) > mode_at + 7 else ""
-    return Identity(f[0], interval_ms, channels, f[9].removeprefix("version="), idn, reply)
+    version = f[9].removeprefix("version=")
+    return Identity(f[0], interval_ms, channels, version, idn, reply, simulated)
 
 
 def parse_ranges(reply: str) -> list[RangeGroup]:

@@ -70,6 +70,8 @@ class PtdMeter(MlperfPasses):
         offset_exchanges: exchanges in the clock-offset estimate (at least 5; 0: assume none).
         backoff_max_s: longest wait between reconnection attempts.
         capacity: samples kept.
+        simulated: the caller knows the analyzer is simulated (an emulator it started); a
+            server that says so in its ``Identify`` reply makes the sources simulated too.
     """
 
     name = "ptd"
@@ -90,8 +92,10 @@ class PtdMeter(MlperfPasses):
         offset_exchanges: int = 5,
         backoff_max_s: float = 5.0,
         capacity: int = DEFAULT_CAPACITY,
+        simulated: bool = False,
     ) -> None:
         self._clock = clock
+        self._simulated = simulated
         self.host, self.port, self.source = host, port, source
         self.interval_ms = interval_ms
         self.mark = mark
@@ -123,6 +127,11 @@ class PtdMeter(MlperfPasses):
 
     # -- the Meter protocol ---------------------------------------------------------------------
 
+    @property
+    def simulated(self) -> bool:
+        """Whether the readings are not measurements (known at construction or from Identify)."""
+        return self._simulated or (self.identity is not None and self.identity.simulated)
+
     def describe(self) -> list[SourceInfo]:
         """The summed source and, once seen, one per channel of a multichannel analyzer."""
         ident = self.identity
@@ -131,9 +140,14 @@ class PtdMeter(MlperfPasses):
         if ident is not None:
             device = f"{ident.driver} ({ident.idn}) via PTD at {self.host}:{self.port}"
             details |= {"driver": ident.driver, "version": ident.version, "idn": ident.idn}
+        simulated = self.simulated
+        if simulated:
+            device = f"SIMULATED {device}"
+            details["simulated"] = "true"
         period = self.interval_ms * 1_000_000
         return [SourceInfo(name, "analyzer", device, Semantics.INTERVAL_MEAN, period, "W",
-                           details=details) for name in self._buffers]  # fmt: skip
+                           simulated=simulated, details=details)
+                for name in self._buffers]  # fmt: skip
 
     def snapshot(
         self, source: str, start_ns: int | None = None, end_ns: int | None = None

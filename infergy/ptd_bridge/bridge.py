@@ -2,7 +2,11 @@
 
 Every driver call runs on one worker thread (the serial line allows one exchange at a time),
 bounded by ``asyncio.timeout``; range changes and reconfigurations queue behind the update
-being waited for. The analyzer updates at least every ``max_update_ms`` (250 ms) and
+being waited for. The worker reads update after update on its own (:meth:`Bridge._read_burst`)
+and hands each reading to the event loop, so the next update is asked for as soon as one is
+read: a busy loop (many clients, a session's work beside an in-process bridge) delays when
+readings are processed, never whether an update is caught. The analyzer updates at least
+every ``max_update_ms`` (250 ms) and
 :class:`~.sampling.Sampler` combines updates into samples of the ``Go`` interval, so a command
 is answered within one short update even at ``Go,1000``.
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +37,7 @@ from infergy.errors import (
 )
 from infergy.formats.ptd_protocol import NOTSET, Quantity
 from infergy.ptd_bridge.analyzers import Analyzer, DeviceType, ModelSpec, open_analyzer
-from infergy.ptd_bridge.analyzers.base import RangeState
+from infergy.ptd_bridge.analyzers.base import RangeState, Reading
 from infergy.ptd_bridge.measurement import UNCERTAINTY_LIMIT, Measurement, Sample
 from infergy.ptd_bridge.outputs import BridgeOutputs
 from infergy.ptd_bridge.sampling import Sampler, pick_update_ms
@@ -40,6 +45,8 @@ from infergy.ptd_bridge.sampling import Sampler, pick_update_ms
 T = TypeVar("T")
 _MS = 1_000_000
 _UNSET = object()
+READ_BURST_S = 1.0
+"""Longest run of back-to-back reads on the worker before the loop's ``run`` sees it return."""
 
 
 @dataclass(frozen=True)
@@ -113,8 +120,11 @@ class Bridge:
             baud=config.baud, framing=config.framing, reply_timeout_s=config.reply_timeout_s,
         )  # fmt: skip
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ptd-bridge.analyzer")
+        self._calls_waiting = 0  # driver calls queued behind the reads: a burst yields to them
         self._analyzer: Analyzer | None = None
         self.idn = ""
+        self.simulated = False
+        """The instrument measures nothing real (the emulator, the dummy): clients are told."""
         self.spec: ModelSpec | None = None
         self.driver = config.device.driver
         self.channels: tuple[int, ...] = (1,)
@@ -143,14 +153,22 @@ class Bridge:
     def _reply_s(self) -> float:
         return self.config.reply_timeout_s
 
-    async def _call(self, fn: Callable[..., T], *args: object, timeout_s: float) -> T:
+    async def _call(
+        self, fn: Callable[..., T], *args: object, timeout_s: float, yields: bool = False
+    ) -> T:
+        """Run ``fn`` on the worker; unless it ``yields`` (a read burst), reads make way for it."""
         loop = asyncio.get_running_loop()
+        if not yields:
+            self._calls_waiting += 1
         try:
             async with asyncio.timeout(timeout_s + 2.0):
                 return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
         except TimeoutError:
             msg = f"the analyzer call did not return within {timeout_s + 2.0:.1f} s"
             raise AnalyzerTimeoutError(msg) from None
+        finally:
+            if not yields:
+                self._calls_waiting -= 1
 
     # -- start-up and shutdown ------------------------------------------------------------------
 
@@ -179,6 +197,11 @@ class Bridge:
                 await asyncio.sleep(delay_s)
         idn = f"Analyzer identity response of {len(self.idn)} bytes: {self.idn}"
         self.out.status("NOTICE", idn)
+        if self.simulated:  # in the -l log too, so that a recording of it says so
+            what = "the dummy device" if dt.number == 0 else "infergy's emulator"
+            self.out.status(
+                "NOTICE", f"SIMULATED analyzer ({what}): its samples are not measurements"
+            )
         self.initial_ranges = await self._call(analyzer.read_ranges, timeout_s=self._reply_s)
         self.ranges = self.initial_ranges
         self.sampler.numbers = self.channels
@@ -201,6 +224,7 @@ class Bridge:
             raise
         self._analyzer = analyzer
         self.idn, self.spec, self.channels = analyzer.idn, analyzer.spec, analyzer.channels
+        self.simulated = analyzer.simulated
         self.driver = self.config.device.driver_name(analyzer.spec.idn_model)
         return analyzer
 
@@ -240,8 +264,16 @@ class Bridge:
                 await self._reconnect()
                 continue
             timeout_s = self.update_ms / 1000 + self._reply_s
+            loop = asyncio.get_running_loop()
+
+            def deliver(reading: Reading, loop: asyncio.AbstractEventLoop = loop) -> None:
+                loop.call_soon_threadsafe(self._on_reading, reading)
+
             try:
-                reading = await self._call(analyzer.read, timeout_s, timeout_s=timeout_s)
+                await self._call(
+                    self._read_burst, analyzer, timeout_s, deliver,
+                    timeout_s=READ_BURST_S + timeout_s, yields=True,
+                )  # fmt: skip
             except AnalyzerProtocolError as err:
                 self._count("protocol")
                 self.out.status("ERROR", f"Bad reading from {self.driver}: {err}")
@@ -250,16 +282,35 @@ class Bridge:
             except AnalyzerError as err:
                 await self._lost(analyzer, err)
                 continue
-            if reading.garbage:
-                self.stats.garbage += reading.garbage
-                self.out.status("ERROR", f"Garbage from {self.driver} skipped and read again")
-            first = reading.channels[0]
-            r = self.ranges
-            self.ranges = RangeState(
-                r.volts_auto, first.volt_range_v, r.amps_auto, first.current_range_a
-            )
-            t_ns = self.clock.from_monotonic(reading.received_mono_ns)
-            self.sampler.reading(t_ns, reading.channels)
+
+    def _read_burst(
+        self, analyzer: Analyzer, timeout_s: float, deliver: Callable[[Reading], object]
+    ) -> None:
+        """Worker thread: read updates back to back until another call waits (or a while).
+
+        Each reading goes to the loop at once (:meth:`_on_reading`, in order); the next update
+        is asked for right away, so how fast the loop runs does not decide what is caught.
+        """
+        started = time.monotonic()
+        while True:
+            deliver(analyzer.read(timeout_s))
+            if self._calls_waiting or time.monotonic() - started >= READ_BURST_S:
+                return
+
+    def _on_reading(self, reading: Reading) -> None:
+        """On the loop: one update read (its ranges, garbage counted, into the sampler)."""
+        if self._analyzer is None:
+            return  # read before the analyzer was lost: the cadence restarts on reconnection
+        if reading.garbage:
+            self.stats.garbage += reading.garbage
+            self.out.status("ERROR", f"Garbage from {self.driver} skipped and read again")
+        first = reading.channels[0]
+        r = self.ranges
+        self.ranges = RangeState(
+            r.volts_auto, first.volt_range_v, r.amps_auto, first.current_range_a
+        )
+        t_ns = self.clock.from_monotonic(reading.received_mono_ns)
+        self.sampler.reading(t_ns, reading.channels)
 
     def _emit(self, sample: Sample) -> None:
         self.latest = sample

@@ -14,6 +14,7 @@ import re
 from collections import deque
 from collections.abc import Callable
 
+from infergy.ptd_bridge.analyzers.specs import EMULATOR_IDN_FIELD
 from infergy.ptd_bridge.instrument import CommandError, Instrument
 
 _MNEMONICS = (  # the manual's spelling: the short form is in capitals
@@ -156,7 +157,9 @@ class Interpreter:
 
     def _dispatch(self, path: str, suffix: int, query: bool, arg: str, now_s: float) -> str | None:
         handlers: dict[str, Callable[[], str | None]] = {
-            "*IDN": lambda: f"YOKOGAWA,{self.ins.spec.idn_model},{self.ins.serial},F1.04",
+            "*IDN": lambda: (
+                f"YOKOGAWA,{self.ins.spec.idn_model},{self.ins.serial},F1.04,{EMULATOR_IDN_FIELD}"
+            ),
             "*RST": lambda: self.ins.reset(now_s),
             "*CLS": self._clear,
             "*OPC": lambda: "1",

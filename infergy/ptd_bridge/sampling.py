@@ -12,9 +12,12 @@ relative uncertainty is the power-weighted mean of the updates' (errors taken as
 
 Against the expected cadence (the previous update + one interval), an update that arrives:
 
-- more than 3/4 of an interval late means updates were missed: each missing slot is a missed
-  update, and a sample with a missed update is a missed sample (-2); nothing is invented;
-- late by less (a slow analyzer) is stamped at its expected time and counted late: not lost;
+- after the update that follows it was due (less the reply tolerance) means updates were
+  missed: the analyzer keeps only its latest update, so one that was not read before the next
+  one came is gone. Each missing slot is a missed update, and a sample with a missed update is
+  a missed sample (-2); nothing is invented;
+- late by less (a slow analyzer, a loaded host) is stamped at its expected time and counted
+  late: it cannot be a later update, since none had happened yet, so it is not lost;
 - unreadable (garbage the driver could not recover from) makes its sample bad (-1).
 """
 
@@ -102,9 +105,10 @@ class Sampler:
         """An update arrived at ``t_ns`` (its first byte); ``None`` if it was unreadable."""
         late = False
         if self._last_slot_ns is not None:
-            self.missed_until(t_ns - self.update_ns * 3 // 4)
-            expected = self._last_slot_ns + self.update_ns
             tolerance = max(LATE_TOLERANCE_NS, self.update_ns // 20)
+            # Missed: the slots whose following update was due before this reply came.
+            self.missed_until(t_ns - self.update_ns + tolerance)
+            expected = self._last_slot_ns + self.update_ns
             if not self._rephase and t_ns - expected > tolerance:
                 late, t_ns = True, expected
         self._rephase = False

@@ -229,6 +229,7 @@ class BridgeServer:
             version=self._version,
             os_name=self._os_name,
             idn=b.idn,
+            simulated=b.simulated,
         )
 
     def _ranges(self, every: bool, channel: int | None) -> str:

@@ -64,7 +64,7 @@ def test_wt210_in_its_488_2_mode(tmp_path):
 
     ident, rl = asyncio.run(scenario())
     assert ident.startswith("YokogawaWT210,1000,") and ident.endswith(
-        ",YOKOGAWA;760401;C2EMU0001V;F1.04"
+        ",YOKOGAWA;760401;C2EMU0001V;F1.04;infergy emulator,SIMULATED"
     )
     assert all(",Watts,40.000000,Volts,230.000000,Amps,0.183070,PF,0.950000" in x for x in rl[1:])
     assert parse_ptd_log((tmp_path / "ptd.log").read_text()).marks[0] == "notset"
@@ -81,7 +81,9 @@ def test_the_dummy_analyzer_device_type_0(tmp_path):
             return ident, rl1
 
     ident, rl1 = asyncio.run(scenario())
-    assert ident.startswith("Dummy,1000,") and ident.endswith(",infergy;DummyAnalyzer;0;1.0")
+    assert ident.startswith("Dummy,1000,") and ident.endswith(
+        ",infergy;DummyAnalyzer;0;1.0,SIMULATED"
+    )
     assert rl1[0] == "Last 1 samples"
     assert rl1[1].endswith(",Watts,23.310000,Volts,120.000000,Amps,0.194250,PF,1.000000")
 

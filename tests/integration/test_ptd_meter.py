@@ -19,6 +19,11 @@ from infergy.ptd_bridge.watts_profile import WattsProfile
 from tests.integration.ptd_support import rig, wait_for
 
 pytestmark = pytest.mark.integration
+STEADY_MS = 250
+"""The chain's correctness tests run at the WT310's power-on update rate (what the bridge uses
+on a real line): on a loaded 2-core machine a 10-Hz wait/reply handshake is late often enough to
+lose an update now and then, honestly (tests/unit/ptd_bridge/test_sampling.py pins what a late
+reply means); the fault tests below keep 100 ms."""
 
 
 @contextlib.asynccontextmanager
@@ -46,29 +51,36 @@ def test_meter_energy_matches_the_scripted_profile_within_0_2_percent(tmp_path):
     profile = WattsProfile([0.0, 1.0, 1.0, 2.0], [150.0, 150.0, 320.0, 180.0])
 
     async def scenario():
-        async with rig(tmp_path, profile=profile, clock=clock, log=False) as (emu, bridge):
+        async with rig(
+            tmp_path, profile=profile, clock=clock, log=False, interval_ms=STEADY_MS
+        ) as (emu, bridge):
             control = ControlServer(emu, tmp_path / "sim.sock")
             control.start()
-            meter = PtdMeter(clock=SessionClock(), port=bridge.port, interval_ms=100)
+            meter = PtdMeter(clock=SessionClock(), port=bridge.port, interval_ms=STEADY_MS)
             assert isinstance(meter, Meter)
             try:
                 async with running(meter):
                     await wait_for(lambda: emu.now_s() > 2.6, 10)
                     assert _control(tmp_path / "sim.sock", "watts 260") == "ok"
-                    await wait_for(lambda: emu.now_s() > 3.6, 10)
+                    step_s = emu.profile._t[-1]  # when the emulator took the live step
+                    await wait_for(lambda: emu.now_s() > step_s + 1.0, 10)
                     await meter.poll()
             finally:
                 control.stop()
-            return emu, meter
+            return emu, meter, step_s
 
-    emu, meter = asyncio.run(scenario())
-    start_s, end_s = 0.55, 3.45  # inside the measured span, edges on flat stretches or ramps
+    emu, meter, step_s = asyncio.run(scenario())
 
     def host(t_s: float) -> int:  # emulator time -> the meter's session clock
         return meter._clock.from_monotonic(emu.to_monotonic_ns(t_s))
 
-    truth_j = emu.profile.energy_j(start_s, end_s)
     trace = meter.snapshot("ac")
+    # Inside the measured span, edges on flat stretches: from the first sample's start (later
+    # on a loaded machine, where connecting takes longer) to before the last one.
+    first_start_s = (trace.t_ns[0] - trace.nominal_period_ns - host(0.0)) / 1e9
+    start_s, end_s = max(0.55, first_start_s + 0.01), step_s + 0.6
+    assert start_s < 0.95, f"the measurement started at {first_start_s:.2f} s, after the step"
+    truth_j = emu.profile.energy_j(start_s, end_s)
     e = window_energy(trace, Window(host(start_s), host(end_s)))
     assert e.covered_s == pytest.approx(end_s - start_s, abs=1e-3)
     assert e.energy_j == pytest.approx(truth_j, rel=2e-3)
@@ -78,7 +90,10 @@ def test_meter_energy_matches_the_scripted_profile_within_0_2_percent(tmp_path):
     )
     info = meter.describe()[0]
     assert (info.name, info.kind, info.semantics.value) == ("ac", "analyzer", "interval_mean")
-    assert info.nominal_period_ns == 100_000_000 and info.details["driver"] == "YokogawaWT310"
+    assert (
+        info.nominal_period_ns == STEADY_MS * 1_000_000
+        and info.details["driver"] == "YokogawaWT310"
+    )
 
 
 def test_ranging_then_testing_at_1_1x_the_max_amps_then_restore(tmp_path):
@@ -114,8 +129,8 @@ def test_ranging_then_testing_at_1_1x_the_max_amps_then_restore(tmp_path):
 
 def test_meter_reconnects_after_a_drop_without_losing_or_repeating_samples(tmp_path):
     async def scenario():
-        async with rig(tmp_path, watts=100.0, log=False) as (_, bridge):
-            meter = PtdMeter(clock=SessionClock(), port=bridge.port, interval_ms=100)
+        async with rig(tmp_path, watts=100.0, log=False, interval_ms=STEADY_MS) as (_, bridge):
+            meter = PtdMeter(clock=SessionClock(), port=bridge.port, interval_ms=STEADY_MS)
             async with running(meter):
                 await wait_for(lambda: len(meter.snapshot("ac")) >= 5)
                 bridge.server.close_clients()  # the TCP connection drops
@@ -158,8 +173,10 @@ def test_an_unplugged_analyzer_shows_as_a_coverage_gap(tmp_path):
 
 def test_meter_on_a_multichannel_analyzer_has_the_sum_and_each_channel(tmp_path):
     async def scenario():
-        async with rig(tmp_path, model="wt333e", device=77, watts=300.0, log=False) as (_, bridge):
-            meter = PtdMeter(clock=SessionClock(), port=bridge.port, interval_ms=100,
+        async with rig(
+            tmp_path, model="wt333e", device=77, watts=300.0, log=False, interval_ms=STEADY_MS
+        ) as (_, bridge):
+            meter = PtdMeter(clock=SessionClock(), port=bridge.port, interval_ms=STEADY_MS,
                              offset_exchanges=0)  # fmt: skip
             async with running(meter):
                 await wait_for(lambda: len(meter.snapshot("ac")) >= 3)

@@ -59,11 +59,14 @@ class Serve:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> Serve:
+        return self.start_in(self.tmp)
+
+    def start_in(self, cwd: Path) -> Serve:
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1") | self.env
         with (self.tmp / "serve.log").open("a", encoding="utf-8") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "infergy", "serve", "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, text=True, cwd=self.tmp,
+                stdout=log, stderr=subprocess.STDOUT, env=env, text=True, cwd=cwd,
             )  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -144,17 +147,21 @@ def test_runs_over_http_and_mqtt_arrive_on_runs_and_prometheus_sees_them(
     try:
         # bad specs: field errors, oversized body
         status, body = serve.request("POST", "/v1/runs", b'{"scenario": "sideways"}')
-        assert status == 422 and body["errors"][0]["loc"][-1] == "scenario"
-        status, _ = serve.request("POST", "/v1/runs", b"x" * 200_000)
-        assert status == 413
+        assert status == 422 and body["errors"][0]["loc"][-1] == "scenario", (status, body)
+        status, body = serve.request("POST", "/v1/runs", b"x" * 200_000)
+        assert status == 413, (status, body)
         run_http = serve.submit(JOB)
         got = asyncio.run(_collect_runs(broker.port, 2, 120, send={"request_id": "r1", **JOB}))
         replies = [g for g in got if g["topic"].endswith("reply/r1")]
-        assert replies and replies[0]["ok"] is True
+        assert replies and replies[0]["ok"] is True, f"MQTT cmd/run was not accepted: {got}"
         results = {g["run_id"]: g for g in got if g["topic"].endswith("/runs")}
-        assert set(results) == {run_http, replies[0]["run_id"]}
-        assert all(r["status"] == "ok" and r["power"]["ac"]["simulated"] for r in results.values())
-        assert serve.get(f"/v1/runs/{run_http}")[1]["state"] == "ok"
+        assert set(results) == {run_http, replies[0]["run_id"]}, f"runs published: {got}"
+        for run_id, r in results.items():
+            ac = r["power"].get("ac") or {}
+            assert r["status"] == "ok", f"run {run_id} is {r['status']}: {r['problems']}"
+            assert ac.get("simulated") is True, f"run {run_id}: ac is not marked simulated: {ac}"
+        state = serve.get(f"/v1/runs/{run_http}")[1]
+        assert state["state"] == "ok", f"GET /v1/runs/{run_http}: {state}"
         # a MaxQ sweep through the same queue, on the two modelled (SIMULATED) H200s
         status, accepted = serve.request("POST", "/v1/maxq", json.dumps(SWEEP).encode())
         assert status == 202, accepted
@@ -168,16 +175,19 @@ def test_runs_over_http_and_mqtt_arrive_on_runs_and_prometheus_sees_them(
 
         with start_prometheus(f"127.0.0.1:{serve.port}", tmp_path / "prom") as prom:
             live = values(prom.wait_for_data('infergy_power_watts{source="ac"}'))
-            assert all(70 < w < 200 for w in live.values()), live
+            assert all(70 < w < 200 for w in live.values()), f"live ac power: {live}"
+            info = values(prom.wait_for_data('infergy_source_info{source="ac"}'))
+            labels = [dict(k) for k in info]
+            assert labels and all(x["simulated"] == "true" for x in labels), f"ac's: {labels}"
             gauge = prom.wait_for_data("infergy_last_session_samples_per_second_per_watt")
-            assert values(gauge)
+            assert values(gauge), f"no last-session gauge: {gauge}"
             # two SIMULATED GPUs and the emulated analyzer: every core panel has data
             failures = check_dashboard(prom, require_data=CORE_PANELS, timeout_s=30)
-            assert not failures, failures
+            assert not failures, f"dashboard panels without data: {failures}"
     finally:
         rc = serve.stop()
-    assert rc == 0, serve.log()
-    assert "Traceback" not in serve.log()
+    assert rc == 0, f"serve exited {rc}: {serve.log()}"
+    assert "Traceback" not in serve.log(), serve.log()
 
 
 def test_sigkill_mid_run_then_restart_marks_it_aborted_and_keeps_the_outbox(
@@ -255,3 +265,73 @@ def test_sigterm_aborts_the_running_job_after_the_stop_timeout_and_notifies_syst
         result = store.find_result(long)
     assert result is not None and result["status"] == "aborted"
     assert "Traceback" not in serve.log()
+
+
+def _documented_curl_lines() -> list[str]:
+    """The ``curl -XPOST`` lines of the README and of ``serve --help``, as printed."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    lines = [line.strip() for line in readme.splitlines() if "curl -s -XPOST" in line]
+    from infergy.cli.serve import _EPILOG  # noqa: PLC0415 (the help text itself)
+
+    lines += [line.strip() for line in _EPILOG.splitlines() if "curl -s -XPOST" in line]
+    assert len(lines) == 2, lines
+    return lines
+
+
+def test_the_documented_curl_a_reload_and_a_stop_do_what_they_say(tmp_path: Path) -> None:
+    """As systemd runs it (relative output dir under $STATE_DIRECTORY, cwd elsewhere), with an
+    MQTT broker that is not there: the README's curl line is accepted, /healthz says why MQTT
+    is degraded, SIGHUP with the same config changes nothing, later runs still land in the
+    state directory, and the stop is logged."""
+    port, state, cwd = free_port(), tmp_path / "state", tmp_path / "cwd"
+    cwd.mkdir()
+    broker = free_port()  # nothing listens there
+    config = tmp_path / "systemd.toml"
+    config.write_text(
+        f'node_name = "t3"\n[output]\ndir = "runs"\n[meters]\nrapl = false\n'
+        f'[serve]\nlisten = "127.0.0.1:{port}"\n[mqtt]\nenabled = true\nhost = "127.0.0.1"\n'
+        f"port = {broker}\nreconnect_min_s = 0.2\nreconnect_max_s = 1.0\n",
+        encoding="utf-8",
+    )
+    serve = Serve(tmp_path, broker_port=broker, port=port)
+    serve.config = config  # instead of the one Serve wrote
+    serve.env = {"STATE_DIRECTORY": str(state)}
+    serve.tmp = tmp_path
+    serve.start_in(cwd)
+    try:
+        _, health = serve.get("/healthz")
+        mqtt = health["components"]["mqtt"]
+        assert mqtt["state"] == "degraded" and mqtt["detail"], f"/healthz: {health}"
+        assert f"127.0.0.1:{broker}" in mqtt["detail"], mqtt
+
+        for line in _documented_curl_lines():  # exactly as printed, on this service's port
+            cmd = line.replace("localhost:8765", f"localhost:{port}")
+            done = subprocess.run(
+                ["bash", "-c", cmd], capture_output=True, text=True, timeout=30, check=False
+            )
+            body = json.loads(done.stdout or "null")
+            assert done.returncode == 0 and body and body.get("state") == "queued", (
+                f"{cmd!r} answered {done.stdout!r} {done.stderr!r}"
+            )
+            assert serve.request("DELETE", f"/v1/runs/{body['run_id']}")[0] == 202
+
+        assert serve.proc is not None
+        serve.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "config reloaded" not in serve.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "config reloaded: nothing changed" in serve.log(), serve.log()
+
+        run_id = serve.submit(JOB)
+        body = serve.wait_state(run_id, {"ok", "degraded", "failed"})
+        assert (state / "runs" / run_id / "result.json").is_file(), (
+            f"after SIGHUP the run's files are not under {state / 'runs'}: "
+            f"{sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('result.json'))}"
+        )
+        assert not (cwd / "runs").exists(), "a reload resolved [output] dir against the cwd"
+    finally:
+        rc = serve.stop()
+    log = serve.log()
+    assert rc == 0, log
+    assert "infergy stopping (SIGTERM)" in log, log
+    assert "Traceback" not in log, log

@@ -66,23 +66,23 @@ def test_session_analyzer_energy_matches_the_scripted_profile(tmp_path: Path) ->
         stored = store.get_result("s1")
     r = outcome.result
     assert r["status"] == "ok", r["problems"]
-    ac = r["power"]["ac"]
-    assert ac["simulated"] is True and ac["coverage"] == pytest.approx(1.0)
-    assert ac["energy_joules"] == pytest.approx(_truth_j(session, r), rel=5e-3)
-    assert ac["idle_watts"] == pytest.approx(120.0, rel=5e-3)
+    sim = r["power"]["sim"]
+    assert sim["simulated"] is True and sim["coverage"] == pytest.approx(1.0)
+    assert sim["energy_joules"] == pytest.approx(_truth_j(session, r), rel=5e-3)
+    assert sim["idle_watts"] == pytest.approx(120.0, rel=5e-3)
     assert any("SIMULATED" in p for p in r["problems"])
     assert stored["run_id"] == "s1" and stored["status"] == "ok"
     run_dir = tmp_path / "out" / "s1"
     for name in (
         "result.json",
         "queries.csv.gz",
-        "traces/ac.csv",
+        "traces/sim.csv",
         "power.png",
         "latency.png",
         "per_query_energy.png",
     ):
         assert (run_dir / name).is_file(), name
-    assert r["provenance"]["meters"]["ac"]["simulated"] is True
+    assert r["provenance"]["meters"]["sim"]["simulated"] is True
     assert r["provenance"]["idle_window"] is not None
 
 
@@ -110,10 +110,10 @@ def test_session_unplug_mid_run_is_degraded_with_the_gap_listed(tmp_path: Path) 
 
     _, r = asyncio.run(scenario())
     assert r["status"] == "degraded"
-    ac = r["power"]["ac"]
-    assert 0.5 < ac["coverage"] < 0.95
+    sim = r["power"]["sim"]
+    assert 0.5 < sim["coverage"] < 0.95
     assert any("gap" in p for p in r["problems"]), r["problems"]
-    assert ac["energy_joules"] is not None  # what was sampled is kept
+    assert sim["energy_joules"] is not None  # what was sampled is kept
 
 
 def test_session_cancelled_mid_run_stores_an_aborted_result(tmp_path: Path) -> None:
@@ -145,6 +145,6 @@ def test_session_cancelled_mid_run_stores_an_aborted_result(tmp_path: Path) -> N
     assert session.aborted is not None
     assert stored["status"] == "aborted"
     assert any("aborted during the run phase" in p for p in stored["problems"])
-    assert "ac" in traces and len(traces["ac"]) > 20
+    assert "sim" in traces and len(traces["sim"]) > 8
     assert session.runner.closed
     assert not session.meter_set.emulator.plugged  # stopped and released

@@ -102,6 +102,11 @@ class Analyzer(Protocol):
         """The instrument's ``*IDN?`` reply (or the dummy's identity)."""
         ...
 
+    @property
+    def simulated(self) -> bool:
+        """Whether the instrument measures nothing real (infergy's emulator, the dummy device)."""
+        ...
+
     def identify(self) -> str:
         """Query and return ``*IDN?``, resynchronising the line first (stale replies dropped).
 

@@ -46,6 +46,11 @@ class DummyAnalyzer:
         """The dummy's identity."""
         return DUMMY_IDN
 
+    @property
+    def simulated(self) -> bool:
+        """Always: the dummy measures nothing."""
+        return True
+
     def identify(self) -> str:
         """The dummy's identity."""
         return DUMMY_IDN

@@ -92,6 +92,15 @@ MODELS: dict[str, ModelSpec] = {
 """Models by key. ``760401`` is the WT210's model code: its ``*IDN?`` does not say ``WT210``."""
 
 
+EMULATOR_IDN_FIELD = "infergy emulator"
+"""The field infergy's emulator adds after the four of a Yokogawa ``*IDN?`` reply."""
+
+
+def is_emulator_idn(idn: str) -> bool:
+    """Whether an ``*IDN?`` reply is infergy's emulator's (its last field says so)."""
+    return idn.strip().rsplit(",", 1)[-1].strip() == EMULATOR_IDN_FIELD
+
+
 def model_from_idn(idn: str) -> ModelSpec:
     """The model an ``*IDN?`` reply (``YOKOGAWA,WT310,C2PH13047V,F1.03``) names.
 

@@ -29,7 +29,7 @@ from infergy.ptd_bridge.analyzers.base import (
     Reading,
     parse_number,
 )
-from infergy.ptd_bridge.analyzers.specs import ModelSpec, model_from_idn
+from infergy.ptd_bridge.analyzers.specs import ModelSpec, is_emulator_idn, model_from_idn
 
 IDN_ATTEMPTS = 3
 STALE_LINES_MAX = 32
@@ -88,6 +88,11 @@ class YokogawaWT300:
     def idn(self) -> str:
         """The last ``*IDN?`` reply."""
         return self._idn
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the instrument is infergy's emulator (its ``*IDN?`` says so)."""
+        return is_emulator_idn(self._idn)
 
     # -- set-up ---------------------------------------------------------------------------------
 

@@ -100,10 +100,36 @@ def test_example_run_aligns_stores_and_exports(capsys, tmp_path):
     assert again["performance"] == r["performance"]
 
 
+def test_analyze_keeps_every_simulated_mark_and_a_real_run_says_false(capsys, tmp_path):
+    """The example's recordings say SIMULATED (PTD NOTICE line, CSV # line): so does the result,
+    and so do its exported files when they are analysed again."""
+    r = run_json([*example_args(), "--out", str(tmp_path / "x")], capsys)
+    flags = {name: p["simulated"] for name, p in r["power"].items()}
+    assert flags == {"gpu0": True, "gpu1": True, "gpus": True, "ac": True}, flags
+    assert any(p.startswith("ac: SIMULATED") for p in r["problems"]), r["problems"]
+    run = tmp_path / "x" / r["run_id"]
+    spl = next(run.glob("mlperf/*/performance/run_1/spl.txt"))
+    again = run_json(
+        ["analyze", "--power", f"ac={spl}", "--power", f"gpu0={run / 'traces' / 'gpu0.csv'}",
+         "--loadgen-log", str(EX), "--no-store"],
+        capsys,
+    )  # fmt: skip
+    assert {n: p["simulated"] for n, p in again["power"].items()} == {"ac": True, "gpu0": True}
+
+    real = run_json(
+        ["analyze", "--power", f"ac={REAL / 'offline/spl.txt'}",
+         "--loadgen-log", str(REAL / "offline"), "--no-store"],
+        capsys,
+    )  # fmt: skip
+    assert real["power"]["ac"]["simulated"] is False  # a boolean, never null
+
+
 def test_human_output_is_a_table_not_json(capsys):
     assert main([*example_args(), "--no-store"]) == 0
     out = capsys.readouterr().out
     assert "Power" in out and "Efficiency" in out and "gpus" in out
+    assert out.count("* SIMULATED, not measurements: gpu0, gpu1, ac, gpus") == 2, out
+    assert "ac*" in out and "gpu0*" in out, out  # starred in both tables
     assert not out.lstrip().startswith("{")
 
 

@@ -139,22 +139,41 @@ def test_field_errors_are_422_with_locations() -> None:
     api(body)
 
 
-def test_malformed_json_is_400_and_non_json_is_415() -> None:
+def test_malformed_json_is_400_and_a_web_pages_non_json_is_415() -> None:
     async def body(client: Any, s: JobScheduler, fake: FakeSessions) -> None:
         r = await client.post(
             "/v1/runs", data=b"{not json", headers={"Content-Type": "application/json"}
         )
         assert r.status == 400
         assert error_types(await r.json()) == ["json_invalid"]
-        r = await client.post("/v1/runs", data=b"scenario=offline")
-        assert r.status == 415
+        r = await client.post("/v1/runs", data=b"scenario=offline")  # a form, not JSON
+        assert r.status == 400, await r.text()
+        assert error_types(await r.json()) == ["json_invalid"]
+        page = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+        r = await client.post("/v1/runs", data=json.dumps(SPEC), headers=page)
+        assert r.status == 415, await r.text()  # a web page must send JSON (preflighted)
         assert error_types(await r.json()) == ["unsupported_media_type"]
+        assert s.list_jobs() == []
         r = await client.post(
             "/v1/runs",
             data=json.dumps(SPEC),
             headers={"Content-Type": "application/json; charset=utf-8"},
         )
         assert r.status == 202
+
+    api(body)
+
+
+def test_the_documented_curl_line_is_accepted_without_a_content_type() -> None:
+    """``curl -s -XPOST localhost:8765/v1/runs -d '{...}'``: curl labels it form data."""
+
+    async def body(client: Any, s: JobScheduler, fake: FakeSessions) -> None:
+        curl = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "curl/8.5.0"}
+        r = await client.post("/v1/runs", data=json.dumps(SPEC), headers=curl)
+        assert r.status == 202, await r.text()
+        r = await client.post("/v1/runs", data=json.dumps(SPEC), skip_auto_headers=["Content-Type"])
+        assert r.status == 202, await r.text()
+        assert len(s.list_jobs()) == 2
 
     api(body)
 
@@ -400,6 +419,20 @@ def test_healthz_reports_the_worst_component(
         assert data["jobs"]["queued"] == 0
         if "mqtt" in components and status == 200:
             assert data["components"]["mqtt"] == {"state": "degraded", "detail": "broker down"}
+
+    api(body, health=health)
+
+
+def test_a_component_that_is_not_up_always_has_a_detail() -> None:
+    def health() -> dict[str, Any]:
+        return {"store": "up", "meters": "degraded", "mqtt": ComponentHealth(state="down")}
+
+    async def body(client: Any, s: JobScheduler, fake: FakeSessions) -> None:
+        data = await (await client.get("/healthz")).json()
+        components = data["components"]
+        assert components["store"] == {"state": "up", "detail": None}
+        for name in ("meters", "mqtt"):
+            assert components[name]["detail"], f"{name}: {components[name]}"
 
     api(body, health=health)
 

@@ -357,6 +357,7 @@ def test_drain_aborts_a_job_that_outlasts_the_timeout() -> None:
             assert job.error == job.abort_reason
             assert job.error is not None and "the service was stopping" in job.error
             assert "stop_timeout_s = 0.05 s" in job.error
+            # not "cancelled on request": nobody asked for it
             assert fake.cancelled == [run_id]
 
     asyncio.run(main())

@@ -49,6 +49,12 @@ def test_power_payload_is_json_with_null_for_non_finite_readings() -> None:
     body = json.loads(power_payload({"gpu0": 312.123456, "ac": math.nan, "gpu1": math.inf}))
     assert body["power_w"] == {"gpu0": 312.123, "ac": None, "gpu1": None}
     assert body["t_unix_s"] > 1.7e9
+    assert body["simulated"] == {"gpu0": False, "ac": False, "gpu1": False}
+
+
+def test_power_payload_marks_every_simulated_source() -> None:
+    body = json.loads(power_payload({"gpu0": 312.0, "ac": 176.0}, simulated={"ac"}))
+    assert body["simulated"] == {"gpu0": False, "ac": True}, body
 
 
 def test_no_tls_unless_asked_and_unreadable_tls_files_are_config_errors(tmp_path: Path) -> None:

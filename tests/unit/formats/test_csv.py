@@ -284,3 +284,22 @@ def test_load_power_source_refuses(tmp_path: Path) -> None:
         assert str(err.value).startswith(str(path)) and err.value.hint, name
     with pytest.raises(InputError, match="cannot read power source file"):
         load_power_source(tmp_path / "missing.txt")
+
+
+def test_a_simulated_note_survives_a_round_trip_and_is_read_by_load_power_source(
+    tmp_path: Path,
+) -> None:
+    trace = Trace(
+        np.array([T0, T0 + 100 * MS]), np.array([10.0, 11.0]), Semantics.INSTANT, 100 * MS
+    )
+    text = format_trace_csv(trace, note="SIMULATED source sim of run r1: not a measurement")
+    assert text.startswith(
+        "# SIMULATED source sim of run r1: not a measurement\nt_ns,watts_instant\n"
+    )
+    back, problems = parse_trace_csv(text)
+    assert problems == [] and np.array_equal(back.values, trace.values)
+    (tmp_path / "sim.csv").write_text(text)
+    (tmp_path / "real.csv").write_text(format_trace_csv(trace, note="measured on rack 4"))
+    sim, real = load_power_source(tmp_path / "sim.csv"), load_power_source(tmp_path / "real.csv")
+    assert sim.simulated and sim.simulated_note is not None and "run r1" in sim.simulated_note
+    assert not real.simulated and real.simulated_note is None

@@ -328,3 +328,14 @@ def test_load_ptd_log_errors(tmp_path: Path) -> None:
     assert err.value.hint
     with pytest.raises(InputError, match="it is a directory"):
         load_ptd_log(tmp_path)
+
+
+def test_a_simulated_notice_marks_the_whole_log() -> None:
+    """The example recording's first line, and the bridge's line in front of an emulator."""
+    first = "Time,11-23-2026 09:31:10.091,NOTICE,SIMULATED analyzer (infergy examples): not a measurement"
+    sample = "Time,11-23-2026 09:31:10.991,Watts,295.5,Volts,230.0,Amps,1.3,PF,0.96,Mark,x"
+    log = parse_ptd_log(f"{first}\n{sample}\n")
+    assert log.simulated_note == "SIMULATED analyzer (infergy examples): not a measurement"
+    assert parse_ptd_log(sample + "\n").simulated_note is None
+    warning = "Time,11-23-2026 09:31:10.091,WARNING,SIMULATED? no: a warning line is not a notice"
+    assert parse_ptd_log(f"{warning}\n{sample}\n").simulated_note is None

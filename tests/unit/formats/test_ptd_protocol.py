@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -113,6 +114,21 @@ def test_a_real_ptdaemon_identify_reply_parses():
     assert (ident.driver, ident.interval_ms, ident.channels) == ("YokogawaWT330", 1000, 1)
     assert ident.version == "1.10.0-ed9a21d2-20220817"
     assert ident.idn == "YOKOGAWA,WT333,C2SF14011V,F1.01EM"
+
+
+def test_a_simulated_instrument_says_so_in_a_field_ptdaemon_clients_do_not_read():
+    ident = p.identify_reply(
+        driver="YokogawaWT310", interval_ms=1000, channels=1, version="infergy0.1-0badc0de-20260101",
+        os_name="Linux", idn="YOKOGAWA,WT310,C2EMU0001V,F1.04,infergy emulator", simulated=True,
+    )  # fmt: skip
+    # what MLCommons power-dev's checker reads: field 1, and the version up to its first dash
+    assert ident.split(",")[0] == "YokogawaWT310"
+    assert re.search(r"(?<=version=)(.+?)-", ident).group(1) == "infergy0.1"  # type: ignore[union-attr]
+    assert ident.endswith(",YOKOGAWA;WT310;C2EMU0001V;F1.04;infergy emulator,SIMULATED")
+    parsed = p.parse_identify(ident)
+    assert parsed.simulated and parsed.idn == "YOKOGAWA,WT310,C2EMU0001V,F1.04,infergy emulator"
+    real = p.parse_identify(ident.removesuffix(",SIMULATED"))
+    assert not real.simulated and real.idn == parsed.idn
 
 
 def test_replies_that_do_not_parse_are_protocol_errors():

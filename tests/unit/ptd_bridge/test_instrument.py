@@ -43,7 +43,7 @@ def test_overrange_and_no_data_on_the_wt210_are_9_9e37():
 
 def test_short_and_long_forms_chains_and_the_error_queue():
     ins = make()
-    assert run(ins, "*IDN?") == ("YOKOGAWA,WT310,C2EMU0001V,F1.04", True)
+    assert run(ins, "*IDN?") == ("YOKOGAWA,WT310,C2EMU0001V,F1.04,infergy emulator", True)
     run(ins, ":NUMeric:NORMal:NUMber 2;:num:item1 U,1;:NUM:NORM:ITEM2 LAMBDA,1")
     assert run(ins, ":NUM:NUM?;:NUMERIC:NORMAL:ITEM2?") == ("2;LAMB,1", True)
     assert run(ins, ":STAT:ERR?")[0] == '0,"No error"'

@@ -49,8 +49,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## unit: the suite on three workers (mostly waits on real servers), a failed test rerun up to
+## twice (pyproject.toml says why)
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3 --reruns 2
 
 bench: $(STAMP)
 	$(BIN)/python bench/analyze_scale.py

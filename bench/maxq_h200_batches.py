@@ -84,7 +84,10 @@ def main() -> None:
         "warmup_s = 5.0\nidle_s = 10.0\n[session]\nplots = true\n",
         encoding="utf-8",
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     t0 = time.monotonic()
     record = infergy(
         ["maxq", "--config", str(config), "--backend", args.backend, "--model", args.model,

@@ -77,7 +77,12 @@ def child(seconds: float, report: Path) -> None:
 
 def parent(out: Path, seconds: float, repeats: int) -> None:
     runs: list[dict[str, Any]] = []
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'bench'}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT), str(ROOT / "bench"), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     out.mkdir(parents=True, exist_ok=True)
     for i in range(repeats):
         result_json, report = out / f"measure_{i}.json", out / f"child_{i}.json"

@@ -34,7 +34,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+ENV = dict(
+    os.environ,
+    PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    PYTHONUNBUFFERED="1",
+)
 
 
 def _start(tmp: Path) -> tuple[subprocess.Popen[str], subprocess.Popen[str], int, Path]:

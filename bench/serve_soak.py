@@ -67,7 +67,9 @@ async def soak(duration_s: float, workdir: Path) -> dict[str, Any]:
         f'[serve]\nlisten = "127.0.0.1:{http_port}"\n'
         f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {mqtt_port}\npower_interval_s = 1.0\n'
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
     log = (workdir / "serve.log").open("w")
     daemon = subprocess.Popen(
         [sys.executable, "-m", "infergy", "serve", "--config", str(config)],

@@ -64,7 +64,11 @@ def _case(workdir: Path, mqtt_port: int, case: str) -> dict[str, Any]:
         f'[serve]\nlisten = "127.0.0.1:{port}"\nstop_timeout_s = {stop_timeout_s}\n'
         f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {mqtt_port}\n'
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        PYTHONUNBUFFERED="1",
+    )
     with (workdir / f"serve-{case}.log").open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "infergy", "serve", "--config", str(config)],

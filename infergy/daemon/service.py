@@ -81,6 +81,9 @@ STOP_ANALYZERS_S = 5.0
 """At a stop, how long ending the analyzers' measurement may take."""
 STOP_JOURNAL_S = 5.0
 """At a stop, how long writing the job journal, and offering unstored results, may each take."""
+STOP_ABORT_MIN_S = 5.0
+"""At a stop, the least an aborted session gets to write, analyse and store what it measured
+(seconds on a loaded host): a short ``stop_timeout_s`` does not shorten this part below it."""
 
 
 def stop_bound_s(stop_timeout_s: float) -> float:
@@ -285,7 +288,7 @@ class Service:
         t0 = time.monotonic()
         self.notifier.stopping("stopping: finishing the current job")
         timeout_s = self.settings.serve.stop_timeout_s
-        await self.scheduler.drain(timeout_s, abort_timeout_s=timeout_s)
+        await self.scheduler.drain(timeout_s, abort_timeout_s=max(timeout_s, STOP_ABORT_MIN_S))
         if not await self.journal.flush(STOP_JOURNAL_S):
             logger.error("stopping: the job journal could not be written within %g s: %s",
                          STOP_JOURNAL_S, self.journal.last_error)  # fmt: skip

@@ -36,7 +36,9 @@ def test_default_offline_session_is_fp16_batch_256_valid_and_within_20_percent(
         f'[store]\npath = "{tmp_path / "store.db"}"\n[output]\ndir = "{tmp_path / "out"}"\n',
         encoding="utf-8",
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    )
     cmd = [sys.executable, "-m", "infergy", "run", "--config", str(config), "--gpus", "0",
            "--duration", f"{DURATION_S:g}", "--idle", "3", "--warmup", "10", "--json"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)

@@ -98,7 +98,11 @@ def test_the_counter_is_read_sparsely_then_densely_at_once_when_asked_then_spars
     first_s = dense[0] - call
     assert first_s <= 1.5 * PERIOD_S, f"first dense read {first_s * 1e3:.0f} ms after the ask"
     assert dense.size >= 0.3 / PERIOD_S - 1, f"{dense.size} reads in a 0.3-s dense span"
-    assert np.max(np.diff(dense)) <= 1.5 * PERIOD_S, np.diff(dense)
+    # every update is read; a re-sync's tight reads are left out above, which can open one
+    # gap of two periods, never a sparse one
+    gaps_s = np.diff(dense)
+    assert np.median(gaps_s) <= 1.2 * PERIOD_S, f"dense reads not at every update: {gaps_s}"
+    assert np.max(gaps_s) <= 2.5 * PERIOD_S, f"a gap in the dense span: {gaps_s}"
     lo = call + 0.3 + 2 * PERIOD_S
     after = regular_reads(gpu.read_at, lo, t0 + 3.2)
     assert 2 <= after.size <= 2 * (t0 + 3.2 - lo) / 0.5 + 1, f"not sparse after: {after}"

@@ -175,6 +175,9 @@ class MqttSettings(_Section):
     """First topic level(s): topics are ``<topic_root>/<node_name>/status`` and so on."""
     power_interval_s: float = Field(default=1.0, ge=0.05, le=3600.0)
     """Live ``power`` is published at most this often (QoS 0, dropped while offline)."""
+    status_interval_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """The retained ``status`` is published again at least this often (a heartbeat: ``infergy
+    fleet status`` calls a node stale after three missed ones), and on every job change."""
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     """MQTT keepalive: a silent broker is declared gone after about 1.5 times this."""
     timeout_s: float = Field(default=10.0, gt=0.0, le=300.0)

@@ -53,6 +53,7 @@ from infergy.daemon.maxq_session import MaxqSweep, QuietSweepObserver
 from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.daemon.meters import MeterSet
 from infergy.daemon.mqtt_commands import CommandHandler
+from infergy.daemon.node_status import NodeStatus
 from infergy.daemon.notify import Notifier
 from infergy.daemon.recovery import INTERRUPTED, Recovery, recover
 from infergy.daemon.scheduler import Job, JobScheduler
@@ -134,6 +135,7 @@ class Service:
         self.journal: JobJournal | None = None
         self.keeper: StoreKeeper | None = None
         self.mqtt: Any = None
+        self.node_status: NodeStatus | None = None
         self.port: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -211,12 +213,16 @@ class Service:
                 for result in [*recovery.results, *(r for r in found if r is not None)]:
                     await asyncio.to_thread(self.outbox.put_result, result)
 
+                self.node_status = NodeStatus(
+                    s, meter_set=meters, telemetry=telemetry.telemetry, scheduler=scheduler
+                )
                 self.mqtt = MqttPublisher(
                     s.mqtt,
                     node=s.node_name,
                     outbox=self.outbox,
                     latest_power=self._latest_power,
                     simulated=self._simulated_sources,
+                    status=self.node_status,
                     commands=CommandHandler(
                         self._submit,
                         self._cancel,
@@ -400,6 +406,8 @@ class Service:
                 self.telemetry.sweep_finished(record)
                 if self.mqtt is not None and self.outbox is not None:
                     self.outbox.put_sweep(record)
+                if self.node_status is not None:
+                    self.node_status.result_published(record)
         return record
 
     async def _run_session(self, run_id: str, spec: JobSpec | MaxqSpec) -> dict[str, Any]:
@@ -450,6 +458,8 @@ class Service:
     def _publish(self, outcome: SessionOutcome) -> None:
         assert self.telemetry is not None and self.keeper is not None
         self.telemetry.session_finished(outcome.result)
+        if self.node_status is not None:
+            self.node_status.result_published(outcome.result)
         if outcome.unstored is not None:  # kept in memory, stored and published when it can be
             self.keeper.keep(outcome, publish=self.mqtt is not None and self.outbox is not None)
             return
@@ -465,6 +475,8 @@ class Service:
         self.notifier.status(f"job {job.run_id} {job.state.value}")
         if self.journal is not None:
             self.journal.changed(job)
+        if self.mqtt is not None:
+            self.mqtt.status_changed()  # the retained status lists the jobs (a fleet follows)
 
     async def _submit(self, spec: JobSpec | MaxqSpec) -> str:
         assert self.scheduler is not None

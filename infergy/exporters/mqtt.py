@@ -2,8 +2,13 @@
 
 Topics (ARCHITECTURE.md, "Live exports"), under ``<topic_root>/<node>/``:
 
-- ``status``: ``online`` (retained) on connect; ``offline`` (retained) as the last will and on
-  a clean stop;
+- ``status``: retained JSON, ``{"state": "online", ...}`` on connect, on
+  :meth:`MqttPublisher.status_changed` (coalesced) and every ``status_interval_s`` (a
+  heartbeat, with a fresh ``t_unix_s``); ``{"state": "offline", "reason": ...}`` as the last
+  will (the injected ``status`` source's identity, unstamped) and on a clean stop. The body is
+  the injected :class:`~infergy.exporters.mqtt_support.StatusSource`'s (docs/fleet.md); without
+  one, just the node's name. (Before the fleet schema it was the bare text ``online`` /
+  ``offline``: a consumer reads ``state`` now.);
 - ``power``: ``{"t_unix_s": ..., "power_w": {"gpu0": 312.5, ...}, "simulated": {"gpu0":
   false, ...}}`` from the injected ``latest_power()`` (and ``simulated()``), at most every
   ``power_interval_s``, QoS 0, dropped while offline;
@@ -28,7 +33,9 @@ start or for an hour degrades the service, it never stops it::
     publisher.enqueue_result(result)   # any thread; durable before it returns
 
 Uses MQTT 3.1.1 (aiomqtt's default): a broker whose ACL denies a topic still acknowledges the
-PUBLISH, so the broker's ACL must allow this node's topics.
+PUBLISH, so the broker's ACL must allow this node's topics. A refused subscription to
+``cmd/+`` (SUBACK 0x80: the ACL, e.g. a node logged in with another node's credentials) fails
+the connection, is logged with the reason and retried with the backoff.
 """
 
 from __future__ import annotations
@@ -49,7 +56,10 @@ from infergy.exporters.mqtt_support import (
     CommandSink,
     MqttHealth,
     MqttTopics,
+    StatusSource,
     power_payload,
+    status_payload,
+    subscription_refused,
     tls_context,
 )
 from infergy.exporters.outbox import Outbox, OutboxEntry
@@ -62,8 +72,12 @@ MAX_QUEUED_REQUESTS = 256
 """Incoming ``cmd/*`` messages buffered while one is being answered."""
 STABLE_S = 10.0
 """A connection that lasted this long resets the reconnect backoff to its minimum."""
+STATUS_COALESCE_S = 0.2
+"""Status changes closer together than this are published once (a job's queued -> running)."""
 
 _NET_ERRORS = (aiomqtt.MqttError, TimeoutError, OSError)
+
+
 _log = logging.getLogger("infergy.mqtt")
 
 
@@ -81,6 +95,7 @@ class MqttPublisher:
             ``power`` message); called with ``latest_power``, must not block either.
         commands: answers ``cmd/<verb>`` requests (``None``: this node takes no commands and
             does not subscribe to them).
+        status: what the retained ``status`` says (``None``: the node's name only).
         rng: randomness of the reconnect jitter (tests pass a seeded one).
 
     Raises:
@@ -96,6 +111,7 @@ class MqttPublisher:
         latest_power: Callable[[], Mapping[str, float]] | None = None,
         simulated: Callable[[], Set[str]] | None = None,
         commands: CommandSink | None = None,
+        status: StatusSource | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -106,6 +122,9 @@ class MqttPublisher:
         self._latest_power = latest_power
         self._simulated = simulated
         self._commands = commands
+        self._status = status
+        self._node = node
+        self._status_wake: asyncio.Event | None = None
         self._backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s, rng)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -141,6 +160,11 @@ class MqttPublisher:
             outbox_refused_total=self._outbox.refused_total,
             last_error=self._last_error,
         )
+
+    def status_changed(self) -> None:
+        """Publish the status again soon (a job changed); from the event loop's thread."""
+        if self._status_wake is not None:
+            self._status_wake.set()
 
     def enqueue_result(self, result: Mapping[str, Any]) -> bool:
         """Queue a result for ``runs`` and ``runs/latest``: durable before returning, any thread.
@@ -178,6 +202,7 @@ class MqttPublisher:
         """Connect, publish and serve requests until cancelled; reconnect on any failure."""
         self._loop = asyncio.get_running_loop()
         self._wake, self._idle = asyncio.Event(), asyncio.Event()
+        self._status_wake = asyncio.Event()
         self._outbox.add_listener(self._on_enqueue)
         try:
             while True:
@@ -205,7 +230,8 @@ class MqttPublisher:
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
-        will = aiomqtt.Will(self.topics.status, payload=b"offline", qos=1, retain=True)
+        gone = status_payload("offline", self._identity(), reason="connection lost", stamped=False)
+        will = aiomqtt.Will(self.topics.status, payload=gone, qos=1, retain=True)
         client = aiomqtt.Client(
             s.host,
             s.port,
@@ -233,9 +259,15 @@ class MqttPublisher:
         async with contextlib.AsyncExitStack() as stack:
             async with asyncio.timeout(self.settings.timeout_s):
                 await stack.enter_async_context(client)
-                await client.publish(self.topics.status, b"online", qos=1, retain=True)
                 if self._commands is not None:
-                    await client.subscribe(self.topics.commands, qos=1)
+                    granted = await client.subscribe(self.topics.commands, qos=1)
+                    if any(subscription_refused(c) for c in granted):
+                        msg = (
+                            f"the broker refused the subscription to {self.topics.commands} "
+                            "(its ACL: is this node logged in with its own credentials?)"
+                        )
+                        raise aiomqtt.MqttError(msg)
+                await self._publish_status(client)
             self._on_connected()
             try:
                 await self._tasks(client)
@@ -243,7 +275,8 @@ class MqttPublisher:
                 # A clean stop: the will is not sent on a graceful disconnect, so say it.
                 with contextlib.suppress(*_NET_ERRORS):
                     async with asyncio.timeout(min(1.0, self.settings.timeout_s)):
-                        await client.publish(self.topics.status, b"offline", qos=1, retain=True)
+                        gone = status_payload("offline", self._identity(), reason="stopped")
+                        await client.publish(self.topics.status, gone, qos=1, retain=True)
                 raise
 
     async def _tasks(self, client: aiomqtt.Client) -> None:
@@ -253,6 +286,7 @@ class MqttPublisher:
                 tg.create_task(self._drain(client), name="mqtt-drain")
                 tg.create_task(self._power(client), name="mqtt-power")
                 tg.create_task(self._serve(client), name="mqtt-commands")
+                tg.create_task(self._heartbeat(client), name="mqtt-status")
         except BaseExceptionGroup as group:
             first = group
             while isinstance(first, BaseExceptionGroup):  # the first cause; the rest follow it
@@ -317,6 +351,29 @@ class MqttPublisher:
         async with asyncio.timeout(self.settings.timeout_s):
             await client.publish(self.topics.of(entry.topic), entry.payload, 1, entry.retain)
         acked.append(entry.id)  # the PUBACK came: deletable
+
+    def _identity(self) -> Mapping[str, Any]:
+        return {"node": self._node} if self._status is None else self._status.identity()
+
+    async def _publish_status(self, client: aiomqtt.Client) -> None:
+        try:
+            body = {"node": self._node} if self._status is None else self._status.body()
+        except Exception:  # a bug in the status must not drop the connection
+            _log.exception("the status body failed; publishing the identity only")
+            body = self._identity()
+        async with asyncio.timeout(self.settings.timeout_s):
+            await client.publish(self.topics.status, status_payload("online", body), 1, True)
+
+    async def _heartbeat(self, client: aiomqtt.Client) -> None:
+        """The status again on every change (coalesced) and every ``status_interval_s``."""
+        assert self._status_wake is not None  # set by run()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.status_interval_s):
+                    await self._status_wake.wait()
+                await asyncio.sleep(STATUS_COALESCE_S)
+            self._status_wake.clear()
+            await self._publish_status(client)
 
     async def _power(self, client: aiomqtt.Client) -> None:
         """Publish live power on a fixed schedule; missed ticks are skipped, never bunched."""

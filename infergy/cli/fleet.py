@@ -30,7 +30,7 @@ from infergy.daemon.fleet.link import survey
 from infergy.daemon.fleet.presence import drift, match_nodes
 from infergy.daemon.jobs import JobSpec
 from infergy.daemon.maxq_spec import MaxqSpec
-from infergy.errors import FleetError, InputError, MeasurementFailedError
+from infergy.errors import FleetError, InfergyError, InputError, MeasurementFailedError
 from infergy.exporters.fleet_files import write_comparison
 
 fleet_app = typer.Typer(help="Drive many infergy serve nodes through their MQTT broker.")
@@ -75,12 +75,7 @@ def _settings(
     if username is not None:
         mqtt["username"] = username
     if password_file is not None:
-        try:
-            lines = password_file.read_text(encoding="utf-8").splitlines()
-        except OSError as err:
-            msg = f"--password-file {password_file}: {err.strerror or err}"
-            raise InputError(msg) from None
-        mqtt["password"] = lines[0] if lines else ""
+        mqtt |= {"password_file": str(password_file.absolute()), "password": None}
     return load_settings(config, overrides={"mqtt": mqtt} if mqtt else None)
 
 
@@ -268,30 +263,31 @@ def _new_campaign(
 
 
 def _spec(path: Path, kind: str) -> dict[str, Any]:
-    """The job file, validated as ``POST /v1/runs`` (or ``/v1/maxq``) validates its body."""
+    """The job file, validated as ``POST /v1/runs`` (or ``/v1/maxq``) validates its body.
+
+    The same model, strict as there (JSON types as the OpenAPI schema states them), so a job
+    file gets the errors an HTTP request would, and a node gets what passed here.
+    """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except OSError as err:
         msg = f"job file {path}: {err.strerror or err}"
         raise InputError(msg) from None
-    except ValueError as err:
-        msg = f"job file {path} is not JSON: {err}"
-        raise InputError(msg) from None
-    if not isinstance(data, dict):
-        msg = f"job file {path} is a JSON {type(data).__name__}, not an object"
-        raise InputError(msg)
     model = MaxqSpec if kind == "maxq" else JobSpec
     try:
-        spec = model.model_validate(data)
+        spec = model.model_validate_json(raw, strict=True)
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(x) for x in e['loc']) or '(body)'}: {e['msg']}"
-            for e in err.errors(include_url=False, include_input=False)
+            for e in err.errors(include_url=False, include_input=False, include_context=False)
         )
         endpoint = "/v1/maxq" if kind == "maxq" else "/v1/runs"
         msg = f"job file {path} is not a valid {kind}: {problems}"
         hint = f"the fields of POST {endpoint} (infergy serve's /openapi.json)"
         raise InputError(msg, hint=hint) from None
+    except InfergyError as err:  # a validator that raised our error (as the API handles it)
+        msg = f"job file {path} is not a valid {kind}: {err}"
+        raise InputError(msg, hint=err.hint) from None
     return spec.model_dump(mode="json", exclude_unset=True)
 
 

@@ -202,6 +202,7 @@ class Service:
                 max_queued=s.serve.max_queued_jobs,
                 on_change=self._job_changed,
                 persist=self.journal.add,
+                check=self._check_runnable,
             )
             for job in [*recovery.finished, *recovery.queued]:
                 scheduler.restore(job)
@@ -415,12 +416,7 @@ class Service:
         if isinstance(spec, MaxqSpec):
             return await self._run_sweep(run_id, spec)
         assert self.meter_set is not None and self.telemetry is not None
-        available = {m.name for m in self.meter_set.meters}
-        wanted = {"ptd" if m.startswith("ptd://") else m for m in spec.meter}
-        missing = sorted(wanted - available - {"sim"})
-        if missing:
-            msg = f"this service does not sample {', '.join(missing)}"
-            raise JobError(msg, hint=f"it samples: {', '.join(sorted(available))}")
+        self._check_runnable(spec)  # again: a job restored from the journal was not checked
         if spec.batch_size == "auto":
             spec = await self._auto_batch(run_id, spec)
         self.telemetry.session_started()
@@ -438,6 +434,21 @@ class Service:
         )
         outcome = await session.run()
         return outcome.result
+
+    def _check_runnable(self, spec: JobSpec | MaxqSpec) -> None:
+        """Refuse what this service cannot run: a meter it does not sample.
+
+        Raises:
+            JobError: the job names a meter this service lacks.
+        """
+        if not isinstance(spec, JobSpec) or self.meter_set is None:
+            return
+        available = {m.name for m in self.meter_set.meters}
+        wanted = {"ptd" if m.startswith("ptd://") else m for m in spec.meter}
+        missing = sorted(wanted - available - {"sim"})
+        if missing:
+            msg = f"this service does not sample {', '.join(missing)}"
+            raise JobError(msg, hint=f"it samples: {', '.join(sorted(available))}")
 
     async def _auto_batch(self, run_id: str, spec: JobSpec) -> JobSpec:
         """``batch_size: auto``: the cached knee, else a read-only batch sweep on our meters."""

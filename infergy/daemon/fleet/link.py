@@ -78,6 +78,7 @@ class FleetLink:
         self.persistent = persistent
         self._on_message = on_message
         self._tls = tls_context(settings)
+        settings.password_value()  # an unreadable password file: one line, before connecting
         self._client: aiomqtt.Client | None = None
         self._reader: asyncio.Task[None] | None = None
         self._sync_topic = f"{settings.topic_root}/_fleet/{client_id}/sync"
@@ -97,7 +98,7 @@ class FleetLink:
             s.host,
             s.port,
             username=s.username,
-            password=None if s.password is None else s.password.get_secret_value(),
+            password=s.password_value(),
             identifier=self.client_id,
             clean_session=clean,
             timeout=s.timeout_s,

@@ -152,6 +152,16 @@ def test_anonymous_clients_and_wrong_passwords_are_refused(fleet: Fleet) -> None
         "'infergy-fleet': not authorized"
     ), done.stderr
     assert "Traceback" not in done.stderr and len(lines) == 2, done.stderr  # the line + a hint
+    # a campaign too: refused before anything is sent, and no campaign folder is left
+    job = fleet.tmp / "job.json"
+    job.write_text('{"duration": 1}')
+    out = fleet.tmp / "refused-campaign"
+    done = _fleet_cli("run", "--nodes", "n*", "--job", str(job), "--out", str(out),
+                      "--config", str(fleet.controller_config("wrong")))  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert lines[-2].startswith("error: the MQTT broker at") and "not authorized" in lines[-2]
+    assert not out.exists(), "a refused campaign left its folder"
 
 
 def test_a_node_with_another_nodes_credentials_is_refused_its_topics(

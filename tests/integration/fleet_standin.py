@@ -1,7 +1,7 @@
 """Light stand-ins for ``infergy serve`` nodes that speak the node protocol over a real broker.
 
 For tests of the controller's edge cases (a node that never answers, never delivers, delivers
-twice, dies) and for ``bench/fleet_scale.py`` (50 nodes in one process). Each is one MQTT
+twice, dies) and for ``bench/fleet_dispatch.py`` (50 nodes in one process). Each is one MQTT
 connection doing what a node does on the wire (:mod:`infergy.exporters.mqtt`): a retained
 JSON ``status`` with a last will ``offline``, ``cmd/run`` and ``cmd/cancel`` validated by the
 real :class:`~infergy.daemon.jobs.JobSpec` and answered on ``reply/<id>``, the job listed in

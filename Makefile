@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 OUT    ?= out
 SYSTEM_DEPS ?= yes
 
-.PHONY: run test lint typecheck unit bench examples clean system-deps
+.PHONY: run test lint typecheck unit bench examples clean system-deps wheelhouse
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "infergy needs Python >= 3.11, found " + sys.version.split()[0]'
@@ -41,6 +41,16 @@ test: $(STAMP) system-deps lint typecheck unit
 ## installed when missing and run as root; it says what and why; SYSTEM_DEPS=no: never)
 system-deps:
 	@SYSTEM_DEPS=$(SYSTEM_DEPS) bash scripts/system-deps.sh
+
+## wheelhouse: infergy and every dependency as wheels in $(WHEELHOUSE), for an install without
+## network (docs/install.md); EXTRAS=torch, TARGET_PYTHON=3.12, TARGET_PLATFORM=manylinux_2_28_aarch64
+WHEELHOUSE      ?= wheelhouse
+EXTRAS          ?=
+TARGET_PYTHON   ?= 3.11
+TARGET_PLATFORM ?= manylinux_2_28_x86_64
+wheelhouse:
+	$(PYTHON) scripts/wheelhouse.py $(WHEELHOUSE) --extras '$(EXTRAS)' \
+	  --python-version $(TARGET_PYTHON) --platform $(TARGET_PLATFORM)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

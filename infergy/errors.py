@@ -169,6 +169,14 @@ class ServerRequestError(WorkloadFailedError):
         self.lost = lost
 
 
+class BrokerError(InfergyError):
+    """The MQTT broker cannot be reached, or refuses this client (``infergy fleet``)."""
+
+
+class FleetError(InfergyError):
+    """A fleet request cannot be carried out: no node matches, a node rejects the job."""
+
+
 class JobError(InfergyError):
     """A request to the service's job queue cannot be carried out (``infergy serve``)."""
 

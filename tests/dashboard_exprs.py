@@ -13,20 +13,25 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboards" / "infergy.json"
 
-# Grafana's built-in interval variables, and the dashboard's own (``$instance``: all).
+# Grafana's built-in interval variables, and the dashboard's own (``$node``, ``$instance``,
+# ``$gpu``: all).
 SUBSTITUTIONS = {
     "$__rate_interval": "4s",
     "$__interval": "1s",
     "$__range": "5m",
+    "$node": ".*",
+    "${node}": ".*",
     "$instance": ".*",
     "${instance}": ".*",
+    "$gpu": ".*",
+    "${gpu}": ".*",
 }
 
 CORE_PANELS = (
@@ -82,10 +87,16 @@ def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def substitute(expr: str) -> str:
-    """Replace Grafana variables with values a plain Prometheus query accepts."""
-    for var in sorted(SUBSTITUTIONS, key=len, reverse=True):
-        expr = expr.replace(var, SUBSTITUTIONS[var])
+def substitute(expr: str, values: Mapping[str, str] | None = None) -> str:
+    """Replace Grafana variables with values a plain Prometheus query accepts.
+
+    ``values`` overrides some (``{"$node": "edge-01"}``: the dashboard as one node's).
+    """
+    table = dict(SUBSTITUTIONS)
+    for var, value in (values or {}).items():  # $node and ${node} alike
+        table[var] = table["${" + var[1:] + "}"] = value
+    for var in sorted(table, key=len, reverse=True):
+        expr = expr.replace(var, table[var])
     if "$" in expr:
         msg = f"unsubstituted Grafana variable in {expr!r}"
         raise ValueError(msg)
@@ -95,10 +106,10 @@ def substitute(expr: str) -> str:
 _LABEL_VALUES = re.compile(r"^label_values\((?P<selector>[^,]+),\s*(?P<label>\w+)\)$")
 
 
-def queries(dashboard: dict[str, Any]) -> list[PanelQuery]:
+def queries(dashboard: dict[str, Any], values: Mapping[str, str] | None = None) -> list[PanelQuery]:
     """Every PromQL expression of the dashboard, substituted, panels first then variables."""
     out = [
-        PanelQuery(p["title"], t["refId"], substitute(t["expr"]))
+        PanelQuery(p["title"], t["refId"], substitute(t["expr"], values))
         for p in panels(dashboard)
         for t in p.get("targets", [])
     ]
@@ -110,7 +121,8 @@ def queries(dashboard: dict[str, Any]) -> list[PanelQuery]:
         if match is None:
             msg = f"variable {var['name']}: unsupported query {query!r}"
             raise ValueError(msg)
-        out.append(PanelQuery(f"variable ${var['name']}", "var", match["selector"].strip()))
+        selector = substitute(match["selector"].strip(), values)
+        out.append(PanelQuery(f"variable ${var['name']}", "var", selector))
     return out
 
 
@@ -124,6 +136,7 @@ def check_dashboard(
     require_data: Iterable[str] = CORE_PANELS,
     path: Path = DASHBOARD,
     timeout_s: float = 20.0,
+    values: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Run every query against ``prom``; the list of failures (empty: all good).
 
@@ -132,7 +145,7 @@ def check_dashboard(
     (Prometheus needs a few scrapes before rates and ranges have points).
     """
     required = set(require_data)
-    pending = queries(load(path))
+    pending = queries(load(path), values)
     failures: list[str] = []
     deadline = time.monotonic() + timeout_s
     while pending:

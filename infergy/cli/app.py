@@ -20,6 +20,7 @@ from infergy.cli import (
     analyze,
     analyzer_sim,
     doctor,
+    fleet,
     maxq,
     measure,
     plot,
@@ -45,6 +46,7 @@ app = typer.Typer(
 )
 for _command in (
     run, measure, watch, analyze, serve, runs, plot, doctor, maxq, ptd_bridge, analyzer_sim,
+    fleet,
 ):  # fmt: skip
     _command.register(app)
 

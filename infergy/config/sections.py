@@ -169,12 +169,18 @@ class MqttSettings(_Section):
     username: str | None = Field(default=None, min_length=1, max_length=256)
     password: SecretStr | None = None
     """Masked wherever the configuration is shown; better set as ``INFERGY_MQTT__PASSWORD``."""
+    password_file: Path | None = None
+    """A file holding the password (its first line; e.g. a systemd credential); exclusive
+    with ``password``."""
     client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     """MQTT client identifier; ``None`` is ``infergy-<node_name>``. Must be unique per broker."""
     topic_root: str = Field(default="infergy", pattern=rf"^{_MQTT_LEVEL}(/{_MQTT_LEVEL})*$")
     """First topic level(s): topics are ``<topic_root>/<node_name>/status`` and so on."""
     power_interval_s: float = Field(default=1.0, ge=0.05, le=3600.0)
     """Live ``power`` is published at most this often (QoS 0, dropped while offline)."""
+    status_interval_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """The retained ``status`` is published again at least this often (a heartbeat: ``infergy
+    fleet status`` calls a node stale after three missed ones), and on every job change."""
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     """MQTT keepalive: a silent broker is declared gone after about 1.5 times this."""
     timeout_s: float = Field(default=10.0, gt=0.0, le=300.0)
@@ -185,7 +191,7 @@ class MqttSettings(_Section):
     outbox_max_entries: int = Field(default=100_000, ge=1, le=10_000_000)
     """Results queued for ``runs`` at most; beyond, new ones are refused (logged, counted)."""
 
-    _expand = field_validator("tls_ca", "tls_cert", "tls_key")(_expand_user)
+    _expand = field_validator("tls_ca", "tls_cert", "tls_key", "password_file")(_expand_user)
 
     @model_validator(mode="after")
     def _consistent(self) -> MqttSettings:
@@ -198,7 +204,31 @@ class MqttSettings(_Section):
         if self.password is not None and self.username is None:
             msg = "password is given without username"
             raise ValueError(msg)
+        if self.password_file is not None and (self.password is not None or not self.username):
+            msg = "password_file needs username, and excludes password"
+            raise ValueError(msg)
         return self
+
+    def password_value(self) -> str | None:
+        """The password: ``password``, or the first line of ``password_file``, or ``None``.
+
+        Raises:
+            ConfigError: the file cannot be read, or other users can read it.
+        """
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is None:
+            return None
+        where = f"mqtt.password_file {self.password_file}"
+        try:
+            if self.password_file.stat().st_mode & 0o007:
+                msg = f"{where}: readable by other users"
+                raise ConfigError(msg, hint=f"chmod 600 {self.password_file}")
+            lines = self.password_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            msg = f"{where}: cannot read: {getattr(err, 'strerror', None) or err}"
+            raise ConfigError(msg, hint="check the path and its permissions") from None
+        return lines[0] if lines else ""
 
     @property
     def use_tls(self) -> bool:

@@ -20,6 +20,8 @@ bad value) becomes one ``ConfigError`` naming the file or variable and the key::
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import os
 import re
 import socket
@@ -78,6 +80,8 @@ __all__ = [
     "load_settings",
 ]
 
+DIGESTED_SECTIONS = ("analysis", "meters", "session", "maxq")
+"""The sections :meth:`Settings.config_digest` covers."""
 _HINT_KEYS = "every key is listed and explained in infergy.example.toml"
 
 
@@ -127,6 +131,19 @@ class Settings(BaseSettings):
         Safe to log, print, or embed in a result's provenance.
         """
         return {name: _masked(getattr(self, name)) for name in type(self).model_fields}
+
+    def config_digest(self) -> str:
+        """A digest of what shapes a measurement: ``sha256:`` and 16 hex digits.
+
+        It covers ``[analysis]``, ``[meters]``, ``[session]`` and ``[maxq]`` (without its
+        ``state_dir``), so two nodes with the same digest measure alike; what is naturally
+        per node (``node_name``, ``[serve]``, ``[store]``, ``[output]``, ``[mqtt]``) is left
+        out. ``infergy fleet status`` marks a node whose digest differs from the fleet's.
+        """
+        digested = {name: self.dump_masked()[name] for name in DIGESTED_SECTIONS}
+        digested["maxq"] = {k: v for k, v in digested["maxq"].items() if k != "state_dir"}
+        text = json.dumps(to_jsonable_python(digested), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def maxq_state_dir(self, env: Mapping[str, str]) -> Path:
         """Where MaxQ keeps its journal and caches: ``[maxq] state_dir``, else the store's dir."""

@@ -17,6 +17,7 @@ exists only where both runs have the figure.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -124,6 +125,45 @@ def compare_results(a: Mapping[str, Any], b: Mapping[str, Any]) -> Comparison:
             )
     figures = [f for f in figures if f.a is not None or f.b is not None]
     return Comparison(str(a.get("run_id")), str(b.get("run_id")), figures, _settings(a, b))
+
+
+HEADLINE_ORDER = (r"ac", r"ac\d+", r"gpus", r"gpu\d+")
+"""The source a result is summed up by: wall power first, then the GPUs' sum, one GPU."""
+
+
+def headline_rank(source: str) -> tuple[int, str]:
+    """Sort key of :data:`HEADLINE_ORDER` (the rest after, by name)."""
+    rank = next((i for i, p in enumerate(HEADLINE_ORDER) if re.fullmatch(p, source)), None)
+    return (len(HEADLINE_ORDER) if rank is None else rank), source
+
+
+def headline_source(result: Mapping[str, Any]) -> str | None:
+    """The result's headline source: the first of :data:`HEADLINE_ORDER` it has figures of."""
+    efficiency = result.get("efficiency")
+    names = [str(k) for k in efficiency] if isinstance(efficiency, Mapping) else []
+    return min(names, key=headline_rank, default=None)
+
+
+def source_figures(result: Mapping[str, Any], source: str) -> dict[str, float | None]:
+    """One source's headline figures in a result, each with its uncertainty (``None``: absent).
+
+    ``samples_per_second``; ``average_watts``, ``samples_per_second_per_watt`` and
+    ``joules_per_query`` with ``*_uncertainty`` as the module docstring derives them from the
+    source's ``uncertainty_joules``.
+    """
+    energy = _energy_u(result, source)
+    out: dict[str, float | None] = {
+        "samples_per_second": _number(result, "performance", "samples_per_second"),
+    }
+    for section, key in (
+        ("power", "average_watts"),
+        ("efficiency", "samples_per_second_per_watt"),
+        ("efficiency", "joules_per_query"),
+    ):
+        value = _number(result, section, source, key)
+        out[key] = value
+        out[f"{key}_uncertainty"] = _scaled(key, (value, energy), (None, energy))[0]
+    return out
 
 
 def _number(data: Any, *path: str) -> float | None:

@@ -51,6 +51,7 @@ from infergy.errors import (
     InfergyError,
     InputError,
     JobConflictError,
+    JobError,
     QueueFullError,
     StoreError,
     UnknownRunError,
@@ -214,15 +215,22 @@ class _Api:
             return web.json_response({"errors": errors}, status=status)
         except InfergyError as err:  # a validator that raised our error instead of ValueError
             return error_response(422, "value_error", _line(err), ("body",))
+        run_id = await self._accept(spec)
+        accepted = Accepted(run_id=run_id, status_url=url(run_id), state=JobState.QUEUED)
+        return _json(accepted, 202, headers={"Location": accepted.status_url})
+
+    async def _accept(self, spec: JobSpec | MaxqSpec) -> str:
+        """The scheduler's run id for ``spec``; its refusals as API errors."""
         try:
-            run_id = await self.scheduler.accept(spec)  # journalled before this answers 202
+            return await self.scheduler.accept(spec)  # journalled before this answers 202
         except QueueFullError as err:
-            return error_response(503, "queue_full", _line(err), headers={"Retry-After": "30"})
+            headers = {"Retry-After": "30"}
+            raise ApiError(503, "queue_full", _line(err), headers=headers) from None
+        except JobError as err:  # valid, but not runnable here (a meter this node lacks)
+            raise ApiError(422, "not_runnable_here", _line(err), ("body",)) from None
         except StoreError as err:  # not recorded, so not accepted: nothing accepted is lost
             msg = f"the job was not accepted: {_line(err)}"
             raise ApiError(503, "store_unavailable", msg) from None
-        accepted = Accepted(run_id=run_id, status_url=url(run_id), state=JobState.QUEUED)
-        return _json(accepted, 202, headers={"Location": accepted.status_url})
 
     async def list_runs(self, request: web.Request) -> web.Response:
         status = request.query.get("status")

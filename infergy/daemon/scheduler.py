@@ -175,6 +175,9 @@ class JobScheduler:
             e.g. to update metrics; its exceptions are logged, never raised.
         persist: awaited with each job :meth:`accept` takes, before it is queued (the service
             journals it in the store, so an accepted job survives a crash).
+        check: called with each new job's spec before it is accepted; it raises a
+            ``JobError`` for what this service cannot run (the HTTP API answers 422, MQTT an
+            error reply), so such a job is refused, never accepted and failed later.
 
     Not thread-safe: call ``submit``, ``cancel`` and the queries from the event loop.
     """
@@ -189,6 +192,7 @@ class JobScheduler:
         new_id: Callable[[], str] = new_run_id,
         on_change: Callable[[Job], None] | None = None,
         persist: Persist | None = None,
+        check: Callable[[Spec], None] | None = None,
     ) -> None:
         if max_queued < 1 or history < 0:
             msg = f"max_queued must be >= 1 and history >= 0, got {max_queued} and {history}"
@@ -200,6 +204,7 @@ class JobScheduler:
         self._new_id = new_id
         self._on_change = on_change
         self._persist = persist
+        self._check = check
         self._accepting: set[str] = set()  # run ids being persisted by accept()
         self._jobs: dict[str, Job] = {}  # insertion order = submission order
         self._wake = asyncio.Event()
@@ -284,6 +289,8 @@ class JobScheduler:
         self._wake.set()
 
     def _new_job(self, spec: Spec) -> Job:
+        if self._check is not None:
+            self._check(spec)  # what this service cannot run is refused now, not failed later
         if self._closing:
             msg = "the service is stopping and accepts no new jobs"
             raise QueueFullError(msg, hint="submit again once the service has restarted")

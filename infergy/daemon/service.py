@@ -53,6 +53,7 @@ from infergy.daemon.maxq_session import MaxqSweep, QuietSweepObserver
 from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.daemon.meters import MeterSet
 from infergy.daemon.mqtt_commands import CommandHandler
+from infergy.daemon.node_status import NodeStatus
 from infergy.daemon.notify import Notifier
 from infergy.daemon.recovery import INTERRUPTED, Recovery, recover
 from infergy.daemon.scheduler import Job, JobScheduler
@@ -137,6 +138,7 @@ class Service:
         self.journal: JobJournal | None = None
         self.keeper: StoreKeeper | None = None
         self.mqtt: Any = None
+        self.node_status: NodeStatus | None = None
         self.port: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -203,6 +205,7 @@ class Service:
                 max_queued=s.serve.max_queued_jobs,
                 on_change=self._job_changed,
                 persist=self.journal.add,
+                check=self._check_runnable,
             )
             for job in [*recovery.finished, *recovery.queued]:
                 scheduler.restore(job)
@@ -214,12 +217,16 @@ class Service:
                 for result in [*recovery.results, *(r for r in found if r is not None)]:
                     await asyncio.to_thread(self.outbox.put_result, result)
 
+                self.node_status = NodeStatus(
+                    s, meter_set=meters, telemetry=telemetry.telemetry, scheduler=scheduler
+                )
                 self.mqtt = MqttPublisher(
                     s.mqtt,
                     node=s.node_name,
                     outbox=self.outbox,
                     latest_power=self._latest_power,
                     simulated=self._simulated_sources,
+                    status=self.node_status,
                     commands=CommandHandler(
                         self._submit,
                         self._cancel,
@@ -403,6 +410,8 @@ class Service:
                 self.telemetry.sweep_finished(record)
                 if self.mqtt is not None and self.outbox is not None:
                     self.outbox.put_sweep(record)
+                if self.node_status is not None:
+                    self.node_status.result_published(record)
         return record
 
     async def _run_session(self, run_id: str, spec: JobSpec | MaxqSpec) -> dict[str, Any]:
@@ -410,12 +419,7 @@ class Service:
         if isinstance(spec, MaxqSpec):
             return await self._run_sweep(run_id, spec)
         assert self.meter_set is not None and self.telemetry is not None
-        available = {m.name for m in self.meter_set.meters}
-        wanted = {"ptd" if m.startswith("ptd://") else m for m in spec.meter}
-        missing = sorted(wanted - available - {"sim"})
-        if missing:
-            msg = f"this service does not sample {', '.join(missing)}"
-            raise JobError(msg, hint=f"it samples: {', '.join(sorted(available))}")
+        self._check_runnable(spec)  # again: a job restored from the journal was not checked
         if spec.batch_size == "auto":
             spec = await self._auto_batch(run_id, spec)
         self.telemetry.session_started()
@@ -433,6 +437,21 @@ class Service:
         )
         outcome = await session.run()
         return outcome.result
+
+    def _check_runnable(self, spec: JobSpec | MaxqSpec) -> None:
+        """Refuse what this service cannot run: a meter it does not sample.
+
+        Raises:
+            JobError: the job names a meter this service lacks.
+        """
+        if not isinstance(spec, JobSpec) or self.meter_set is None:
+            return
+        available = {m.name for m in self.meter_set.meters}
+        wanted = {"ptd" if m.startswith("ptd://") else m for m in spec.meter}
+        missing = sorted(wanted - available - {"sim"})
+        if missing:
+            msg = f"this service does not sample {', '.join(missing)}"
+            raise JobError(msg, hint=f"it samples: {', '.join(sorted(available))}")
 
     async def _auto_batch(self, run_id: str, spec: JobSpec) -> JobSpec:
         """``batch_size: auto``: the cached knee, else a read-only batch sweep on our meters."""
@@ -453,6 +472,8 @@ class Service:
     def _publish(self, outcome: SessionOutcome) -> None:
         assert self.telemetry is not None and self.keeper is not None
         self.telemetry.session_finished(outcome.result)
+        if self.node_status is not None:
+            self.node_status.result_published(outcome.result)
         if outcome.unstored is not None:  # kept in memory, stored and published when it can be
             self.keeper.keep(outcome, publish=self.mqtt is not None and self.outbox is not None)
             return
@@ -468,6 +489,8 @@ class Service:
         self.notifier.status(f"job {job.run_id} {job.state.value}")
         if self.journal is not None:
             self.journal.changed(job)
+        if self.mqtt is not None:
+            self.mqtt.status_changed()  # the retained status lists the jobs (a fleet follows)
 
     async def _submit(self, spec: JobSpec | MaxqSpec) -> str:
         assert self.scheduler is not None

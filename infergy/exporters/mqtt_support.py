@@ -16,7 +16,26 @@ from typing import Any, Protocol
 from infergy.config.settings import MqttSettings
 from infergy.errors import ConfigError
 
-__all__ = ["CommandSink", "MqttHealth", "MqttTopics", "Reply", "power_payload", "tls_context"]
+__all__ = [
+    "CommandSink",
+    "MqttHealth",
+    "MqttTopics",
+    "Reply",
+    "StatusSource",
+    "power_payload",
+    "status_payload",
+    "subscription_refused",
+    "tls_context",
+]
+
+SUBSCRIBE_REFUSED = 0x80
+"""The SUBACK return code of a subscription the broker refused (MQTT 3.1.1: its ACL)."""
+
+
+def subscription_refused(code: object) -> bool:
+    """Whether a SUBACK code (an int, or paho's ``ReasonCode``) refuses the subscription."""
+    value = getattr(code, "value", code)
+    return isinstance(value, int) and value >= SUBSCRIBE_REFUSED
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,45 @@ class CommandSink(Protocol):
 
     async def handle(self, verb: str, payload: bytes) -> Reply | None:
         """Answer one request (``None``: no reply is possible)."""
+
+
+class StatusSource(Protocol):
+    """What the retained ``status`` says (:class:`infergy.daemon.node_status.NodeStatus`).
+
+    Both are called on the event loop and must not block.
+    """
+
+    def identity(self) -> Mapping[str, Any]:
+        """What does not change while the service runs: the body of the last will too."""
+
+    def body(self) -> Mapping[str, Any]:
+        """Everything the status says now (identity included)."""
+
+
+def status_payload(
+    state: str, body: Mapping[str, Any], *, reason: str | None = None, stamped: bool = True
+) -> bytes:
+    """``{"state": "online" | "offline", ..., "t_unix_s": ...}`` as compact JSON.
+
+    ``stamped=False`` leaves out ``t_unix_s`` (the last will: set at connect time, sent later).
+    Non-finite numbers become ``null``.
+    """
+    out: dict[str, Any] = {"state": state, **body}
+    if reason is not None:
+        out["reason"] = reason
+    if stamped:
+        out["t_unix_s"] = round(time.time(), 3)
+    return json.dumps(_finite(out), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)

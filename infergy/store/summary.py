@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from typing import Any
+
+from infergy.core.compare import headline_rank
 
 STORED_STATUSES = ("ok", "degraded", "failed", "aborted", "running")
 """Every status a stored run can have (``running``: a checkpoint of a run in progress)."""
@@ -27,7 +28,7 @@ class RunSummary:
     backend: str | None
     samples_per_second: float | None
     headline_source: str | None
-    """The source the two efficiency figures below are of: ``ac`` first (``_headline_rank``)."""
+    """The source the two efficiency figures below are of: ``ac`` first (``headline_rank``)."""
     samples_per_second_per_watt: float | None
     joules_per_query: float | None
     average_watts: float | None = None
@@ -49,7 +50,7 @@ def summarize(row: tuple[str, int, str, str | None, str | None, str | None, str]
     except ValueError:  # a listing shows what it can; get_result reports the damage
         result = {}
     efficiency = _section(result, "efficiency")
-    source = min(efficiency, key=_headline_rank, default=None)
+    source = min(efficiency, key=headline_rank, default=None)
     figures = _section(efficiency, source) if source is not None else {}
     power = _section(_section(result, "power"), source) if source is not None else {}
     return RunSummary(
@@ -62,12 +63,6 @@ def summarize(row: tuple[str, int, str, str | None, str | None, str | None, str]
         millijoules_per_query_mlperf=_number(figures, "millijoules_per_query_mlperf"),
         headline_simulated=power.get("simulated") is True or power.get("kind") == "sim",
     )
-
-
-def _headline_rank(source: str) -> tuple[int, str]:
-    """Wall power first (``ac``, ``ac1``...), then the GPU sum, single GPUs, the rest."""
-    order = (r"ac", r"ac\d+", r"gpus", r"gpu\d+")
-    return next((i for i, p in enumerate(order) if re.fullmatch(p, source)), len(order)), source
 
 
 def _section(data: object, key: str) -> dict[str, Any]:

@@ -74,6 +74,10 @@ class Collector:
     def on(self, suffix: str) -> list[bytes]:
         return [p for t, p, _ in self.messages if t == f"{BASE}/{suffix}"]
 
+    def states(self) -> list[str]:
+        """The ``state`` of every ``status`` message so far (``online``, ``offline``)."""
+        return [json.loads(p)["state"] for p in self.on("status")]
+
     def run_ids(self) -> list[str]:
         return [json.loads(p)["run_id"] for p in self.on("runs")]
 

@@ -65,12 +65,20 @@ class PrometheusServer:
         workdir: where the config, the TSDB and the log go (a test's tmp_path).
         target: ``host:port`` serving ``/metrics``.
         scrape_interval_s: scrape (and evaluation) interval.
+        config: a whole ``prometheus.yml`` instead (``target`` is then only its name).
     """
 
     def __init__(
-        self, binary: str, workdir: Path, target: str, *, scrape_interval_s: float = 1.0
+        self,
+        binary: str,
+        workdir: Path,
+        target: str,
+        *,
+        scrape_interval_s: float = 1.0,
+        config: str | None = None,
     ) -> None:
         self.binary, self.workdir, self.target = binary, workdir, target
+        self.config = config
         self.scrape_interval_s = scrape_interval_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -83,7 +91,8 @@ class PrometheusServer:
         interval = f"{round(self.scrape_interval_s * 1000)}ms"
         config = self.workdir / "prometheus.yml"
         config.write_text(
-            "global:\n"
+            self.config
+            or "global:\n"
             f"  scrape_interval: {interval}\n"
             f"  evaluation_interval: {interval}\n"
             "scrape_configs:\n"

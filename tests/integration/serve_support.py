@@ -53,6 +53,7 @@ class ServeProcess:
         mqtt_port: a broker to publish to (``None``: MQTT off).
         extra: more TOML, appended to the config (whole sections).
         meters: the ``[meters]`` section's lines.
+        node: its ``node_name`` (its MQTT topics, ``infergy/<node>/...``).
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class ServeProcess:
         mqtt_port: int | None = None,
         extra: str = "",
         meters: str = "rapl = false\nsimulated_gpus = 1\n",
+        node: str = "t1",
     ) -> None:
         self.tmp = tmp
         self.port = free_port()
@@ -78,7 +80,7 @@ class ServeProcess:
             else "[mqtt]\nenabled = false\n"
         )
         self.config.write_text(
-            f'node_name = "t1"\n[store]\npath = "{self.store}"\n[output]\ndir = "{self.output}"\n'
+            f'node_name = "{node}"\n[store]\npath = "{self.store}"\n[output]\ndir = "{self.output}"\n'
             f"[meters]\n{meters}"
             f'[serve]\nlisten = "127.0.0.1:{self.port}"\nstop_timeout_s = {stop_timeout_s}\n'
             f"{mqtt}{extra}",
@@ -98,7 +100,13 @@ class ServeProcess:
 
     def start(self, timeout_s: float = 30) -> ServeProcess:
         """Start it and wait until ``/healthz`` answers."""
-        proc = self.popen()
+        self.popen()
+        return self.start_wait(timeout_s)
+
+    def start_wait(self, timeout_s: float = 30) -> ServeProcess:
+        """Wait until the process :meth:`popen` started answers ``/healthz``."""
+        proc = self.proc
+        assert proc is not None, "popen() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -48,14 +49,16 @@ def test_sigkill_sends_the_last_will_and_a_restart_delivers_every_result(tmp_pat
                         child.stdout.close()
                 # The broker publishes the will on the abrupt end (retained, so late
                 # subscribers see offline too).
-                await until(lambda: sub.on("status")[-1:] == [b"offline"], 5, "the last will")
+                await until(lambda: sub.states()[-1:] == ["offline"], 5, "the last will")
+                will = json.loads(sub.on("status")[-1])
+                assert will["reason"] == "connection lost" and "t_unix_s" not in will, will
                 with Store.open(db) as store:
                     left = store.outbox_count()
                 assert left > 0, "the kill came after the drain ended"
                 # a new publisher (a restarted service) on the same store sends the rest
                 pub, outbox, store = make_publisher(tmp_path, broker.port, Store.open(db))
                 async with background(pub.run()):
-                    await until(lambda: sub.on("status")[-1:] == [b"online"], 5, "online")
+                    await until(lambda: sub.states()[-1:] == ["online"], 5, "online")
                     await until(lambda: outbox.pending() == 0, 20, "the outbox to drain")
                 store.close()
                 await until(lambda: len(set(sub.run_ids())) >= n, 10, "every result")

@@ -13,6 +13,7 @@ from infergy.exporters.mqtt import DRAIN_WINDOW
 from tests.integration.mosquitto import running_broker
 from tests.integration.mqtt_support import (
     BASE,
+    NODE,
     Collector,
     background,
     make_publisher,
@@ -48,12 +49,16 @@ def test_results_arrive_in_order_latest_and_status_are_retained(tmp_path: Path) 
                     late_latest = Collector(broker.port, topic=f"{BASE}/runs/latest")
                     async with background(late.run(), late_latest.run()):
                         await until(lambda: bool(late.messages and late_latest.messages))
-                        assert late.messages == [(f"{BASE}/status", b"online", True)]
+                        ((topic, payload, retained),) = late.messages
+                        assert (topic, retained) == (f"{BASE}/status", True)
+                        online = json.loads(payload)
+                        assert online["state"] == "online" and online["node"] == NODE, online
                         _, payload, retained = late_latest.messages[0]
                         assert retained and json.loads(payload)["run_id"] == "r00049"
                     task.cancel()
                 # a clean stop says offline (the will is only for an abrupt end)
-                await until(lambda: sub.on("status")[-1:] == [b"offline"], what="offline")
+                await until(lambda: sub.states()[-1:] == ["offline"], what="offline")
+                assert json.loads(sub.on("status")[-1])["reason"] == "stopped"
             store.close()
 
     asyncio.run(scenario())
@@ -201,7 +206,8 @@ def test_a_second_client_reads_status_online_while_the_publisher_runs(tmp_path: 
                     await c.subscribe(f"{BASE}/status")
                     async with asyncio.timeout(3):
                         m = await anext(aiter(c.messages))
-                    assert (m.payload, m.retain) == (b"online", True)
+                    assert isinstance(m.payload, bytes) and m.retain
+                    assert json.loads(m.payload)["state"] == "online", m.payload
             store.close()
 
     asyncio.run(scenario())

@@ -74,11 +74,12 @@ def test_bad_bodies_are_field_errors_and_hang_ups_are_not_errors(tmp_path: Path)
             status, body = serve.request("POST", "/v1/runs", json.dumps({"meter": meter}).encode())
             assert status == 422, (meter, status, body)
             assert body["errors"][0]["loc"][:2] == ["body", "meter"], body
-        # a valid meter list is accepted as JSON sends it (an array): this service has no RAPL,
-        # so the job fails at once, saying so
-        run_id = serve.submit({"meter": ["rapl"], "duration": 1})
-        done = serve.wait_state(run_id, {"failed"})
-        assert "does not sample rapl" in done["error"], done
+        # a valid meter list is read as JSON sends it (an array): this service has no RAPL,
+        # so the job is refused at once, saying so (never accepted and failed later)
+        status, body = serve.request("POST", "/v1/runs", b'{"meter": ["rapl"], "duration": 1}')
+        assert status == 422 and body["errors"][0]["type"] == "not_runnable_here", body
+        assert "does not sample rapl" in body["errors"][0]["msg"], body
+        assert serve.get("/v1/runs")[1]["runs"] == [], "a refused job was listed"
         for chunked in (False, True):
             _hang_up_mid_body(serve.port, chunked)
         time.sleep(0.5)

@@ -229,8 +229,11 @@ def test_the_example_file_documents_every_key_with_a_comment() -> None:
 
 
 def test_the_examples_commented_out_values_are_valid(tmp_path: Path) -> None:
-    # serve.token stays commented: it and serve.token_file are exclusive (test_config_serve.py)
-    text = re.sub(r"(?m)^# (?!token = )(\w+ = .*)$", r"\1", EXAMPLE.read_text(encoding="utf-8"))
+    # serve.token and mqtt.password stay commented: each is exclusive with its _file key
+    # (test_config_serve.py)
+    text = re.sub(
+        r"(?m)^# (?!token = |password = )(\w+ = .*)$", r"\1", EXAMPLE.read_text(encoding="utf-8")
+    )
     s = load_settings(toml(tmp_path, text), {})
     assert s.node_name == "edge-01"
     assert s.store.path == Path("/var/lib/infergy/infergy.db")

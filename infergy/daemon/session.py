@@ -237,7 +237,7 @@ class Session:
         await meter_set.wait_ready()
         runner = await self._open_runner(st, cfg, out_dir, meter_set)
         meter_set.set_saturation(max(1, cfg.batch_size * max(1, len(cfg.gpus))))
-        meter_set.set_simulated_load(cfg.batch_size, cfg.precision)
+        meter_set.set_simulated_load(cfg.batch_size, cfg.precision, cfg.workload)
         if cfg.backend == "sim" and meter_set.boards:  # the simulated work follows the boards
             await runner.simulate(meter_set.simulated_settings())
         st.gpus_start = gpu_provenance(meter_set)
@@ -269,8 +269,10 @@ class Session:
     ) -> Any:
         try:
             await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+            # a simulated generative workload reports its steps' activity (their power)
+            extra = {"on_activity": meter_set.on_activity} if cfg.generative else {}
             self.runner = await self._runners_factory(
-                cfg, st.clock, out_dir, on_in_flight=meter_set.on_in_flight
+                cfg, st.clock, out_dir, on_in_flight=meter_set.on_in_flight, **extra
             )
         except OSError as err:  # the run's folder: nothing has been measured yet
             reason = disk_problem(out_dir) or err.strerror or str(err)
@@ -380,7 +382,9 @@ class Session:
         gpus = spec.gpus
         if gpus is None and meter_set is not None:
             nvml = meter_set.nvml()  # CUDA ordinals of the metered (visible) GPUs
-            gpus = tuple(range(len(nvml.gpus))) if nvml is not None else (0,)
+            # without a GPU, torch generates on the CPU (the llm workload's tiny model)
+            none = () if spec.resolved_workload == "llm" and spec.backend == "torch" else (0,)
+            gpus = tuple(range(len(nvml.gpus))) if nvml is not None else none
         cfg = spec.workload_config(tuple(gpus or ()))
         if cfg.backend == "sim":
             cfg = sim_workload(cfg, meter_set, self.settings.meters.simulated_part)
@@ -447,7 +451,12 @@ class Session:
         a = self.settings.analysis
         analysis = analyze(
             inputs,
-            Workload.of_queries(cfg.scenario, queries, run.mlperf if run is not None else None),
+            Workload.of_queries(
+                cfg.scenario,
+                queries,
+                run.mlperf if run is not None else None,
+                generation=run.generation if run is not None else None,
+            ),
             window,
             identity=self._identity(st, cfg, meter_set),
             options=AnalysisOptions(

@@ -129,10 +129,11 @@ class Session:
         st = _State(clock, clock.now_ns())
         self.aborted: SessionOutcome | None = None
         out_dir = self.settings.output.dir / self.run_id
-        await asyncio.to_thread(_make_run_dir, out_dir)
         self._phase(st, "prepare", None)
-        # What the job alone shows cannot work fails now, before a meter or model is opened.
+        # What the job alone shows cannot work fails now, before a meter, a model or even the
+        # run's folder is made (a refused run leaves nothing behind).
         preflight(self.spec.workload_config(tuple(self.spec.gpus or ())))
+        await asyncio.to_thread(_make_run_dir, out_dir)
         gpu_backend = (self.spec.backend or "onnxruntime") in ("torch", "tensorrt", "sim")
         try:  # the service's meters are already sampling, and not ours to close
             meter_set = (
@@ -522,7 +523,8 @@ def _make_run_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        msg = f"cannot create the run's folder {path}: {err.strerror or err}"
+        reason = disk_problem(path.parent) or err.strerror or str(err)
+        msg = f"cannot create the run's folder {path}: {reason}"
         hint = "--out (or [output] dir) must be a writable directory"
         raise ConfigError(msg, hint=hint) from None
 

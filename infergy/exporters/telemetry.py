@@ -294,6 +294,7 @@ class LiveTelemetry:
             # What a source is can be learnt after it started: a PTD server's Identify names
             # the analyzer and says whether it is simulated. Labels stay as first published.
             tracked.info = info
+            tracked.simulated = tracked.simulated or info.simulated
         else:
             labels = split_source(info.name, info.semantics)
             if any(t.labels == labels for t in self._tracked.values()):

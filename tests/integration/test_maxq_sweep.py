@@ -157,7 +157,7 @@ def test_an_analyzer_lost_mid_sweep_stops_it_restores_and_keeps_the_points(
     _, record = run(tmp_path, sweep_spec, observer=observer)
     assert record is not None and record["status"] == "failed"
     stopped = [p for p in record["problems"] if p.startswith("stopped")]
-    assert len(stopped) == 1 and "ac lost coverage" in stopped[0], record["problems"]
+    assert len(stopped) == 1 and "sim lost coverage" in stopped[0], record["problems"]
     assert [p["role"] for p in record["points"]] == ["baseline-start", "point"]
     assert record["points"][0]["usable"] and not record["points"][1]["usable"]
     assert record["restore"]["verified"] is True and not journal_exists(tmp_path)

@@ -63,7 +63,7 @@ def test_a_script_marks_its_phases_and_infergy_exits_with_its_code(tmp_path):
     assert result["scenario"] is None and result["backend"] == "command"
     assert result["command"]["argv"] == ["sh", "-c", script]
     assert result["command"]["exit_code"] == 7 and result["command"]["signal"] is None
-    ac = result["power"]["ac"]
+    ac = result["power"]["sim"]
     assert ac["simulated"] is True and ac["coverage"] == pytest.approx(1.0)
     duration = result["window"]["duration_s"]
     assert 1.1 < duration < 5
@@ -73,7 +73,7 @@ def test_a_script_marks_its_phases_and_infergy_exits_with_its_code(tmp_path):
     assert phases["load"]["duration_s"] == pytest.approx(0.9, abs=0.15)
     assert phases["load/inner"]["duration_s"] == pytest.approx(0.3, abs=0.1)
     for p in phases.values():
-        e = p["power"]["ac"]
+        e = p["power"]["sim"]
         assert e["simulated"] is True
         assert abs(e["energy_joules"] - WATTS * p["duration_s"]) <= e["uncertainty_joules"]
     problems = "\n".join(result["problems"])
@@ -130,7 +130,7 @@ def test_an_idle_baseline_is_taken_before_the_command(tmp_path):
     done = _measure(tmp_path, "--meter", "sim", "--idle", "1", "--", "sleep", "0.5")
     assert done.returncode == 0, done.stderr
     (result,) = _stored(tmp_path)
-    ac = result["power"]["ac"]
+    ac = result["power"]["sim"]
     assert ac["idle_watts"] == pytest.approx(WATTS, rel=1e-3)
     idle = result["provenance"]["idle_window"]
     assert idle["end_unix_ns"] <= result["window"]["start_unix_ns"]

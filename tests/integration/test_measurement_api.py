@@ -62,14 +62,14 @@ def test_nested_and_overlapping_windows_match_the_profile_within_their_uncertain
         m.begin_window("overlap")  # begins inside inner, ends after it
         time.sleep(0.8)
         inner = m.end_window("inner")
-        right_away = inner["ac"]  # read at once: waits for the samples past its end
+        right_away = inner["sim"]  # read at once: waits for the samples past its end
         time.sleep(1.6)
         overlap = m.end_window("overlap")
         time.sleep(1.0)
         outer = m.end_window("outer")
     assert right_away.coverage == pytest.approx(1.0)
     for w in (inner, overlap, outer):
-        ac = w["ac"]
+        ac = w["sim"]
         truth = _truth_j(m, w)
         assert ac.simulated is True and ac.kind == "analyzer"
         assert ac.coverage == pytest.approx(1.0) and ac.problems == ()
@@ -79,7 +79,7 @@ def test_nested_and_overlapping_windows_match_the_profile_within_their_uncertain
         assert ac.mean_power_w == pytest.approx(ac.energy_j / w.duration_s)
         assert ac.per_item(10) == pytest.approx(ac.energy_j / 10)
     assert outer.start_ns < inner.start_ns < overlap.start_ns < inner.end_ns < overlap.end_ns
-    assert outer["ac"].energy_j > inner["ac"].energy_j + overlap["ac"].energy_j / 2  # type: ignore[operator]
+    assert outer["sim"].energy_j > inner["sim"].energy_j + overlap["sim"].energy_j / 2  # type: ignore[operator]
     assert [w.name for w in m.windows] == ["inner", "overlap", "outer"]
     assert any("SIMULATED" in p for p in m.problems)
 
@@ -113,7 +113,7 @@ def test_windows_from_several_threads_each_match_the_profile(tmp_path):
     assert errors == []
     assert len(ended) == 4 * 9
     for w in ended:
-        ac = w["ac"]
+        ac = w["sim"]
         truth = _truth_j(m, w)
         assert ac.coverage == pytest.approx(1.0), w.name
         assert abs(ac.energy_j - truth) <= ac.uncertainty_j, (w.name, ac.energy_j, truth)  # type: ignore[operator]
@@ -129,7 +129,7 @@ def test_simulated_gpus_give_per_gpu_and_summed_figures_with_an_idle_baseline(tm
     assert set(figures) >= {"gpu0", "gpu1", "gpus", "gpu0.samples"}
     for name in ("gpu0", "gpu1"):
         g = figures[name]
-        assert g.simulated is True and g.kind == "sim" and g.coverage == pytest.approx(1.0)
+        assert g.simulated is True and g.kind == "nvml" and g.coverage == pytest.approx(1.0)
         assert g.idle_w == pytest.approx(70.0, rel=0.02)  # the boards' idle power
         # busy 650 W; the boards follow the open window within one 20-ms follow period
         assert g.mean_power_w == pytest.approx(650.0, rel=0.04)
@@ -161,7 +161,7 @@ def test_misused_windows_raise_clear_errors(tmp_path):
             m.end_window(3)  # type: ignore[arg-type]
         for bad in (0, -1, float("nan"), True, "5"):
             with pytest.raises(WindowError, match="positive number of items"):
-                w["ac"].per_item(bad)  # type: ignore[arg-type]
+                w["sim"].per_item(bad)  # type: ignore[arg-type]
         with pytest.raises(KeyError, match="has no source 'gpu7'"):
             w["gpu7"]
         m.begin_window("left-open")
@@ -174,7 +174,7 @@ def test_misused_windows_raise_clear_errors(tmp_path):
     with pytest.raises(WindowError, match="runs once"):
         m.start()
     t0 = time.monotonic()
-    assert w["ac"].energy_j is not None  # after close: final at once, no waiting
+    assert w["sim"].energy_j is not None  # after close: final at once, no waiting
     assert time.monotonic() - t0 < 0.5
 
 

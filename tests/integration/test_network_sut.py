@@ -68,7 +68,7 @@ def test_kserve_offline_sends_every_sample_with_at_most_concurrency_in_flight(tm
     assert 1 <= served["connections"] <= 3  # kept alive and reused
     server = r["provenance"]["software"]["workload"]["per_device"][0]["server"]
     assert server["encoding"] == ("binary" if binary else "json")
-    assert r["power"]["ac"]["simulated"] is True
+    assert r["power"]["sim"]["simulated"] is True
 
 
 def test_kserve_single_stream_and_server_scenarios(tmp_path):
@@ -162,7 +162,7 @@ def test_a_server_that_goes_away_mid_run_gives_a_degraded_run_with_what_was_meas
     assert any(w in problems for w in why), problems
     assert r["performance"]["queries"] > 0  # what completed before it went is measured
     assert 0 < r["window"]["duration_s"] < 5
-    assert r["power"]["ac"]["coverage"] == pytest.approx(1.0)
+    assert r["power"]["sim"]["coverage"] == pytest.approx(1.0)
     assert took_s < 60, took_s  # no hang: an Offline run ends when the server is gone
 
 

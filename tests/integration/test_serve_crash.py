@@ -88,7 +88,7 @@ def test_sigkill_mid_run_loses_no_job_and_no_recorded_query(tmp_path: Path) -> N
         written = json.loads((serve.output / long / "result.json").read_text(encoding="utf-8"))
         assert written["status"] == "aborted"
         assert written["performance"]["queries"] == on_disk
-        assert (serve.output / long / "queries.csv").is_file()
+        assert (serve.output / long / "queries.csv.gz").is_file()
         done = serve.wait_state(queued, {"ok", "degraded"}, timeout_s=90)  # the queue came back
         assert done["result"]["run_id"] == queued
     finally:

@@ -51,7 +51,7 @@ def test_csv_like_nvidia_smi_from_simulated_gpus_and_the_emulated_analyzer(tmp_p
     assert done.returncode == 0, done.stderr
     header, rows = _csv_rows(done.stdout)
     assert header.startswith("timestamp, source, power.draw [W], energy.since_start [J]")
-    assert [r[1] for r in rows] == ["gpu0", "gpu1", "gpus", "ac"] * 3  # one header, 3 updates
+    assert [r[1] for r in rows] == ["gpu0", "gpu1", "gpus", "sim"] * 3  # one header, 3 updates
     for r in rows:
         assert r[-1] == "SIMULATED", r
     gpu0 = [r for r in rows if r[1] == "gpu0"]
@@ -62,7 +62,7 @@ def test_csv_like_nvidia_smi_from_simulated_gpus_and_the_emulated_analyzer(tmp_p
     gpus = [r for r in rows if r[1] == "gpus"]
     for total, a, b in zip(gpus, gpu0, [r for r in rows if r[1] == "gpu1"], strict=True):
         assert float(total[2]) == pytest.approx(float(a[2]) + float(b[2]), abs=0.02)
-    assert "note: ac: SIMULATED" in done.stderr
+    assert "note: sim: SIMULATED" in done.stderr
 
 
 def test_the_table_format_off_a_terminal_prints_each_update(tmp_path):
@@ -79,7 +79,7 @@ def test_ctrl_c_ends_the_watch_with_exit_code_0(tmp_path):
     )  # fmt: skip
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("timestamp, source")
-    assert ", ac, " in proc.stdout.readline()
+    assert ", sim, " in proc.stdout.readline()
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err

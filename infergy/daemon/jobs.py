@@ -320,6 +320,9 @@ class JobSpec(BaseModel):
             raise JobError(msg)
         if self.backend in NETWORK_BACKENDS:
             gpus = ()  # the server runs the model; `gpus` only chose what is metered
+        if self.resolved_workload == "llm" and self.gpus is None and gpus == ():
+            # no GPU was found: torch generates on the CPU, with the CPU's defaults
+            return self.model_copy(update={"gpus": ()}).workload_config(gpus)
         default_backend = "torch" if self.resolved_workload == "llm" else "onnxruntime"
         return WorkloadConfig(
             backend=self.backend or default_backend, model=self.model,

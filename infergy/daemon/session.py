@@ -271,7 +271,7 @@ class Session:
         try:
             await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
             # a simulated generative workload reports its steps' activity (their power)
-            extra = {"on_activity": meter_set.on_activity} if cfg.generative else {}
+            extra: dict[str, Any] = {"on_activity": meter_set.on_activity} if cfg.generative else {}
             self.runner = await self._runners_factory(
                 cfg, st.clock, out_dir, on_in_flight=meter_set.on_in_flight, **extra
             )

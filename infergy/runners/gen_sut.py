@@ -26,10 +26,11 @@ the engine's own tokens/s (the warm-up's calibration and the harness-efficiency 
 from __future__ import annotations
 
 import collections
+import functools
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from infergy.core.gen_logs import DECODE, PREFILL
@@ -85,7 +86,7 @@ class GenPool:
 
 
 def _head(items: collections.deque[Pending], n: int) -> list[Pending]:
-    out = []
+    out: list[Pending] = []
     for p in items:
         if len(out) >= n:
             break
@@ -258,7 +259,7 @@ class GenSut:
             backend.prefill([r.slot for r in seqs], prompts, worker)
             t1 = time.monotonic_ns()
             for r in seqs:  # LoadGen first: its clock stops in the call
-                self._tell(lambda r=r: self.calls.first_token(r.pending.sample_id))  # type: ignore[misc]
+                self._tell(functools.partial(self.calls.first_token, r.pending.sample_id))
             self.phases.append(t0, t1, PREFILL, sum(prompts), len(seqs), slot)
             self._finished(batcher.prefilled(seqs, t1), t1, slot)
         running = batcher.running
@@ -272,7 +273,7 @@ class GenSut:
     def _finished(self, done: list[Running], t_ns: int, slot: int) -> None:
         for r in done:
             p = r.pending
-            self._tell(lambda p=p, r=r: self.calls.complete_tokens(p.sample_id, r.produced))  # type: ignore[misc]
+            self._tell(functools.partial(self.calls.complete_tokens, p.sample_id, r.produced))
             self.recorder.completed(p.issue_ns, t_ns, 1, slot)
             self.tokens.append(p.issue_ns, r.first_ns, t_ns, p.input_tokens, r.produced, slot)
 
@@ -282,9 +283,9 @@ class GenSut:
             self.recorder.abandoned(len(ids))
             self._tell(lambda: self.calls.complete(ids))
 
-    def _tell(self, call: object) -> None:
+    def _tell(self, call: Callable[[], object]) -> None:
         try:
-            call()  # type: ignore[operator]
+            call()
         except BaseException as err:
             self.failure.add("complete", err)
 
@@ -331,7 +332,8 @@ def tight_generation(
     deadline = t_start + round(duration_s * 1e9)
 
     def loop(slot: int, worker: int) -> None:
-        backend, batcher, mine = backends[slot], SlotBatcher(max_batch), []
+        backend, batcher = backends[slot], SlotBatcher(max_batch)
+        mine: list[tuple[int, int, int]] = []
         try:
             while time.monotonic_ns() < deadline or len(mine) < min_samples:
                 with lock:
@@ -341,8 +343,9 @@ def tight_generation(
                 new = [Pending(0, now, a, b) for a, b in waiting[:k]]
                 if new:
                     seqs = batcher.admit(new)
-                    for _ in new if recorder is not None else ():
-                        recorder.issued(1)
+                    if recorder is not None:
+                        for _ in new:
+                            recorder.issued(1)
                     backend.prefill([r.slot for r in seqs],
                                     [r.pending.input_tokens for r in seqs], worker)  # fmt: skip
                     batcher.prefilled(seqs, time.monotonic_ns())

@@ -25,7 +25,7 @@ from infergy.cli.console import print_note, render_result
 from infergy.cli.progress import ConsoleObserver
 from infergy.config.settings import Settings, load_settings
 from infergy.daemon.auto_batch import resolve_auto_batch
-from infergy.daemon.jobs import JobSpec
+from infergy.daemon.jobs import HintedValueError, JobSpec
 from infergy.daemon.maxq_session import MaxqSweep, QuietSweepObserver
 from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.daemon.session import Session
@@ -79,6 +79,9 @@ def job_spec(values: dict[str, Any]) -> JobSpec:
     except ValidationError as err:
         first = err.errors()[0]
         text = first["msg"].removeprefix("Value error, ")
+        cause = (first.get("ctx") or {}).get("error")
+        if isinstance(cause, HintedValueError) and cause.hint:  # its own hint, on its own line
+            raise InputError(cause.message, hint=cause.hint) from None
         if first["loc"]:
             msg = f"{_flag(str(first['loc'][0]))}: {text}"
         else:  # a rule across fields: name them as flags (target_qps -> --target-qps)

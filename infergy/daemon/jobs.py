@@ -66,6 +66,17 @@ _METER = re.compile(r"^(nvml|rapl|sim|ptd://[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
 _SCENARIOS = {s.value for s in Scenario}
 
 
+class HintedValueError(ValueError):
+    """A field rule's refusal that carries its hint apart (the command line prints it as one).
+
+    Its text (what a 422 says) ends with the hint in parentheses.
+    """
+
+    def __init__(self, message: str, hint: str | None) -> None:
+        super().__init__(message + (f" ({hint})" if hint else ""))
+        self.message, self.hint = message, hint
+
+
 class JobSpec(BaseModel):
     """One measurement session, as requested by a user (CLI flags, HTTP body, MQTT payload)."""
 
@@ -269,8 +280,7 @@ class JobSpec(BaseModel):
                 ttft_ms=self.ttft_ms, tpot_ms=self.tpot_ms,
             )  # fmt: skip
         except InfergyError as err:
-            msg = f"{err}" + (f" ({err.hint})" if err.hint else "")
-            raise ValueError(msg) from None
+            raise HintedValueError(str(err), err.hint) from None
 
     @property
     def resolved_workload(self) -> str:

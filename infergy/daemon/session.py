@@ -40,7 +40,14 @@ from infergy.daemon.session_types import (
     _State,
     unwrapped,
 )
-from infergy.errors import AnalysisError, ConfigError, InfergyError, InputError, WorkloadError
+from infergy.errors import (
+    AnalysisError,
+    ConfigError,
+    InfergyError,
+    InputError,
+    LoadgenSettingsError,
+    WorkloadError,
+)
 from infergy.runners.preflight import preflight
 from infergy.runners.scratch import remove_scratch
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
@@ -208,6 +215,10 @@ class Session:
             raise
         except InfergyError as err:
             if self.runner is None:  # preparing failed: nothing was measured
+                raise
+            if isinstance(err, LoadgenSettingsError):
+                # refused before LoadGen's test started (a token bound below what the warm-up
+                # measured, a Server target far above it): bad input, nothing is kept
                 raise
             return await self._abort(st, cfg, meter_set, out_dir, failure=err)
 

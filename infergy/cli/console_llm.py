@@ -5,7 +5,7 @@ tokens/s, TTFT and TPOT percentiles, then a table per power source of mJ per out
 prefill (prompt) token and per decode token, and tokens/s per watt, each with its uncertainty,
 and how the window's energy was split between the phases (``resolved``: the samples resolve
 the phases; ``fitted``: a per-phase power fitted to the samples; ``time-share``: the samples
-are too coarse and the split follows the phases' time, its uncertainty as large as the part).
+are too coarse and the split follows the phases' time, its uncertainty the smaller phase's energy).
 """
 
 from __future__ import annotations

@@ -219,6 +219,9 @@ class Session:
             if isinstance(err, LoadgenSettingsError):
                 # refused before LoadGen's test started (a token bound below what the warm-up
                 # measured, a Server target far above it): bad input, nothing is kept
+                st.settled = True  # no checkpoint from now on; the last one goes
+                if self.store is not None:
+                    await asyncio.to_thread(self.store.drop_checkpoint, self.run_id)
                 raise
             return await self._abort(st, cfg, meter_set, out_dir, failure=err)
 

@@ -93,3 +93,29 @@ def test_an_offline_run_shows_and_keeps_energy_per_token_by_phase(tmp_path: Path
     assert gen["output_tokens"] > 0 and gen["ttft_ms"]["p50"] > 0
     assert (run_dir / "llm_phases.png").stat().st_size > 10_000
     assert result["power"]["sim"]["simulated"] is True
+
+
+def test_a_refused_service_session_leaves_no_checkpoint_in_the_store(tmp_path: Path) -> None:
+    """As under `infergy serve`: checkpoints every 0.5 s, then the token bound is refused."""
+    import asyncio  # noqa: PLC0415
+
+    from infergy.config.settings import Settings  # noqa: PLC0415
+    from infergy.daemon.jobs import JobSpec  # noqa: PLC0415
+    from infergy.daemon.session import Session  # noqa: PLC0415
+    from infergy.errors import LoadgenSettingsError  # noqa: PLC0415
+    from infergy.store.db import Store  # noqa: PLC0415
+
+    settings = Settings.model_validate({
+        "output": {"dir": str(tmp_path / "out")}, "store": {"path": str(tmp_path / "store.db")},
+        "meters": {"rapl": False}, "session": {"tail_s": 0.5},
+    })  # fmt: skip
+    spec = JobSpec.model_validate({
+        "backend": "sim", "workload": "llm", "meter": ["sim"], "scenario": "server",
+        "target_qps": 0.5, "ttft_ms": 1, "duration": 3, "idle": 1, "warmup": 2,
+    })  # fmt: skip
+    with Store.open(tmp_path / "store.db") as store:
+        session = Session("refused", spec, settings, store=store, checkpoint_s=0.5)
+        with pytest.raises(LoadgenSettingsError, match="TTFT bound of 1 ms"):
+            asyncio.run(session.run())
+        assert store.find_result("refused") is None, "a refused run left its checkpoint"
+    assert not (tmp_path / "out" / "refused").exists()

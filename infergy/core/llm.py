@@ -128,7 +128,7 @@ SHAPES: dict[str, LlmShape] = {
     s.name: s
     for s in (
         LlmShape("tiny", layers=2, hidden=64, heads=4, kv_heads=2, ffn=172, vocab=512,
-                 context_tokens=1024, rope_theta=10_000.0),
+                 context_tokens=2048, rope_theta=10_000.0),
         LlmShape("llama-1b-shape", layers=16, hidden=2048, heads=32, kv_heads=8, ffn=8192,
                  vocab=128_256, context_tokens=8192),
         LlmShape("llama-8b-shape", layers=32, hidden=4096, heads=32, kv_heads=8, ffn=14_336,

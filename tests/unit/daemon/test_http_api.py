@@ -574,8 +574,8 @@ def test_an_llm_job_is_accepted_and_lengths_beyond_the_context_are_a_422() -> No
         assert r.status == 202, await r.text()
         (queued,) = s.list_jobs()
         assert queued.spec.resolved_workload == "llm" and queued.spec.input_tokens == "16:64"
-        r = await client.post("/v1/runs", json={**job, "input_tokens": "1000"})
+        r = await client.post("/v1/runs", json={**job, "input_tokens": "2040"})
         assert r.status == 422
-        assert "tokens of context; tiny holds 1024" in (await r.json())["errors"][0]["msg"]
+        assert "tokens of context; tiny holds 2048" in (await r.json())["errors"][0]["msg"]
 
     api(body)

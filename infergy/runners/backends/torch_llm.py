@@ -98,6 +98,8 @@ class TorchGenerator:
                                        seed=spec.seed, cache_tokens=spec.cache_tokens)  # fmt: skip
             self._execs = [_Executor(torch, self._model, spec, self._dev)
                            for _ in range(spec.workers)]  # fmt: skip
+            if self._dev.type == "cuda":  # weights and caches were made on the default
+                torch.cuda.synchronize(self._dev)  # stream; the executors' streams use them
             graphs = spec.cuda_graphs and self._dev.type == "cuda"
             self._batches = batch_sizes_for(spec.max_batch) if graphs else ()
             step = CONTEXT_ROUND_TOKENS

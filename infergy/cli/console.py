@@ -20,13 +20,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from infergy.cli.console_cells import num as _num
+from infergy.cli.console_cells import sig as _sig
+from infergy.cli.console_cells import simulated_caption as _simulated_caption
+from infergy.cli.console_cells import source_cell as _source_cell
+from infergy.cli.console_cells import source_width as _source_width
+from infergy.cli.console_llm import render_generative
 from infergy.core.compare import Comparison
 
 SIMULATED_LABEL = "(SIMULATED)"
 """How the screen marks a source whose readings are not measurements."""
-SIMULATED_STAR = "*"
-"""The tables' mark of a simulated source, explained in the table's caption."""
-
 _KIND_SHORT = {"analyzer": "ac", "replay": "file"}
 _STATUS_STYLE = {"ok": "bold green", "degraded": "bold yellow", "failed": "bold red"}
 
@@ -43,22 +46,6 @@ def print_error(
 def print_note(console: Console, text: str, *, label: str = "note", style: str = "yellow") -> None:
     """``<label>: <text>`` as literal text on one line (notes, file locations, warnings)."""
     console.print(Text.assemble((f"{label}:", style), " ", text), soft_wrap=True)
-
-
-def _num(value: float | None, fmt: str = ".4g", unit: str = "") -> str:
-    if value is None:
-        return "—"
-    return f"{value:{fmt}}{unit}"
-
-
-def _sig(value: float | None, digits: int = 4) -> str:
-    """``digits`` significant digits without an exponent (12,345 / 6.25 / 0.0123)."""
-    if value is None:
-        return "—"
-    if value == 0 or not math.isfinite(value):
-        return f"{value:g}"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
-    return f"{value:,.{decimals}f}"
 
 
 def render_result(console: Console, result: Mapping[str, Any]) -> None:
@@ -100,6 +87,8 @@ def render_result(console: Console, result: Mapping[str, Any]) -> None:
                 result["efficiency"], result.get("mlperf") or {}, result.get("power") or {}
             )
         )
+    if result.get("generative"):
+        render_generative(console, result["generative"], result.get("power") or {})
     _render_problems(console, result.get("problems") or [])
 
 
@@ -157,25 +146,6 @@ def _kind(p: Mapping[str, Any]) -> Text:
         return Text(kind)
     drifted = bool(anchoring.get("drifted"))
     return Text(f"{kind}, anchored" + (" (drift)" if drifted else ""), "yellow" if drifted else "")
-
-
-def _source_width(power: Mapping[str, Mapping[str, Any]] | None) -> int:
-    """Wide enough for every source cell: a mark is never cut off."""
-    return max((len(_source_cell(n, p)) for n, p in (power or {}).items()), default=6)
-
-
-def _source_cell(name: str, power: Mapping[str, Any] | None) -> Text:
-    """The source's name, starred when its readings are not measurements (see the caption)."""
-    if power is not None and power.get("simulated"):
-        return Text.assemble(name, (SIMULATED_STAR, "bold magenta"))
-    return Text(name)
-
-
-def _simulated_caption(power: Mapping[str, Mapping[str, Any]]) -> str | None:
-    names = [n for n, p in power.items() if p.get("simulated")]
-    if not names:
-        return None
-    return f"{SIMULATED_STAR} SIMULATED, not measurements: {', '.join(names)}"
 
 
 def _efficiency_table(

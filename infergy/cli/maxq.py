@@ -310,6 +310,16 @@ def maxq(
         ),
     ] = None,
     label: Annotated[str | None, typer.Option(help="Free text kept with the sweep.")] = None,
+    workload: Annotated[
+        str | None,
+        typer.Option(metavar="vision|llm", help="As infergy run's (llm: tokens-per-joule)."),
+    ] = None,
+    input_tokens: Annotated[
+        str | None, typer.Option(metavar="DIST", help="llm: prompt lengths, as infergy run's.")
+    ] = None,
+    output_tokens: Annotated[
+        str | None, typer.Option(metavar="DIST", help="llm: output lengths, as infergy run's.")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: \\[output] dir).")
     ] = None,
@@ -353,7 +363,8 @@ def maxq(
             "latency_percentile": latency_percentile,
             "min_samples_per_second": min_samples_per_second, "source": source,
             "point_duration": point_duration, "warmup": warmup, "settle": settle, "idle": idle,
-            "search": search, "label": label,
+            "search": search, "label": label, "workload": workload,
+            "input_tokens": input_tokens, "output_tokens": output_tokens,
         }  # fmt: skip
         spec = maxq_spec(values)
         if spec.backend is None:

@@ -21,7 +21,9 @@ from rich.table import Table
 from rich.text import Text
 
 from infergy.cli.common import ConfigOpt, open_store
-from infergy.cli.console import _STATUS_STYLE, _num, _sig
+from infergy.cli.console import _STATUS_STYLE
+from infergy.cli.console_cells import num as _num
+from infergy.cli.console_cells import sig as _sig
 from infergy.config.settings import load_settings
 from infergy.daemon.command import measure_command
 from infergy.errors import InputError

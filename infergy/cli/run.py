@@ -25,7 +25,7 @@ from infergy.cli.console import print_note, render_result
 from infergy.cli.progress import ConsoleObserver
 from infergy.config.settings import Settings, load_settings
 from infergy.daemon.auto_batch import resolve_auto_batch
-from infergy.daemon.jobs import JobSpec
+from infergy.daemon.jobs import HintedValueError, JobSpec
 from infergy.daemon.maxq_session import MaxqSweep, QuietSweepObserver
 from infergy.daemon.maxq_spec import MaxqSpec
 from infergy.daemon.session import Session
@@ -45,6 +45,10 @@ _EPILOG = (
     "--batch-size 8 --concurrency 16   # a running Triton / KServe server\n\n"
     "  infergy run --backend openai --endpoint http://127.0.0.1:8000/v1 --scenario server "
     "--target-qps 4 --max-tokens 128   # vLLM, TensorRT-LLM, llama.cpp (TTFT, TPOT)\n\n"
+    "  infergy run --workload llm --model llama-8b-shape --batch-size 32 --input-tokens "
+    "normal:512:128 --output-tokens 128   # J/token, prefill vs decode (torch, bf16)\n\n"
+    "  infergy run --backend sim --workload llm --scenario server --target-qps 20 "
+    "--ttft-ms 2000 --tpot-ms 200   # a SIMULATED H200\n\n"
     "Exit codes: 0 ok, 1 the measurement failed or was interrupted, 2 bad usage or config, "
     "3 degraded result with --strict."
 )
@@ -75,6 +79,9 @@ def job_spec(values: dict[str, Any]) -> JobSpec:
     except ValidationError as err:
         first = err.errors()[0]
         text = first["msg"].removeprefix("Value error, ")
+        cause = (first.get("ctx") or {}).get("error")
+        if isinstance(cause, HintedValueError) and cause.hint:  # its own hint, on its own line
+            raise InputError(cause.message, hint=cause.hint) from None
         if first["loc"]:
             msg = f"{_flag(str(first['loc'][0]))}: {text}"
         else:  # a rule across fields: name them as flags (target_qps -> --target-qps)
@@ -90,6 +97,8 @@ def choose_backend(spec: JobSpec) -> JobSpec:
     """Fill in the backend: torch on a GPU machine with CUDA PyTorch, else ONNX Runtime."""
     if spec.backend is not None:
         return spec
+    if spec.resolved_workload == "llm":  # the generative backend (CPU or GPU)
+        return spec.model_copy(update={"backend": "torch"})
     backend = (
         "torch" if (spec.gpus != () and _gpu_present() and _torch_present()) else "onnxruntime"
     )
@@ -193,6 +202,8 @@ TUNING = "Runner tuning"
 """The help panel of the options that change how fast the workload runs, not what is measured."""
 NETWORK = "A running server (--backend kserve | openai)"
 """The help panel of the network backends' options."""
+GENERATIVE = "A language model (--workload llm)"
+"""The help panel of the generative workload's options."""
 
 
 def run(
@@ -200,7 +211,7 @@ def run(
     backend: Annotated[
         str | None,
         typer.Option(
-            help="onnxruntime | torch | tensorrt | kserve | openai (default: torch on a GPU, "
+            help="onnxruntime | torch | tensorrt | sim | kserve | openai (default: torch on a GPU, "
             "else onnxruntime)."
         ),
     ] = None,
@@ -208,6 +219,7 @@ def run(
         str,
         typer.Option(
             help="auto, a built-in model (tiny, resnet50) or a path to .onnx / .plan; "
+            "llm: tiny, llama-1b-shape, llama-8b-shape (random weights); "
             "openai: the served model's name (auto: the server's first)."
         ),
     ] = "auto",
@@ -344,6 +356,47 @@ def run(
         Path | None,
         typer.Option(rich_help_panel=NETWORK, help="openai: a text file, one prompt per line."),
     ] = None,
+    workload: Annotated[
+        str | None,
+        typer.Option(
+            metavar="vision|llm",
+            rich_help_panel=GENERATIVE,
+            help="vision (image models) or llm (a decoder under LoadGen's token latencies, "
+            "torch or sim; default: llm when --model names a decoder).",
+        ),
+    ] = None,
+    input_tokens: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIST",
+            rich_help_panel=GENERATIVE,
+            help="llm: prompt lengths: N, LO:HI or normal:MEAN:STD (default normal:512:128).",
+        ),
+    ] = None,
+    output_tokens: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIST",
+            rich_help_panel=GENERATIVE,
+            help="llm: output lengths, >= 2 tokens (default normal:128:32).",
+        ),
+    ] = None,
+    ttft_ms: Annotated[
+        float | None,
+        typer.Option(
+            metavar="MS",
+            rich_help_panel=GENERATIVE,
+            help="llm Server: LoadGen's time-to-first-token bound (default 2000).",
+        ),
+    ] = None,
+    tpot_ms: Annotated[
+        float | None,
+        typer.Option(
+            metavar="MS",
+            rich_help_panel=GENERATIVE,
+            help="llm Server: LoadGen's time-per-output-token bound (default 200).",
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> int:
     """Measure one inference run: idle baseline, warm-up, a LoadGen test, energy per query.
@@ -373,6 +426,8 @@ def run(
             "target_latency_ms": target_latency_ms, "seed": seed, "endpoint": endpoint,
             "concurrency": concurrency, "request_timeout": request_timeout,
             "max_tokens": max_tokens, "prompts": None if prompts is None else str(prompts),
+            "workload": workload, "input_tokens": input_tokens, "output_tokens": output_tokens,
+            "ttft_ms": ttft_ms, "tpot_ms": tpot_ms,
         }
     )  # fmt: skip
     return run_session_cli(choose_backend(spec), settings, json_out=json_out)

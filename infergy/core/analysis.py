@@ -33,8 +33,11 @@ from infergy.core.attribution import InFlight
 from infergy.core.clock import OffsetEstimate, offset_by_xcorr
 from infergy.core.combine import sum_traces
 from infergy.core.energy import idle_watts, mlperf_mean_watts, window_energy
+from infergy.core.gen_logs import GenerationLog
+from infergy.core.generative import generative_block
 from infergy.core.inputs import AnalysisOptions, SourceInput, Workload
 from infergy.core.mlperf import SUBMISSION_MIN_DURATION_MS
+from infergy.core.phase_split import SourceSplit
 from infergy.core.profile import PowerProfile
 from infergy.core.trace import (
     NS_PER_S,
@@ -144,7 +147,20 @@ def analyze(
         "provenance": dict(identity.get("provenance", {})),
     }
     ctx.notes.extend(f"note: {n}" for n in workload.rule.notes)
+    if workload.generation is not None:
+        result["generative"] = _generative(ctx, power, workload.generation)
     return Analysis(result, ctx.traces | ctx.raw, dict(ctx.curves))
+
+
+def _generative(ctx: _Context, power: Mapping[str, Any], log: GenerationLog) -> dict[str, Any]:
+    """The ``generative`` entry: prefill and decode apart, per source with energy."""
+    sources = {
+        name: SourceSplit(ctx.profiles[name], p.get("uncertainty_joules"),
+                          _resolution_ns(ctx, power, name))
+        for name, p in power.items()
+        if p.get("energy_joules") is not None
+    }  # fmt: skip
+    return generative_block(sources, ctx.window, log)
 
 
 def _mlperf_entry(workload: Workload) -> dict[str, Any]:

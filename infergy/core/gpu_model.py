@@ -21,7 +21,9 @@ Parameter sets (:data:`PARTS`): ``h200`` fitted to the lent H200 (ResNet-50 fp16
 default settings about 16,800 images/s at about 675 W; idle 81 W at 345 MHz, memory 41 W; limits
 200-700 W; SM 345-1980 MHz in 15-MHz steps; memory 3201 and 2201 MHz, all read with
 nvidia-smi). ``t4``, ``l4`` and ``a2`` use their published TDPs, limit ranges and clocks; their
-throughputs are of the right order, not fitted to a measurement.
+throughputs are of the right order, not fitted to a measurement. The generative workload's
+rates (``llm_*``, :mod:`infergy.core.gpu_llm`) come from each part's published tensor FLOP/s and
+memory bandwidth at realistic efficiencies, not from a measurement.
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ class GpuPart:
         spill_batch: per-sample traffic is ``1 + batch / spill_batch`` times the base.
         stall_power_fraction: share of dynamic power an SM draws while stalled on memory.
         supports_mem_lock: whether memory clocks can be locked (Ampere and newer).
+        memory_bytes: device memory (the generative workload's memory plan).
+        llm_flops_per_s: dense fp16/bf16 matrix FLOP/s a transformer reaches at the top SM
+            clock (prefill; :mod:`infergy.core.gpu_llm`), 0: not modelled.
+        llm_bytes_per_s: memory bandwidth a decode step reaches at the top memory clock.
+        llm_step_overhead_s: host and launch time of one prefill or decode step (graphs).
     """
 
     key: str
@@ -108,6 +115,10 @@ class GpuPart:
     spill_batch: float = 1024.0
     stall_power_fraction: float = 0.35
     supports_mem_lock: bool = True
+    memory_bytes: int = 0
+    llm_flops_per_s: float = 0.0
+    llm_bytes_per_s: float = 0.0
+    llm_step_overhead_s: float = 0.25e-3
 
     @property
     def max_sm_clock_mhz(self) -> int:
@@ -242,6 +253,11 @@ def _loaded(
 
 
 def _memory_w(part: GpuPart, mem_clock_mhz: int, mem_activity: float) -> float:
+    return memory_power_w(part, mem_clock_mhz, mem_activity)
+
+
+def memory_power_w(part: GpuPart, mem_clock_mhz: int, mem_activity: float) -> float:
+    """Memory power at a memory clock and a share of the bandwidth in use (0-1)."""
     scale = mem_clock_mhz / part.mem_clocks_mhz[0]
     share = part.mem_idle_fraction + (1.0 - part.mem_idle_fraction) * mem_activity
     return part.mem_max_w * scale * share
@@ -351,6 +367,10 @@ H200 = GpuPart(
     mem_idle_fraction=0.37,
     compute_rate_hz=17660.0,  # fitted: 16,800 images/s at the default settings
     mem_rate_hz=28250.0,
+    memory_bytes=141 * 2**30,
+    # published: dense bf16 989 TFLOP/s (taken at ~55 %), 4.8 TB/s (at ~85 %)
+    llm_flops_per_s=540e12,
+    llm_bytes_per_s=4.1e12,
 )
 T4 = GpuPart(
     key="t4",
@@ -371,6 +391,10 @@ T4 = GpuPart(
     compute_rate_hz=3098.0,  # about 2,500 images/s at the default 70 W
     mem_rate_hz=4957.0,
     supports_mem_lock=False,  # Turing: memory clock locks need Ampere or newer
+    memory_bytes=15 * 2**30,
+    # published: fp16 tensor 65 TFLOP/s; 320 GB/s
+    llm_flops_per_s=35e12,
+    llm_bytes_per_s=0.27e12,
 )
 L4 = GpuPart(
     key="l4",
@@ -390,6 +414,10 @@ L4 = GpuPart(
     mem_idle_fraction=0.33,
     compute_rate_hz=6305.0,  # about 4,800 images/s at the default 72 W
     mem_rate_hz=10088.0,
+    memory_bytes=22 * 2**30,
+    # published: fp16 tensor 121 TFLOP/s dense; 300 GB/s
+    llm_flops_per_s=60e12,
+    llm_bytes_per_s=0.25e12,
 )
 A2 = GpuPart(
     key="a2",
@@ -409,6 +437,10 @@ A2 = GpuPart(
     mem_idle_fraction=0.35,
     compute_rate_hz=1262.0,  # about 1,150 images/s at the default 60 W
     mem_rate_hz=2020.0,
+    memory_bytes=15 * 2**30,
+    # published: fp16 tensor 18 TFLOP/s dense; 200 GB/s
+    llm_flops_per_s=10e12,
+    llm_bytes_per_s=0.17e12,
 )
 
 PARTS: dict[str, GpuPart] = {part.key: part for part in (T4, L4, A2, H200)}

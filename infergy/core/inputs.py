@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infergy.core.clock import OffsetEstimate
+from infergy.core.gen_logs import GenerationLog
 from infergy.core.mlperf import LoadgenRun, MlperfRule, mlperf_rule
 from infergy.core.profile import DEFAULT_GAP_FACTOR
 from infergy.core.trace import (
@@ -98,6 +99,7 @@ class Workload:
         sample_count: samples in the run.
         latency_ns: p50/p90/p99 latency in ns when known without a query log (LoadGen's).
         loadgen: what LoadGen logged about the run (MLPerf's figures); None without its log.
+        generation: a generative run's phase and token logs (the result's ``generative``).
     """
 
     scenario: Scenario
@@ -106,16 +108,22 @@ class Workload:
     sample_count: int | None = None
     latency_ns: Mapping[str, float] | None = None
     loadgen: LoadgenRun | None = None
+    generation: GenerationLog | None = None
 
     @classmethod
     def of_queries(
-        cls, scenario: Scenario, queries: QueryLog, loadgen: LoadgenRun | None = None
+        cls,
+        scenario: Scenario,
+        queries: QueryLog,
+        loadgen: LoadgenRun | None = None,
+        generation: GenerationLog | None = None,
     ) -> Workload:
         """A workload described by its full query log (Offline: the batches of its queries)."""
         count = len(queries)
         if _run_scenario(scenario, loadgen) is Scenario.OFFLINE and count:
             count = int(np.unique(queries.issue_ns).size)  # a query's batches share its issue
-        return cls(scenario, queries, count, queries.total_samples, loadgen=loadgen)
+        return cls(scenario, queries, count, queries.total_samples, loadgen=loadgen,
+                   generation=generation)  # fmt: skip
 
     @classmethod
     def of_counts(

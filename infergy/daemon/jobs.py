@@ -31,6 +31,13 @@ from pydantic import (
 
 from infergy.core.trace import MULTI_STREAM_SAMPLES_PER_QUERY, Scenario
 from infergy.errors import InfergyError, JobError
+from infergy.runners.gen_config import (
+    DEFAULT_INPUT_TOKENS,
+    DEFAULT_OUTPUT_TOKENS,
+    auto_model,
+    check_generative,
+    is_shape_name,
+)
 from infergy.runners.types import NETWORK_BACKENDS, WorkloadConfig
 
 Backend = Literal["onnxruntime", "torch", "tensorrt", "sim", "kserve", "openai"]
@@ -47,10 +54,27 @@ DEFAULT_POOLED_BATCH = {"gpu": 256, "cpu": 1}
 about 24 samples/s/W at 256 against 4.3 at fp32 batch 1) until a MaxQ ``--batch-size auto``
 chooses it per model; on the CPU, 1 (ONNX Runtime's own threads use the cores)."""
 DEFAULT_STREAM_BATCH = {Scenario.SINGLE_STREAM: 1, Scenario.MULTI_STREAM: 8}
+DEFAULT_LLM_PRECISION = {"gpu": "bf16", "cpu": "fp32"}
+"""The llm workload's precision when a job names none: bf16 on a GPU (what language models
+are served in), fp32 on the CPU."""
+DEFAULT_LLM_BATCH = {"gpu": 64, "cpu": 4}
+"""The llm workload's Offline/Server batch (KV cache slots) when a job names none."""
+Workload = Literal["vision", "llm"]
 """SingleStream: one sample a query; MultiStream: its 8-sample query in one call."""
 
 _METER = re.compile(r"^(nvml|rapl|sim|ptd://[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
 _SCENARIOS = {s.value for s in Scenario}
+
+
+class HintedValueError(ValueError):
+    """A field rule's refusal that carries its hint apart (the command line prints it as one).
+
+    Its text (what a 422 says) ends with the hint in parentheses.
+    """
+
+    def __init__(self, message: str, hint: str | None) -> None:
+        super().__init__(message + (f" ({hint})" if hint else ""))
+        self.message, self.hint = message, hint
 
 
 class JobSpec(BaseModel):
@@ -119,6 +143,19 @@ class JobSpec(BaseModel):
     """openai: tokens asked for per sample."""
     prompts: Annotated[str, Field(max_length=4096)] | None = None
     """openai: a text file of prompts (one per line) on the measuring host."""
+    workload: Workload | None = None
+    """``vision`` (image models) or ``llm`` (a generative decoder under LoadGen's token
+    latencies: torch or sim); ``None``: ``llm`` when ``model`` names a decoder shape
+    (``tiny``... with ``workload`` llm, ``llama-1b-shape``, ``llama-8b-shape``), else vision."""
+    input_tokens: Annotated[str, Field(max_length=64)] | None = None
+    """llm: the prompts' length distribution: ``128``, ``64:512`` or ``normal:MEAN:STD``
+    (default ``normal:512:128``)."""
+    output_tokens: Annotated[str, Field(max_length=64)] | None = None
+    """llm: the outputs' length distribution, at least 2 tokens (default ``normal:128:32``)."""
+    ttft_ms: Annotated[float, Field(gt=0, le=600_000)] | None = None
+    """llm Server: LoadGen's time-to-first-token bound (default 2000 ms)."""
+    tpot_ms: Annotated[float, Field(gt=0, le=60_000)] | None = None
+    """llm Server: LoadGen's time-per-output-token bound (default 200 ms)."""
 
     @field_validator("scenario")
     @classmethod
@@ -217,11 +254,50 @@ class JobSpec(BaseModel):
             raise ValueError(msg)
         if network and self.endpoint is not None:
             _check_endpoint(self.backend or "", self.endpoint, self.model)
+        self._generative_consistent()
         return self
+
+    def _generative_consistent(self) -> None:
+        """The llm fields only with the llm workload, checked as its runner will."""
+        llm_only = ("input_tokens", "output_tokens", "ttft_ms", "tpot_ms")
+        if self.workload == "vision" and is_shape_name(self.model):
+            msg = f"{self.model} is a language model; the vision workload runs image models"
+            raise ValueError(msg)
+        if self.resolved_workload != "llm":
+            given = [f for f in llm_only if getattr(self, f) is not None]
+            if given:
+                msg = f"{given[0]} is an llm setting; the workload is {self.resolved_workload}"
+                raise ValueError(msg)
+            return
+        backend = self.backend or "torch"
+        try:
+            check_generative(
+                backend=backend,
+                model=self.model if self.model != "auto" else auto_model(backend, (0,)),
+                scenario=self.scenario_enum, precision=self.resolved_precision,
+                input_tokens=self.input_tokens or DEFAULT_INPUT_TOKENS,
+                output_tokens=self.output_tokens or DEFAULT_OUTPUT_TOKENS,
+                ttft_ms=self.ttft_ms, tpot_ms=self.tpot_ms,
+            )  # fmt: skip
+        except InfergyError as err:
+            raise HintedValueError(str(err), err.hint) from None
+
+    @property
+    def resolved_workload(self) -> str:
+        """The workload asked, else ``llm`` for a decoder's name, else ``vision``."""
+        if self.workload is not None:
+            return self.workload
+        return (
+            "llm"
+            if is_shape_name(self.model) and self.backend not in NETWORK_BACKENDS
+            else "vision"
+        )
 
     @property
     def resolved_precision(self) -> str:
         """The precision asked, else the backend's default (:data:`DEFAULT_PRECISION`)."""
+        if self.precision is None and self.resolved_workload == "llm":
+            return DEFAULT_LLM_PRECISION[self._device_kind]
         return self.precision or DEFAULT_PRECISION[self._device_kind]
 
     @property
@@ -233,10 +309,14 @@ class JobSpec(BaseModel):
             msg = "batch size auto was not resolved before the workload was configured"
             raise JobError(msg)
         sc = self.scenario_enum
+        if self.resolved_workload == "llm":
+            return DEFAULT_STREAM_BATCH.get(sc) or DEFAULT_LLM_BATCH[self._device_kind]
         return DEFAULT_STREAM_BATCH.get(sc) or DEFAULT_POOLED_BATCH[self._device_kind]
 
     @property
     def _device_kind(self) -> str:
+        if self.resolved_workload == "llm" and self.backend in (None, "torch"):
+            return "cpu" if self.gpus == () else "gpu"  # torch generates on the CPU too
         return "gpu" if self.backend in GPU_BACKENDS else "cpu"
 
     def workload_config(self, gpus: tuple[int, ...]) -> WorkloadConfig:
@@ -250,8 +330,12 @@ class JobSpec(BaseModel):
             raise JobError(msg)
         if self.backend in NETWORK_BACKENDS:
             gpus = ()  # the server runs the model; `gpus` only chose what is metered
+        if self.resolved_workload == "llm" and self.gpus is None and gpus == ():
+            # no GPU was found: torch generates on the CPU, with the CPU's defaults
+            return self.model_copy(update={"gpus": ()}).workload_config(gpus)
+        default_backend = "torch" if self.resolved_workload == "llm" else "onnxruntime"
         return WorkloadConfig(
-            backend=self.backend or "onnxruntime", model=self.model,
+            backend=self.backend or default_backend, model=self.model,
             precision=self.resolved_precision, batch_size=self.resolved_batch_size,
             scenario=self.scenario_enum, duration_s=self.duration,
             target_qps=self.target_qps, gpus=gpus, seed=self.seed,
@@ -262,6 +346,10 @@ class JobSpec(BaseModel):
             endpoint=self.endpoint, concurrency=self.concurrency,
             request_timeout_s=self.request_timeout, max_tokens=self.max_tokens,
             prompts=None if self.prompts is None else Path(self.prompts),
+            workload=self.resolved_workload,
+            input_tokens=self.input_tokens or DEFAULT_INPUT_TOKENS,
+            output_tokens=self.output_tokens or DEFAULT_OUTPUT_TOKENS,
+            ttft_ms=self.ttft_ms, tpot_ms=self.tpot_ms,
         )  # fmt: skip
 
     @property

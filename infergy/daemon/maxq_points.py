@@ -160,12 +160,24 @@ def point_entry(
             for k, q in _PERCENTILES.items()
             if isinstance(v := (perf.get("latency_ms") or {}).get(k), int | float)
         },
+        **_token_rate(result, float(sps), max(batch_size, per_query) / float(duration_s)),
         enforced_power_limit_w=enforced_limit_w,
         setting_binds=setting_binds(power, limit_w=limit_w, ordered_axis=ordered_axis),
         simulated=simulated or bool(chosen.get("simulated")),
     )
     entry.problems = problems
     return entry
+
+
+def _token_rate(result: Mapping[str, Any], sps: float, sps_u: float) -> dict[str, float]:
+    """A generative point's output tokens/s and uncertainty; nothing for other workloads.
+
+    The uncertainty is the samples' rate's, scaled by the tokens a sample.
+    """
+    tps = (result.get("generative") or {}).get("output_tokens_per_second")
+    if not isinstance(tps, int | float) or tps <= 0:
+        return {}
+    return {"tokens_per_second": float(tps), "tokens_per_second_uncertainty": tps * sps_u / sps}
 
 
 def _sweep_point(point: Mapping[str, Any]) -> SweepPoint:
@@ -193,6 +205,8 @@ def entry_json(entry: PointEntry, objective_value: tuple[float, float] | None) -
         "average_power_w": None if m is None else m.average_power_w,
         "average_power_uncertainty_w": None if m is None else m.average_power_uncertainty_w,
         "samples_per_query": None if m is None else m.samples_per_query,
+        "tokens_per_second": None if m is None else m.tokens_per_second,
+        "tokens_per_second_uncertainty": None if m is None else m.tokens_per_second_uncertainty,
         "latency_ms": None if m is None else {f"p{q:g}": v for q, v in m.latency_ms.items()},
         "objective": None if objective_value is None else objective_value[0],
         "objective_uncertainty": None if objective_value is None else objective_value[1],
@@ -231,6 +245,8 @@ def entry_from_json(body: Mapping[str, Any]) -> PointEntry:
             average_power_w=float(body["average_power_w"]),
             average_power_uncertainty_w=float(body["average_power_uncertainty_w"]),
             samples_per_query=float(body.get("samples_per_query") or 1.0),
+            tokens_per_second=body.get("tokens_per_second"),
+            tokens_per_second_uncertainty=float(body.get("tokens_per_second_uncertainty") or 0.0),
             latency_ms={
                 float(k.removeprefix("p")): float(v)
                 for k, v in (body.get("latency_ms") or {}).items()

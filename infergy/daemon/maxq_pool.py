@@ -90,8 +90,12 @@ class WorkloadPool:
         clock: SessionClock,
         out_dir: Path,
         on_in_flight: Callable[[int], None] | None = None,
+        on_activity: Callable[[float], None] | None = None,
     ) -> Lease:
-        """A lease on the workload for ``cfg`` (opened now if it is not open)."""
+        """A lease on the workload for ``cfg`` (opened now if it is not open).
+
+        The callbacks are the first opening's: the sweep's meters, shared by every point.
+        """
         workload = self._open.get(cfg)
         if workload is not None and getattr(workload, "closed", False):
             del self._open[cfg]
@@ -106,7 +110,8 @@ class WorkloadPool:
                     await oldest.aclose()
             where = self._dir / f"workload-{self.opened + 1:02d}"
             t0 = time.monotonic()
-            workload = await self._opener(cfg, clock, where, on_in_flight=on_in_flight)
+            extra = {"on_activity": on_activity} if on_activity is not None else {}
+            workload = await self._opener(cfg, clock, where, on_in_flight=on_in_flight, **extra)
             self.prepare_s += time.monotonic() - t0
             self.opened += 1
             self._pinned = self._pinned or cfg

@@ -77,6 +77,12 @@ class MaxqSpec(BaseModel):
     target_latency_ms: Annotated[float, Field(gt=0, le=60_000)] | None = None
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
     label: Annotated[str, Field(max_length=200)] | None = None
+    workload: Literal["vision", "llm"] | None = None
+    """As a run's: ``llm`` is the generative decoder (implied by a decoder's model name)."""
+    input_tokens: Annotated[str, Field(max_length=64)] | None = None
+    """llm: the prompts' length distribution (as a run's)."""
+    output_tokens: Annotated[str, Field(max_length=64)] | None = None
+    """llm: the outputs' length distribution (as a run's)."""
 
     # -- the axes ------------------------------------------------------------------------
     power_limits: Annotated[str, Field(max_length=2000)] | None = None
@@ -161,9 +167,10 @@ class MaxqSpec(BaseModel):
         if not any(getattr(self, axis) for axis in _AXES):
             msg = "a sweep needs at least one axis: power_limits, sm_clocks, mem_clocks, "
             raise ValueError(msg + "batch_sizes or precisions")
-        if self.objective == "tokens-per-joule":
+        if self.objective == "tokens-per-joule" and self.base_job().resolved_workload != "llm":
             msg = (
-                "tokens-per-joule needs a generative workload's token rate; no backend reports one"
+                "tokens-per-joule needs a generative workload's token rate: use --workload llm "
+                "(or a decoder's --model)"
             )
             raise ValueError(msg)
         if self.max_latency_ms is not None and self.scenario == Scenario.OFFLINE.value:
@@ -190,6 +197,9 @@ class MaxqSpec(BaseModel):
             "target_latency_ms": self.target_latency_ms, "seed": self.seed, "label": self.label,
             "batch_size": self.base_batch_size(), "precision": self.base_precision(),
         }  # fmt: skip
+        for llm in ("workload", "input_tokens", "output_tokens"):
+            if getattr(self, llm) is not None:
+                fields[llm] = getattr(self, llm)
         return JobSpec.model_validate({**fields, **changes})
 
     def base_batch_size(self) -> int | Literal["auto"] | None:

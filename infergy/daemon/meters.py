@@ -80,6 +80,7 @@ class MeterSet:
     _activity: ActivityMean = field(default_factory=ActivityMean)
     _follower: threading.Thread | None = None
     _follow_stop: threading.Event = field(default_factory=threading.Event)
+    _reported_activity: bool = False  # the workload reports its own (simulated generative)
     _edge_armed: bool = False  # the next query issued may start the window
     _measuring: bool = False
     _idle_since_s: float | None = None
@@ -249,10 +250,23 @@ class MeterSet:
         """How many samples in flight make the simulated device fully busy."""
         self._in_flight_saturation = max(1, samples_in_flight)
 
-    def set_simulated_load(self, batch_size: int, precision: str) -> None:
-        """The load modelled boards run when busy (their busy power is the model's for it)."""
+    def set_simulated_load(self, batch_size: int, precision: str, workload: str = "vision") -> None:
+        """The load modelled boards run when busy (their busy power is the model's for it).
+
+        A session's start: until the workload reports its own activity (:meth:`on_activity`),
+        the simulated devices follow the samples in flight.
+        """
+        self._reported_activity = False
         for board in self.boards:
-            board.set_load(batch_size, precision)
+            board.set_load(batch_size, precision, workload)
+
+    def on_activity(self, fraction: float) -> None:
+        """The workload's own activity (a simulated generative step's power, 0-1).
+
+        Followed instead of the samples in flight for the rest of the session.
+        """
+        self._reported_activity = True
+        self._activity.set(min(1.0, max(0.0, fraction)))
 
     def simulated_settings(self) -> dict[str, dict[str, Any]]:
         """Each modelled board's settings by device name (``gpu0``...), for ``--backend sim``."""
@@ -264,7 +278,8 @@ class MeterSet:
         The simulated devices see the exact time-average of this over each
         :data:`FOLLOW_PERIOD_S` (:meth:`_follow`), so energy is conserved however fast it flips.
         """
-        self._activity.set(min(1.0, samples / self._in_flight_saturation))
+        if not self._reported_activity:
+            self._activity.set(min(1.0, samples / self._in_flight_saturation))
         if not self._measuring:
             return
         if samples <= 0:

@@ -40,7 +40,14 @@ from infergy.daemon.session_types import (
     _State,
     unwrapped,
 )
-from infergy.errors import AnalysisError, ConfigError, InfergyError, InputError, WorkloadError
+from infergy.errors import (
+    AnalysisError,
+    ConfigError,
+    InfergyError,
+    InputError,
+    LoadgenSettingsError,
+    WorkloadError,
+)
 from infergy.runners.preflight import preflight
 from infergy.runners.scratch import remove_scratch
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
@@ -209,6 +216,13 @@ class Session:
         except InfergyError as err:
             if self.runner is None:  # preparing failed: nothing was measured
                 raise
+            if isinstance(err, LoadgenSettingsError):
+                # refused before LoadGen's test started (a token bound below what the warm-up
+                # measured, a Server target far above it): bad input, nothing is kept
+                st.settled = True  # no checkpoint from now on; the last one goes
+                if self.store is not None:
+                    await asyncio.to_thread(self.store.drop_checkpoint, self.run_id)
+                raise
             return await self._abort(st, cfg, meter_set, out_dir, failure=err)
 
     async def _checkpoints(self, st: _State, cfg: WorkloadConfig, meter_set: MeterSet) -> None:
@@ -238,7 +252,7 @@ class Session:
         await meter_set.wait_ready()
         runner = await self._open_runner(st, cfg, out_dir, meter_set)
         meter_set.set_saturation(max(1, cfg.batch_size * max(1, len(cfg.gpus))))
-        meter_set.set_simulated_load(cfg.batch_size, cfg.precision)
+        meter_set.set_simulated_load(cfg.batch_size, cfg.precision, cfg.workload)
         if cfg.backend == "sim" and meter_set.boards:  # the simulated work follows the boards
             await runner.simulate(meter_set.simulated_settings())
         st.gpus_start = gpu_provenance(meter_set)
@@ -270,8 +284,10 @@ class Session:
     ) -> Any:
         try:
             await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+            # a simulated generative workload reports its steps' activity (their power)
+            extra: dict[str, Any] = {"on_activity": meter_set.on_activity} if cfg.generative else {}
             self.runner = await self._runners_factory(
-                cfg, st.clock, out_dir, on_in_flight=meter_set.on_in_flight
+                cfg, st.clock, out_dir, on_in_flight=meter_set.on_in_flight, **extra
             )
         except OSError as err:  # the run's folder: nothing has been measured yet
             reason = disk_problem(out_dir) or err.strerror or str(err)
@@ -381,7 +397,9 @@ class Session:
         gpus = spec.gpus
         if gpus is None and meter_set is not None:
             nvml = meter_set.nvml()  # CUDA ordinals of the metered (visible) GPUs
-            gpus = tuple(range(len(nvml.gpus))) if nvml is not None else (0,)
+            # without a GPU, torch generates on the CPU (the llm workload's tiny model)
+            none = () if spec.resolved_workload == "llm" and spec.backend == "torch" else (0,)
+            gpus = tuple(range(len(nvml.gpus))) if nvml is not None else none
         cfg = spec.workload_config(tuple(gpus or ()))
         if cfg.backend == "sim":
             cfg = sim_workload(cfg, meter_set, self.settings.meters.simulated_part)
@@ -448,7 +466,12 @@ class Session:
         a = self.settings.analysis
         analysis = analyze(
             inputs,
-            Workload.of_queries(cfg.scenario, queries, run.mlperf if run is not None else None),
+            Workload.of_queries(
+                cfg.scenario,
+                queries,
+                run.mlperf if run is not None else None,
+                generation=run.generation if run is not None else None,
+            ),
             window,
             identity=self._identity(st, cfg, meter_set),
             options=AnalysisOptions(

@@ -307,6 +307,31 @@ METRICS: tuple[MetricSpec, ...] = (
         "", (*_SESSION, "source"), _last_by_source("joules_per_sample"),
     ),
     MetricSpec(
+        "infergy_last_session_joules_per_output_token", "gauge",
+        "A generative session's energy per output token of a source (window energy / tokens).",
+        "", (*_SESSION, "source"), _last_by_source("joules_per_output_token"),
+    ),
+    MetricSpec(
+        "infergy_last_session_joules_per_output_token_uncertainty", "gauge",
+        "The uncertainty of infergy_last_session_joules_per_output_token (the window energy's).",
+        "", (*_SESSION, "source"), _last_by_source("joules_per_output_token_uncertainty"),
+    ),
+    MetricSpec(
+        "infergy_last_session_joules_per_prefill_token", "gauge",
+        "A generative session's prefill energy per prompt token of a source.",
+        "", (*_SESSION, "source"), _last_by_source("joules_per_prefill_token"),
+    ),
+    MetricSpec(
+        "infergy_last_session_joules_per_decode_token", "gauge",
+        "A generative session's decode energy per generated token of a source.",
+        "", (*_SESSION, "source"), _last_by_source("joules_per_decode_token"),
+    ),
+    MetricSpec(
+        "infergy_last_session_tokens_per_second_per_watt", "gauge",
+        "A generative session's output tokens per second per watt of a source (tokens/J).",
+        "", (*_SESSION, "source"), _last_by_source("tokens_per_second_per_watt"),
+    ),
+    MetricSpec(
         "infergy_last_session_loadgen_valid", "gauge",
         "1 when LoadGen called the last session's run VALID, 0 when INVALID.",
         "", _SESSION, _last("loadgen_valid"),

@@ -23,6 +23,7 @@ from infergy.core.attribution import InFlight
 from infergy.core.profile import PowerProfile
 from infergy.core.trace import NS_PER_S, QueryLog, Semantics, Trace, Window
 from infergy.errors import InputError
+from infergy.exporters.plots_llm import phase_figure
 
 _HEADLINE = ("gpus", "gpu0", "ac", "cpu", "sim")
 COUNTER_RATE_S = 0.1
@@ -35,7 +36,9 @@ def draw_run_plots(
     traces: Mapping[str, Trace],
     queries: QueryLog | None,
 ) -> list[Path]:
-    """Write ``power.png``, and with a query log ``per_query_energy.png`` and ``latency.png``.
+    """Write ``power.png``, with a query log ``per_query_energy.png`` and ``latency.png``.
+
+    A generative run adds ``llm_phases.png`` (:mod:`.plots_llm`).
 
     Raises:
         InputError: a file cannot be written.
@@ -53,6 +56,14 @@ def draw_run_plots(
     try:
         fig = _power_figure(plt, result, traces, window, label)
         written.append(_save(fig, run_dir / "power.png", plt))
+        timeline = (result.get("generative") or {}).get("timeline")
+        if timeline:
+            series = {}
+            for source, trace in sorted(traces.items()):
+                t, w = power_series(trace)
+                series[_legend(result, source)] = ((t - window.start_ns) / NS_PER_S, w)
+            fig = phase_figure(plt, timeline, series, window.start_ns, label)
+            written.append(_save(fig, run_dir / "llm_phases.png", plt))
         if queries is not None and len(queries):
             fig = _energy_figure(plt, result, traces, queries, window, label)
             if fig is not None:

@@ -26,6 +26,12 @@ KNOWN_STATUSES = ("ok", "degraded", "failed")
 LATENCY_QUANTILES = {"p50": "0.5", "p90": "0.9", "p99": "0.99"}
 """Result latency keys -> the ``quantile`` label value."""
 
+TOKEN_FIGURES = (
+    "joules_per_output_token", "joules_per_output_token_uncertainty",
+    "joules_per_prefill_token", "joules_per_decode_token", "tokens_per_second_per_watt",
+)  # fmt: skip
+"""A generative result's per-source figures (``generative.sources``) the exports carry."""
+
 UNKNOWN = "unknown"
 """Label value for a result field that is null (a label must not be empty)."""
 
@@ -39,12 +45,22 @@ class SourceFigures:
         samples_per_second_per_watt: throughput per watt.
         joules_per_query: energy per LoadGen query (Offline: the whole run's one query).
         joules_per_sample: energy per sample.
+        joules_per_output_token: a generative run's energy per output token.
+        joules_per_output_token_uncertainty: its uncertainty (the window's, per token).
+        joules_per_prefill_token: the prefill phase's energy per prompt token.
+        joules_per_decode_token: the decode phase's energy per decode-step token.
+        tokens_per_second_per_watt: output tokens/s per watt (tokens per joule).
     """
 
     average_watts: float | None = None
     samples_per_second_per_watt: float | None = None
     joules_per_query: float | None = None
     joules_per_sample: float | None = None
+    joules_per_output_token: float | None = None
+    joules_per_output_token_uncertainty: float | None = None
+    joules_per_prefill_token: float | None = None
+    joules_per_decode_token: float | None = None
+    tokens_per_second_per_watt: float | None = None
 
 
 @dataclass(frozen=True)
@@ -104,14 +120,17 @@ def last_session_of(result: Mapping[str, Any]) -> LastSession:
     }
     power = _mapping(result.get("power"))
     efficiency = _mapping(result.get("efficiency"))
+    tokens = _mapping(_mapping(result.get("generative")).get("sources"))
     sources = {}
     for name in sorted(set(power) | set(efficiency)):
         p, e = _mapping(power.get(name)), _mapping(efficiency.get(name))
+        g = _mapping(tokens.get(name))
         sources[str(name)] = SourceFigures(
             average_watts=_number(p.get("average_watts")),
             samples_per_second_per_watt=_number(e.get("samples_per_second_per_watt")),
             joules_per_query=_number(e.get("joules_per_query")),
             joules_per_sample=_number(e.get("joules_per_sample")),
+            **{f: _number(g.get(f)) for f in TOKEN_FIGURES},
         )
     end_ns = _number(_mapping(result.get("window")).get("end_unix_ns"))
     validity = _mapping(result.get("loadgen")).get("validity") or _mapping(

@@ -27,12 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from infergy.core.gpu_llm import reference_point
 from infergy.core.gpu_model import (
     PARTS,
     GpuPart,
     ModelSettings,
     OperatingPoint,
     idle_state,
+    memory_clock_mhz,
     steady_state,
 )
 from infergy.errors import ConfigError
@@ -86,6 +88,7 @@ class SimulatedBoard:
         self._settings = self._read() or ModelSettings(part.default_power_limit_w)
         self._batch_size = 1
         self._precision = "fp16"
+        self._workload = "vision"
         self._listeners: list[Callable[[], None]] = []
 
     # -- settings ------------------------------------------------------------------------------
@@ -127,18 +130,29 @@ class SimulatedBoard:
 
     # -- the load ------------------------------------------------------------------------------
 
-    def set_load(self, batch_size: int, precision: str) -> None:
-        """The load the board runs when busy (the session's batch size and precision)."""
+    def set_load(self, batch_size: int, precision: str, workload: str = "vision") -> None:
+        """The load the board runs when busy (the session's batch size, precision, workload).
+
+        ``llm``: busy means every part of the GPU busy (:func:`~infergy.core.gpu_llm.
+        reference_point`); the generative workload reports each step's share of it.
+        """
+        load = (max(1, batch_size), precision, workload)
         with self._lock:
-            if (batch_size, precision) == (self._batch_size, self._precision):
+            if load == (self._batch_size, self._precision, self._workload):
                 return
-            self._batch_size, self._precision = max(1, batch_size), precision
+            self._batch_size, self._precision, self._workload = load
         self._notify()
 
     def loaded_point(self) -> OperatingPoint:
         """What the model says the board does fully busy with the current load and settings."""
         with self._lock:
             settings, batch, precision = self._settings, self._batch_size, self._precision
+            workload = self._workload
+        if workload == "llm":
+            ref = reference_point(self.part, settings, precision)
+            mem = memory_clock_mhz(self.part, settings.mem_lock_mhz)
+            return OperatingPoint(ref.sm_clock_mhz, mem, ref.power_w, 0.0, 0.0, 1.0, 1.0,
+                                  power_capped=ref.power_capped)  # fmt: skip
         with contextlib.suppress(ValueError):
             return steady_state(self.part, settings, batch_size=batch, precision=precision)
         return steady_state(self.part, settings, batch_size=batch)  # an unmodelled precision

@@ -38,6 +38,8 @@ PROJECTION_LIMIT = 1.3
 """... or earlier, once its projected length exceeds this x ``--duration``."""
 PROJECTION_FROM = 0.25
 """Projections are trusted from this share of ``--duration`` on (and at least 1 s)."""
+GENERATIVE_PROJECTION_FROM = 0.5
+"""... for a generative run (continuous batching ramps up over its first sequences)."""
 CORRECTION_MARGIN = 1.03
 """A run that ran dry asks for this much more than it sustained (it ended before the load
 fell off; a little margin keeps the next one from running dry on noise)."""
@@ -52,9 +54,13 @@ class OfflineGuard:
 
     Attributes:
         duration_s: ``--duration``.
+        projection_from: projections are trusted from this share of ``--duration`` on (a
+            generative run starts slowly: its first sequences all prefill, then finish
+            together, so its early completion rate says little).
     """
 
     duration_s: float
+    projection_from: float = PROJECTION_FROM
 
     def verdict(self, elapsed_s: float, done: int, total: int) -> str | None:
         """Why to cut now (None: let it run), ``elapsed_s`` after the query was issued."""
@@ -63,7 +69,7 @@ class OfflineGuard:
         limit_s = WINDOW_HIGH * self.duration_s
         if elapsed_s > limit_s:
             return f"still running after {elapsed_s:.1f} s ({WINDOW_HIGH:g}x --duration)"
-        if elapsed_s < max(PROJECTION_FROM * self.duration_s, 1.0) or done <= 0:
+        if elapsed_s < max(self.projection_from * self.duration_s, 1.0) or done <= 0:
             return None
         projected_s = elapsed_s * total / done
         if projected_s > PROJECTION_LIMIT * self.duration_s:

@@ -24,7 +24,9 @@ from infergy.core.trace import MULTI_STREAM_SAMPLES_PER_QUERY, Scenario
 from infergy.errors import InfergyError, InputError, WorkloadError, WorkloadFailedError
 from infergy.formats.loadgen import load_loadgen_detail
 from infergy.runners.attempts import (
+    GENERATIVE_PROJECTION_FROM,
     MAX_ATTEMPTS,
+    PROJECTION_FROM,
     Attempt,
     OfflineGuard,
     corrected,
@@ -32,6 +34,9 @@ from infergy.runners.attempts import (
     retryable,
 )
 from infergy.runners.backends import Backend, create_backend
+from infergy.runners.backends.gen_base import GenerativeBackend
+from infergy.runners.gen_engine import attach_logs, generative_sut, generative_warmup
+from infergy.runners.gen_sut import GenSut
 from infergy.runners.lg_settings import (
     Calibration,
     apply_settings,
@@ -235,7 +240,10 @@ class Engine:
             "versions": {**versions(), **first.get("versions", {})},
             "per_device": per_device,
             "calibration": None if self.calibration is None else self.calibration.to_json(),
-        }
+            "workload": self.cfg.workload,
+            **({"llm": first.get("llm"), "lengths": {"input_tokens": self.cfg.input_tokens,
+                "output_tokens": self.cfg.output_tokens}} if self.cfg.generative else {}),
+        }  # fmt: skip
 
     def simulate(self, settings_by_device: dict[str, Any]) -> int:
         """Hand simulated boards' settings to the simulated backends (by device name).
@@ -254,8 +262,11 @@ class Engine:
 
     def _recorder(self, phase: str) -> QueryRecorder:
         path = None if self.state_dir is None else self.state_dir / PHASE_FILES[phase]
-        self.current_recorder = QueryRecorder(self.status, path, self.on_record_error)
-        return self.current_recorder
+        rec = QueryRecorder(self.status, path, self.on_record_error)
+        if self.cfg.generative:
+            attach_logs(rec, self.state_dir, phase)
+        self.current_recorder = rec
+        return rec
 
     def warmup(self, duration_s: float) -> Calibration:
         """Run the scenario's kind of load for ``duration_s`` and measure it."""
@@ -265,7 +276,9 @@ class Engine:
         cfg, rec = self.cfg, self._recorder("warmup")
         ms_batch = min(cfg.batch_size, MULTI_STREAM_SAMPLES_PER_QUERY)
         try:
-            if cfg.scenario is Scenario.SINGLE_STREAM:
+            if cfg.generative:
+                cal = generative_warmup(cfg, self._generators(), duration_s, rec)
+            elif cfg.scenario is Scenario.SINGLE_STREAM:
                 st = tight_loop(self.backends[:1], batch=1, workers_per_device=1,
                                 duration_s=duration_s, recorder=rec, min_calls=20)  # fmt: skip
                 m = st.median_ns
@@ -286,6 +299,13 @@ class Engine:
             rec.close()
         self.calibration = cal
         return cal
+
+    def _generators(self) -> list[GenerativeBackend]:
+        gens = [b for b in self.backends if isinstance(b, GenerativeBackend)]
+        if len(gens) != len(self.backends):
+            msg = "the llm workload's backends are not generative"
+            raise WorkloadError(msg)
+        return gens
 
     def _warmup_pooled(self, duration_s: float, rec: QueryRecorder) -> Calibration:
         """Offline/Server warmup: a short tight loop, then a LoadGen Offline calibration run.
@@ -341,7 +361,7 @@ class Engine:
         *,
         deadline_ns: int | None = None,
         watch: Callable[[], str | None] | None = None,
-    ) -> tuple[Sut | NetworkSut, str | None]:
+    ) -> tuple[Sut | NetworkSut | GenSut, str | None]:
         """One LoadGen test on our SUT; returns it and why it was cut short (None: it was not).
 
         From ``deadline_ns`` on, or once ``watch`` (called every :data:`WATCH_INTERVAL_S`)
@@ -400,8 +420,11 @@ class Engine:
 
     def _sut(
         self, lg: Any, rec: QueryRecorder, scenario: Scenario
-    ) -> tuple[Sut | NetworkSut, Callable[[Sequence[int], Sequence[int]], None]]:
+    ) -> tuple[Sut | NetworkSut | GenSut, Callable[[Sequence[int], Sequence[int]], None]]:
         """The SUT of one LoadGen test and its issue callback (in process, or a server's)."""
+        if self.cfg.generative:
+            gen = generative_sut(self.cfg, self._generators(), lg, rec)
+            return gen, gen.issue
         pooled = scenario in (Scenario.OFFLINE, Scenario.SERVER)
         timeout_ns = round(self.cfg.batching_timeout_ms * 1e6)
         # On a CPU backend a completer thread would take cores from the inference itself
@@ -461,7 +484,10 @@ class Engine:
             # failure to report, not a mis-sized estimate to cut (the first attempt is kept).
             final = k == MAX_ATTEMPTS or not retryable(sc) or self.cfg.network
             settings = build_settings(self.cfg, cal, use_hint=k == 1)
-            guard = OfflineGuard(duration_s) if sc is Scenario.OFFLINE and not final else None
+            share = GENERATIVE_PROJECTION_FROM if self.cfg.generative else PROJECTION_FROM
+            guard = (
+                OfflineGuard(duration_s, share) if sc is Scenario.OFFLINE and not final else None
+            )
             rec = self._recorder("run")
             # Each attempt logs to scratch; only the kept one's logs reach loadgen_dir.
             with tempfile.TemporaryDirectory(prefix="infergy-lg-run-") as tmp:
@@ -478,7 +504,7 @@ class Engine:
                     _keep_logs(Path(tmp), loadgen_dir)
                     break
             cal = corrected(cal, sc, attempt, records, final=k + 1 == MAX_ATTEMPTS)
-        net = None if isinstance(sut, Sut) else sut
+        net = sut if self.cfg.network and not isinstance(sut, Sut | GenSut) else None
         return RunResult(
             records=records, settings=settings, failure=sut.failure.first,
             failures=sut.failure.count, wall_offset_ns=time.time_ns() - time.monotonic_ns(),

@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from infergy.core.lengths import LengthDist
 from infergy.core.trace import MULTI_STREAM_SAMPLES_PER_QUERY, Scenario
 from infergy.errors import LoadgenSettingsError
+from infergy.runners.gen_config import DEFAULT_TPOT_MS, DEFAULT_TTFT_MS
 from infergy.runners.types import WorkloadConfig
 
 LG_SCENARIO = {
@@ -50,6 +52,9 @@ class Calibration:
         multi_latency_ns: median time of one MultiStream query (8 samples).
         loop_capacity_sps: Offline/Server: the tight loop's samples/s when ``capacity_sps``
             came from a LoadGen calibration run (None: the capacity is the loop's).
+        ttft_floor_ns: llm: one typical prompt's prefill alone (no TTFT can be shorter).
+        tpot_floor_ns: llm: one decode step alone (no TPOT can be shorter).
+        tokens_per_s: llm: output tokens/s of the tight generation loop.
     """
 
     capacity_sps: float
@@ -57,6 +62,9 @@ class Calibration:
     single_latency_ns: int
     multi_latency_ns: int
     loop_capacity_sps: float | None = None
+    ttft_floor_ns: int | None = None
+    tpot_floor_ns: int | None = None
+    tokens_per_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """As a dict."""
@@ -118,10 +126,43 @@ def build_settings(
         s["server_target_qps"] = qps
         s["server_target_latency_ns"] = latency_ns
         generated = int(cfg.duration_s * qps * 1.1)
-    if cfg.backend == "openai":  # streamed samples: LoadGen's TTFT and TPOT
+    if cfg.backend == "openai" or cfg.generative:  # streamed samples: LoadGen's TTFT and TPOT
         s["use_token_latencies"] = True
+    if cfg.generative and sc is Scenario.SERVER:
+        s.update(token_targets(cfg, cal))
     _check_generated(cfg, generated)
     return s
+
+
+def token_targets(cfg: WorkloadConfig, cal: Calibration) -> dict[str, Any]:
+    """A generative Server run's TTFT/TPOT bounds (ns); refused when they cannot be met.
+
+    No sample's first token can come before one prompt's prefill alone, and no output token
+    faster than one decode step alone (the warm-up measured both): a bound below either makes
+    every percentile miss it, and LoadGen would call the run INVALID after all of it.
+
+    Raises:
+        LoadgenSettingsError: a bound below what the model does alone, with what it does.
+    """
+    ttft_ms = cfg.ttft_ms if cfg.ttft_ms is not None else DEFAULT_TTFT_MS
+    tpot_ms = cfg.tpot_ms if cfg.tpot_ms is not None else DEFAULT_TPOT_MS
+    floors = (("ttft", ttft_ms, cal.ttft_floor_ns, "one typical prompt's prefill"),
+              ("tpot", tpot_ms, cal.tpot_floor_ns, "one decode step"))  # fmt: skip
+    for name, target_ms, floor_ns, what in floors:
+        if floor_ns is not None and target_ms * 1e6 < floor_ns:
+            msg = (
+                f"a {name.upper()} bound of {target_ms:g} ms cannot be met: {what} alone took "
+                f"{floor_ns / 1e6:.3g} ms at warm-up, so LoadGen would call the run INVALID"
+            )
+            hint = f"use --{name}-ms above {floor_ns / 1e6:.3g} (or a faster GPU / smaller model)"
+            raise LoadgenSettingsError(msg, hint=hint)
+    longest = LengthDist.parse(cfg.output_tokens, name="output tokens").high
+    return {
+        "ttft_latency": round(ttft_ms * 1e6),
+        "tpot_latency": round(tpot_ms * 1e6),
+        # not LoadGen's verdict for token runs: what the longest sample takes at the bounds
+        "server_target_latency_ns": round((ttft_ms + tpot_ms * (longest - 1)) * 1e6),
+    }
 
 
 def check_schedule(cfg: WorkloadConfig) -> None:

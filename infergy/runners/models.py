@@ -12,6 +12,9 @@ Built-in:
 
 User models are paths to an ONNX file or a serialized TensorRT plan (``.plan``/``.engine``).
 
+Generative decoders (``--workload llm``; ``tiny``, ``llama-1b-shape``, ``llama-8b-shape``) are
+built from their dimensions (:mod:`infergy.core.llm`) with random weights by the torch backend.
+
 The simulated backend (``sim``) runs no model: its "model" is the simulated GPU part whose
 batch latency it sleeps (``h200``, ``t4``, ``l4``, ``a2``; :mod:`infergy.core.gpu_model`).
 """
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from infergy.core.gpu_model import PARTS
+from infergy.core.llm import SHAPES
 from infergy.errors import ModelError
 from infergy.runners.types import NETWORK_BACKENDS
 
@@ -51,8 +55,8 @@ class ModelSpec:
 
     Attributes:
         name: ``tiny``, ``resnet50``, the file's name, or a simulated part (``h200``).
-        kind: ``builtin``, ``onnx``, ``plan``, ``simulated``, or ``served`` (a network
-            backend's model).
+        kind: ``builtin``, ``onnx``, ``plan``, ``simulated``, ``served`` (a network
+            backend's model), or ``llm`` (a built-in decoder shape, :mod:`infergy.core.llm`).
         path: the file, for ``onnx`` and ``plan``.
         sha256: the file's hash (built-ins: filled in once generated).
     """
@@ -106,6 +110,8 @@ def check_model(backend: str, model: str) -> ModelSpec:
         return ModelSpec(name=name, kind="simulated")
     if name in BUILTIN:
         return ModelSpec(name=name, kind="builtin")
+    if name in SHAPES and backend == "torch":  # a generative decoder's dimensions
+        return ModelSpec(name=name, kind="llm")
     path = Path(name).expanduser()
     builtins = ", ".join(BUILTIN)
     hint = f"give a path to an .onnx file or a TensorRT .plan, or a built-in model ({builtins})"

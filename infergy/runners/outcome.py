@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from infergy.core.gen_logs import GenerationLog, PhaseLog, TokenLog
 from infergy.core.trace import QueryLog, Scenario
 from infergy.errors import InputError
 from infergy.formats.loadgen import LoadgenDetail, load_loadgen_detail
@@ -44,6 +45,27 @@ def query_logs(
         for i, name in enumerate(device_names)
     }
     return QueryLog(issue, done, samples), per
+
+
+def generation_log(
+    tokens: I64,
+    phases: I64,
+    mono_to_session_ns: int,
+    *,
+    executors: int,
+    describe: dict[str, Any],
+) -> GenerationLog:
+    """A generative run's raw token and phase rows as a core log, on the session clock."""
+    off = np.int64(mono_to_session_ns)
+    if tokens.size:
+        tokens = tokens[np.argsort(tokens[:, 2], kind="stable")]  # completion order
+    tk = TokenLog(tokens[:, 0] + off, tokens[:, 1] + off, tokens[:, 2] + off, tokens[:, 3],
+                  tokens[:, 4], tokens[:, 5])  # fmt: skip
+    ph = PhaseLog(phases[:, 0] + off, phases[:, 1] + off, phases[:, 2], phases[:, 3],
+                  phases[:, 4], phases[:, 5])  # fmt: skip
+    lengths = describe.get("lengths")
+    return GenerationLog(ph, tk, executors=executors, lengths=lengths,
+                         model=describe.get("llm"))  # fmt: skip
 
 
 def _headline(detail: LoadgenDetail, scenario: Scenario) -> float | None:

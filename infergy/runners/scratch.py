@@ -20,7 +20,10 @@ STATE_DIR = "runner"
 LOADGEN_DIR = "loadgen"
 """Where the measured run's LoadGen logs go under a run's folder."""
 CHILD_LOG = "child.log"
-_SCRATCH_FILES = ("queries-warmup.bin", "queries-run.bin", "status.bin")
+_SCRATCH_FILES = ("queries-warmup.bin", "queries-run.bin", "status.bin", "tokens-warmup.bin",
+                  "phases-warmup.bin")  # fmt: skip
+_RUN_LOGS = ("tokens-run.bin", "phases-run.bin")
+"""A generative run's token and phase logs: kept with its result, scratch without one."""
 _SCRATCH_DIRS = ("loadgen-warmup",)
 
 
@@ -33,7 +36,7 @@ def remove_scratch(run_dir: Path, *, keep_dir: bool = True) -> None:
             the folder itself goes too if nothing else is left in it.
     """
     state = run_dir / STATE_DIR
-    for name in _SCRATCH_FILES:
+    for name in _SCRATCH_FILES + (() if keep_dir else _RUN_LOGS):
         _unlink(state / name)
     for name in _SCRATCH_DIRS:
         shutil.rmtree(state / name, ignore_errors=True)

@@ -12,9 +12,18 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from infergy.core.gen_logs import GenerationLog
 from infergy.core.mlperf import LoadgenRun
 from infergy.core.trace import QueryLog, Scenario
 from infergy.errors import WorkloadError
+from infergy.runners.gen_config import (
+    DEFAULT_INPUT_TOKENS,
+    DEFAULT_OUTPUT_TOKENS,
+    WORKLOADS,
+    auto_model,
+    check_generative,
+    is_shape_name,
+)
 
 NETWORK_BACKENDS = ("kserve", "openai")
 """Backends that send LoadGen's queries to a running inference server (``runners/network``)."""
@@ -61,6 +70,13 @@ class WorkloadConfig:
         request_timeout_s: kserve/openai: one request's limit (a stream's, for openai).
         max_tokens: openai: tokens asked for per sample.
         prompts: openai: a text file, one prompt per line (None: built-in generated prompts).
+        workload: ``vision`` (image models) or ``llm`` (a generative decoder, token
+            latencies; :mod:`infergy.runners.gen_config`).
+        input_tokens: llm: the prompts' length distribution (``128``, ``64:512``,
+            ``normal:512:128``; :mod:`infergy.core.lengths`).
+        output_tokens: llm: the outputs' length distribution (at least 2 tokens).
+        ttft_ms: llm Server: LoadGen's time-to-first-token bound (None: 2000 ms).
+        tpot_ms: llm Server: LoadGen's time-per-output-token bound (None: 200 ms).
     """
 
     backend: str
@@ -86,6 +102,16 @@ class WorkloadConfig:
     request_timeout_s: float = 60.0
     max_tokens: int = 128
     prompts: Path | None = None
+    workload: str = "vision"
+    input_tokens: str = DEFAULT_INPUT_TOKENS
+    output_tokens: str = DEFAULT_OUTPUT_TOKENS
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+
+    @property
+    def generative(self) -> bool:
+        """Whether the workload is the generative decoder's (``llm``)."""
+        return self.workload == "llm"
 
     @property
     def network(self) -> bool:
@@ -126,13 +152,35 @@ class WorkloadConfig:
         for ok, msg in checks:
             if not ok:
                 raise WorkloadError(msg, hint=hint)
+        cfg = self._generative_checked()
         return replace(
-            self, scenario=Scenario(self.scenario), gpus=tuple(int(g) for g in self.gpus),
+            cfg,
+            scenario=Scenario(self.scenario),
+            gpus=tuple(int(g) for g in self.gpus),
             calibration_data=(
                 None if self.calibration_data is None else Path(self.calibration_data).expanduser()
             ),
             prompts=None if self.prompts is None else Path(self.prompts).expanduser(),
+        )
+
+    def _generative_checked(self) -> WorkloadConfig:
+        """A model name of a decoder means ``llm``; a generative job's settings checked."""
+        if self.workload not in WORKLOADS:
+            msg = f"unknown workload {self.workload!r} ({', '.join(WORKLOADS)})"
+            raise WorkloadError(msg, hint="see `infergy run --help`")
+        cfg = self
+        if is_shape_name(self.model) and not self.network:
+            cfg = replace(cfg, workload="llm")
+        if not cfg.generative:
+            return cfg
+        if cfg.model == "auto":
+            cfg = replace(cfg, model=auto_model(cfg.backend, tuple(cfg.gpus)))
+        check_generative(
+            backend=cfg.backend, model=cfg.model, scenario=Scenario(cfg.scenario),
+            precision=cfg.precision, input_tokens=cfg.input_tokens,
+            output_tokens=cfg.output_tokens, ttft_ms=cfg.ttft_ms, tpot_ms=cfg.tpot_ms,
         )  # fmt: skip
+        return cfg
 
     @property
     def device_names(self) -> list[str]:
@@ -196,6 +244,7 @@ class RunOutcome:
         mlperf: what MLPerf's checker reads of the run's detail log (None: unreadable).
         degraded: requests or inferences failed during the run: its figures cover only what
             completed, and the result is ``degraded``.
+        generation: a generative run's phase and token logs, on the session clock.
     """
 
     queries: QueryLog
@@ -209,3 +258,4 @@ class RunOutcome:
     problems: list[str] = field(default_factory=list)
     mlperf: LoadgenRun | None = None
     degraded: bool = False
+    generation: GenerationLog | None = None

@@ -10,7 +10,9 @@ child within milliseconds and SIGKILLs it if it does not exit within a second. F
 - ``runner/child.log`` -- the child's stderr/stdout (LoadGen and library messages);
 - ``runner/queries-{warmup,run}.bin`` -- raw records (4 x int64: issue and completion
   monotonic ns, samples, device slot), flushed every 20 ms, read for progress and
-  :meth:`Workload.partial`;
+  :meth:`Workload.partial`; a generative workload adds ``tokens-*.bin`` (issue, first token,
+  completion, prompt and output tokens, slot) and ``phases-*.bin`` (every prefill and decode
+  step: start, end, kind, tokens, batch, slot), read into the outcome's ``generation``;
 - ``runner/status.bin`` -- live counters (samples in flight, queries/samples completed).
 
 Example:
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -42,11 +45,12 @@ import numpy as np
 
 from infergy import errors
 from infergy.core.clock import SessionClock
+from infergy.core.gen_logs import GenerationLog
 from infergy.core.trace import QueryLog
 from infergy.errors import InfergyError, WorkloadFailedError
 from infergy.runners.attempts import MAX_ATTEMPTS, Attempt
-from infergy.runners.outcome import backend_problems, build_outcome, query_logs
-from infergy.runners.recorder import StatusBoard, read_records
+from infergy.runners.outcome import backend_problems, build_outcome, generation_log, query_logs
+from infergy.runners.recorder import PHASE_FIELDS, TOKEN_FIELDS, StatusBoard, read_records
 from infergy.runners.types import Progress, RunOutcome, WorkloadConfig
 
 OPEN_TIMEOUT_S = 3600.0
@@ -83,6 +87,8 @@ class Workload:
         out_dir: Path,
         proc: asyncio.subprocess.Process,
         on_in_flight: Callable[[int], None] | None,
+        *,
+        on_activity: Callable[[float], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.clock = clock
@@ -91,6 +97,7 @@ class Workload:
         self.loadgen_dir = out_dir / "loadgen"
         self._proc = proc
         self._on_in_flight = on_in_flight
+        self._on_activity = on_activity
         self._status = StatusBoard(self.state_dir / "status.bin")
         self._lock = asyncio.Lock()
         self._describe: dict[str, Any] = {}
@@ -112,8 +119,12 @@ class Workload:
         on_in_flight: Callable[[int], None] | None = None,
         *,
         open_timeout_s: float = OPEN_TIMEOUT_S,
+        on_activity: Callable[[float], None] | None = None,
     ) -> Workload:
         """Start the LoadGen process and prepare the model on every device of ``cfg``.
+
+        ``on_in_flight`` follows the samples in flight; ``on_activity`` the activity a
+        simulated generative workload reports (its steps' power, 0-1), when it reports one.
 
         Raises:
             WorkloadError: (and subclasses: ModelError, PrecisionError, PlanMismatchError,
@@ -136,7 +147,7 @@ class Workload:
             )  # fmt: skip
         finally:
             log.close()
-        self = cls(cfg, clock, out_dir, proc, on_in_flight)
+        self = cls(cfg, clock, out_dir, proc, on_in_flight, on_activity=on_activity)
         try:
             await self._read_reply(REPLY_TIMEOUT_S)  # {"event": "ready"}
             self._describe = await self._request({"cmd": "open", "cfg": cfg.to_json()},
@@ -213,7 +224,20 @@ class Workload:
         )  # fmt: skip
         if reply.get("network") is not None:
             outcome.loadgen["network"] = reply["network"]
+        if self.cfg.generative:
+            generation = await asyncio.to_thread(self._generation, "run")
+            outcome = dataclasses.replace(outcome, generation=generation)
         return outcome
+
+    def _generation(self, phase: str) -> GenerationLog:
+        """A generative phase's token and phase logs, on the session clock."""
+        return generation_log(
+            read_records(self.state_dir / f"tokens-{phase}.bin", TOKEN_FIELDS),
+            read_records(self.state_dir / f"phases-{phase}.bin", PHASE_FIELDS),
+            self._mono_to_session,
+            executors=max(1, len(self.cfg.gpus)) * self.cfg.workers_per_device,
+            describe=self._describe,
+        )
 
     def partial(self) -> QueryLog:
         """Queries of the measured run completed so far, on the session clock.
@@ -282,13 +306,21 @@ class Workload:
     def _poll_in_flight(self, stop: threading.Event) -> None:
         cb, last = self._on_in_flight, -1
         assert cb is not None
+        on_activity, last_activity = self._on_activity, None
         while not stop.wait(IN_FLIGHT_POLL_S):
             n = self._status.read()[0]
             if n != last:
                 cb(n)
                 last = n
+            if on_activity is not None:
+                activity = self._status.activity()
+                if activity is not None and activity != last_activity:
+                    on_activity(activity)
+                    last_activity = activity
         if last != 0:
             cb(0)
+        if on_activity is not None and last_activity:
+            on_activity(0.0)
 
     # -- the pipe -----------------------------------------------------------------------------
 

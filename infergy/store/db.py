@@ -166,6 +166,18 @@ class Store(OutboxTable, JobTable, SweepTable, IntegrityChecks):
             raise StoreError(msg)
         self.save_run(result, traces, queries, created_unix_ns=created_unix_ns)
 
+    def drop_checkpoint(self, run_id: str) -> bool:
+        """Delete a run's checkpoint (a run refused as bad input keeps nothing); a kept run stays.
+
+        Returns:
+            Whether a checkpoint was there.
+        """
+        with self._op(f"drop the checkpoint of {run_id}"), self._transaction():
+            cur = self._conn.execute(
+                "DELETE FROM runs WHERE run_id = ? AND status = ?", (run_id, RUNNING)
+            )
+            return cur.rowcount > 0
+
     def mark_interrupted(self, reason: str) -> list[str]:
         """Mark every ``running`` run ``aborted`` (with ``reason`` added to its problems).
 

@@ -164,3 +164,26 @@ def test_an_analyzer_lost_mid_sweep_stops_it_restores_and_keeps_the_points(
     assert board_settings(tmp_path)["power_limit_w"] == 700.0  # type: ignore[index]
     rec = record["recommendation"]  # nothing usable beside the default settings
     assert rec["is_default"] is True and rec["gain"]["significant"] is False
+
+
+def test_a_tokens_per_joule_sweep_of_a_simulated_decoder_recommends_by_tokens(
+    tmp_path: Path,
+) -> None:
+    sweep_spec = spec(workload="llm", objective="tokens-per-joule", power_limits="400,700",
+                      batch_sizes="32", precisions="bf16", search="grid",
+                      input_tokens="normal:256:64", output_tokens="16:32", point_duration=4,
+                      warmup=2)  # fmt: skip
+    _, record = run(tmp_path, sweep_spec)
+    assert record is not None and record["status"] == "ok", record and record["problems"]
+    for p in record["points"]:
+        assert p["tokens_per_second"] > 0, p
+        tokens_per_j = p["tokens_per_second"] / p["average_power_w"]
+        assert p["objective"] == pytest.approx(tokens_per_j, rel=1e-9)  # the token objective
+    rec = record["recommendation"]
+    assert rec is not None and "SIMULATED" in rec["summary"], (
+        record.get("conclusion"),
+        [(p["usable"], p["problems"]) for p in record["points"]],
+    )
+    with Store.open(tmp_path / "store.db") as store:
+        result = store.get_result(record["points"][0]["run_id"])
+        assert result["generative"]["sources"]["gpu0"]["tokens_per_second_per_watt"] > 0

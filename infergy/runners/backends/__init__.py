@@ -2,7 +2,9 @@
 
 ``create_backend`` imports the backend's library only when it is used, so a machine without
 torch or TensorRT runs the onnxruntime backend and imports nothing else. ``sim`` sleeps a
-simulated GPU's batch latency (:mod:`.sim`, SIMULATED).
+simulated GPU's batch latency (:mod:`.sim`, SIMULATED). A generative workload (``--workload
+llm``) gets a :class:`~.gen_base.GenerativeBackend`: a decoder in PyTorch (:mod:`.torch_llm`)
+or its simulated steps (:mod:`.sim_llm`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from infergy.errors import ModelError, WorkloadError
 from infergy.runners.backends.base import Backend, Limits, batch_sizes_for, padded_batch
+from infergy.runners.backends.gen_base import generation_spec
 from infergy.runners.models import ModelSpec, materialize_tiny
 from infergy.runners.types import WorkloadConfig
 
@@ -30,6 +33,34 @@ def _onnx_for(cfg: WorkloadConfig, spec: ModelSpec, cache_dir: Path) -> ModelSpe
     return export_resnet50_onnx(import_torch(), cache_dir, seed=cfg.seed)
 
 
+def create_generator(cfg: WorkloadConfig, spec: ModelSpec, gpu: int | None) -> Backend:
+    """A generative backend (``--workload llm``) on ``gpu`` (None: the CPU), not yet loaded.
+
+    Raises:
+        WorkloadError: no generative backend of that name.
+    """
+    gen = generation_spec(cfg)
+    if cfg.backend == "sim":
+        from infergy.runners.backends.sim_llm import SimulatedGenerator  # noqa: PLC0415
+
+        return SimulatedGenerator(gen, spec.name, gpu)
+    if cfg.backend == "torch":
+        from infergy.runners.backends.torch_llm import TorchGenerator  # noqa: PLC0415
+
+        return TorchGenerator(gen, gpu)
+    msg = f"the llm workload runs on --backend torch or sim, not {cfg.backend}"
+    raise WorkloadError(msg, hint="a running server is --backend openai --endpoint URL")
+
+
+def _special_backend(cfg: WorkloadConfig, spec: ModelSpec, gpu: int | None) -> Backend:
+    """A running server's backend, or a generative one."""
+    if cfg.generative:
+        return create_generator(cfg, spec, gpu)
+    from infergy.runners.network.backend import NetworkBackend  # noqa: PLC0415
+
+    return NetworkBackend(cfg)
+
+
 def create_backend(cfg: WorkloadConfig, spec: ModelSpec, gpu: int | None) -> Backend:
     """A backend for ``cfg.backend`` on ``gpu`` (None: the CPU), not yet loaded.
 
@@ -37,10 +68,8 @@ def create_backend(cfg: WorkloadConfig, spec: ModelSpec, gpu: int | None) -> Bac
         WorkloadError: the backend cannot run on that device.
         ModelError: the model cannot be turned into what the backend needs.
     """
-    if cfg.network:
-        from infergy.runners.network.backend import NetworkBackend  # noqa: PLC0415
-
-        return NetworkBackend(cfg)
+    if cfg.network or cfg.generative:
+        return _special_backend(cfg, spec, gpu)
     cache_dir = cfg.resolved_cache_dir
     if cfg.backend == "sim":
         from infergy.runners.backends.sim import SimulatedBackend  # noqa: PLC0415

@@ -15,10 +15,11 @@ from typing import Any
 
 from infergy.errors import ServerRequestError, WorkloadError, WorkloadFailedError
 from infergy.runners.backends.base import Limits
+from infergy.runners.lg_calls import LoadgenCalls
 from infergy.runners.network.client import LoopThread
 from infergy.runners.network.kserve import KServeModel
 from infergy.runners.network.openai import Generation, OpenAIModel
-from infergy.runners.network.sut import LoadgenCalls, NetworkSut
+from infergy.runners.network.sut import NetworkSut
 from infergy.runners.recorder import QueryRecorder
 from infergy.runners.types import WorkloadConfig
 

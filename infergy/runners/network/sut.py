@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from infergy.errors import ServerRequestError
+from infergy.runners.lg_calls import LoadgenCalls
 from infergy.runners.network.openai import Generation
 from infergy.runners.recorder import QueryRecorder
 from infergy.runners.sut import Failure
@@ -34,10 +35,6 @@ from infergy.runners.sut import Failure
 LOST_IN_A_ROW = 8
 """Requests in a row without an answer after which the server is taken as gone."""
 CLOSE_TIMEOUT_S = 5.0
-
-Complete = Callable[[Sequence[int]], None]
-FirstToken = Callable[[int], None]
-CompleteTokens = Callable[[int, int], None]
 
 
 class Server(Protocol):
@@ -78,35 +75,6 @@ class _Segment:
     ids: list[int]
     indices: list[int]
     pos: int = 0
-
-
-@dataclass
-class LoadgenCalls:
-    """How the SUT tells LoadGen about samples (built from the ``mlperf_loadgen`` module)."""
-
-    complete: Complete
-    first_token: FirstToken
-    complete_tokens: CompleteTokens
-
-    @classmethod
-    def of(cls, lg: Any) -> LoadgenCalls:
-        """LoadGen's calls with empty responses (performance mode); positional arguments only."""
-        response, done, first = (
-            lg.QuerySampleResponse,
-            lg.QuerySamplesComplete,
-            lg.FirstTokenComplete,
-        )
-
-        def complete(ids: Sequence[int]) -> None:
-            done([response(i, 0, 0) for i in ids])
-
-        def first_token(sample_id: int) -> None:
-            first([response(sample_id, 0, 0)])
-
-        def complete_tokens(sample_id: int, n_tokens: int) -> None:
-            done([response(sample_id, 0, 0, n_tokens)])
-
-        return cls(complete, first_token, complete_tokens)
 
 
 class NetworkSut:

@@ -49,3 +49,27 @@ def test_the_error_printer_keeps_the_hints_section_names(
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == "hint: set [store] path to a writable location", err
     assert err.startswith("error: store ") and len(err.splitlines()) == 2, err
+
+
+def test_a_generative_result_shows_energy_per_token_by_phase_with_uncertainties() -> None:
+    from infergy.cli.console_llm import render_generative  # noqa: PLC0415
+
+    console, buf = _console(width=80)
+    gen = {"input_tokens": 51200, "output_tokens": 12800, "output_tokens_per_second": 1280.0,
+           "ttft_ms": {"p50": 85.0, "p99": 240.0}, "tpot_ms": {"p50": 12.5, "p99": 20.0},
+           "mean_decode_batch": 31.5,
+           "sources": {"gpu0": {"joules_per_output_token": 0.25,
+                                "joules_per_output_token_uncertainty": 0.01,
+                                "joules_per_prefill_token": 0.02,
+                                "joules_per_prefill_token_uncertainty": 0.002,
+                                "joules_per_decode_token": 0.2,
+                                "joules_per_decode_token_uncertainty": None,
+                                "tokens_per_second_per_watt": 4.0,
+                                "tokens_per_second_per_watt_uncertainty": 0.16,
+                                "split_method": "resolved"}}}  # fmt: skip
+    render_generative(console, gen, {"gpu0": {"simulated": True}})
+    out = buf.getvalue()
+    assert "tokens/s 1,280.0" in out and "TTFT p50/p99 85.0 / 240.0 ms" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("gpu0*"))
+    assert row.split()[1:] == ["250±10", "20.0±2.0", "200", "4.00±0.16", "resolved"], row
+    assert "SIMULATED, not measurements: gpu0" in out

@@ -564,3 +564,18 @@ def test_post_maxq_validates_through_the_sweep_model_and_queues_a_sweep() -> Non
         assert r.status == 404
 
     api(body, sweep_lookup=lookup)
+
+
+def test_an_llm_job_is_accepted_and_lengths_beyond_the_context_are_a_422() -> None:
+    async def body(client: Any, s: JobScheduler, fake: FakeSessions) -> None:
+        job = {"workload": "llm", "backend": "torch", "model": "tiny", "duration": 10,
+               "input_tokens": "16:64", "output_tokens": "8:32"}  # fmt: skip
+        r = await client.post("/v1/runs", json=job)
+        assert r.status == 202, await r.text()
+        (queued,) = s.list_jobs()
+        assert queued.spec.resolved_workload == "llm" and queued.spec.input_tokens == "16:64"
+        r = await client.post("/v1/runs", json={**job, "input_tokens": "2040"})
+        assert r.status == 422
+        assert "tokens of context; tiny holds 2048" in (await r.json())["errors"][0]["msg"]
+
+    api(body)

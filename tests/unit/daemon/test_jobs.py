@@ -204,3 +204,29 @@ def test_the_run_command_refuses_them_in_one_line_before_anything_starts(
 def test_bad_network_jobs_are_refused(body: dict[str, object], needle: str) -> None:
     with pytest.raises(ValidationError, match=needle):
         JobSpec.model_validate(body)
+
+
+def test_an_llm_job_without_a_gpu_runs_the_tiny_decoder_with_the_cpu_defaults() -> None:
+    cfg = JobSpec(workload="llm").workload_config(())  # no GPU found: torch on the CPU
+    assert (cfg.backend, cfg.workload, cfg.precision, cfg.batch_size) == ("torch", "llm",
+                                                                           "fp32", 4)  # fmt: skip
+    gpu = JobSpec(workload="llm").workload_config((0,))
+    assert (gpu.precision, gpu.batch_size) == ("bf16", 64)
+    named = JobSpec(model="llama-8b-shape", input_tokens="128", output_tokens="64:256")
+    w = named.workload_config((0,))
+    assert (w.workload, w.input_tokens, w.output_tokens) == ("llm", "128", "64:256")
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"model": "llama-8b-shape", "input_tokens": "8000", "output_tokens": "500"},
+         "need 8500 tokens of context; llama-8b-shape holds 8192"),
+        ({"workload": "llm", "scenario": "multi-stream"}, "no multi-stream language model"),
+        ({"workload": "llm", "ttft_ms": 500}, "--ttft-ms is a server setting"),
+        ({"input_tokens": "128"}, "input_tokens is an llm setting"),
+    ],
+)  # fmt: skip
+def test_bad_llm_jobs_are_refused(body: dict[str, object], needle: str) -> None:
+    with pytest.raises(ValidationError, match=needle):
+        JobSpec.model_validate(body)

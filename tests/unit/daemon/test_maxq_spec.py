@@ -63,3 +63,13 @@ def test_axes_are_checked_against_the_gpu_naming_the_allowed_range() -> None:
     assert axes.power_limits_w == (200.0, 300.0, 400.0) and axes.batch_sizes == (8, 64)
     unresolved = plan_axes(MaxqSpec(batch_sizes="8,auto"), None, None)
     assert unresolved.batch_sizes == (8, "auto")
+
+
+def test_tokens_per_joule_takes_a_generative_workload() -> None:
+    from infergy.daemon.maxq_spec import MaxqSpec  # noqa: PLC0415
+
+    s = MaxqSpec.model_validate({"backend": "sim", "workload": "llm", "batch_sizes": "8,32",
+                                 "objective": "tokens-per-joule", "input_tokens": "128"})  # fmt: skip
+    job = s.base_job(batch_size=8)
+    assert job.resolved_workload == "llm" and job.input_tokens == "128"
+    assert "use --workload llm" in errors(batch_sizes="8", objective="tokens-per-joule")[0][1]

@@ -81,3 +81,19 @@ def test_the_three_plots_are_written(tmp_path: Path) -> None:
     written = draw_run_plots(tmp_path, result, traces, queries)
     assert [p.name for p in written] == ["power.png", "per_query_energy.png", "latency.png"]
     assert all(p.stat().st_size > 10_000 for p in written)
+
+
+def test_a_generative_run_adds_the_phase_plot(tmp_path: Path) -> None:
+    t = T0 + np.arange(200, dtype=np.int64) * 100_000_000
+    power = np.where(np.arange(200) % 20 < 5, 300.0, 200.0)  # prefill bursts, then decode
+    traces = {"gpu0": Trace(t, power, Semantics.INTERVAL_MEAN, 100_000_000)}
+    share = (np.arange(100) % 10 < 2).astype(float)
+    result = {"run_id": "r4", "scenario": "offline", "status": "ok",
+              "window": {"start_unix_ns": T0, "end_unix_ns": T0 + 20 * NS_PER_S},
+              "power": {"gpu0": {"kind": "nvml", "simulated": True}},
+              "generative": {"timeline": {"start_unix_ns": T0, "bin_s": 0.2,
+                                          "prefill_share": share.tolist(),
+                                          "decode_share": (1 - share).tolist()}}}  # fmt: skip
+    written = draw_run_plots(tmp_path, result, traces, None)
+    assert [p.name for p in written] == ["power.png", "llm_phases.png"]
+    assert written[1].stat().st_size > 10_000

@@ -51,6 +51,17 @@ CONTRACT = {  # ARCHITECTURE.md, "Live exports (contract)", plus infergy_source_
     "infergy_last_session_joules_per_query": ("scenario", "model", "backend", "source"),
     "infergy_last_session_joules_per_sample": ("scenario", "model", "backend", "source"),
     "infergy_last_session_loadgen_valid": ("scenario", "model", "backend"),
+    # docs/generative.md, "Live exports"
+    **{
+        f"infergy_last_session_{f}": ("scenario", "model", "backend", "source")
+        for f in (
+            "joules_per_output_token",
+            "joules_per_output_token_uncertainty",
+            "joules_per_prefill_token",
+            "joules_per_decode_token",
+            "tokens_per_second_per_watt",
+        )
+    },
     "infergy_last_session_latency_seconds": ("scenario", "model", "backend", "quantile"),
     "infergy_last_session_timestamp_seconds": ("scenario", "model", "backend"),
     "infergy_build_info": ("version", "python_version"),
@@ -260,6 +271,35 @@ def test_session_counters_and_last_session_gauges() -> None:
         == 240.0
     )
     assert sample(registry, "infergy_sessions_total", status="ok") == 1.0
+
+
+def test_a_generative_session_exports_its_energy_per_token_by_source() -> None:
+    telemetry = LiveTelemetry([], clock=SessionClock())
+    registry = build_registry(telemetry)
+    gen = copy.deepcopy(RESULT) | {"model": "llama-8b-shape", "backend": "torch"}
+    gen["generative"] = {"sources": {"gpu0": {
+        "joules_per_output_token": 0.25, "joules_per_output_token_uncertainty": 0.01,
+        "joules_per_prefill_token": 0.02, "joules_per_decode_token": 0.2,
+        "tokens_per_second_per_watt": 4.0,
+    }, "ac": {"joules_per_output_token": 0.4, "joules_per_prefill_token": None}}}  # fmt: skip
+    telemetry.session_finished(gen)
+    key = {"scenario": "offline", "model": "llama-8b-shape", "backend": "torch"}
+    got = {
+        f: sample(registry, f"infergy_last_session_{f}", **key, source="gpu0")
+        for f in ("joules_per_output_token", "joules_per_output_token_uncertainty",
+                  "joules_per_prefill_token", "joules_per_decode_token",
+                  "tokens_per_second_per_watt")
+    }  # fmt: skip
+    assert got == {"joules_per_output_token": 0.25, "joules_per_output_token_uncertainty": 0.01,
+                   "joules_per_prefill_token": 0.02, "joules_per_decode_token": 0.2,
+                   "tokens_per_second_per_watt": 4.0}  # fmt: skip
+    ac = {"source": "ac", **key}
+    assert sample(registry, "infergy_last_session_joules_per_output_token", **ac) == 0.4
+    assert sample(registry, "infergy_last_session_joules_per_prefill_token", **ac) is None  # null
+    vision = {"scenario": "offline", "model": "resnet50", "backend": "onnxruntime"}
+    telemetry.session_finished(RESULT)  # a vision run has no token figures at all
+    assert sample(registry, "infergy_last_session_joules_per_output_token", **vision,
+                  source="gpu0") is None  # fmt: skip
 
 
 def test_last_sessions_are_bounded() -> None:

@@ -486,6 +486,21 @@ def test_checkpoints_are_replaced_by_the_run_and_leftovers_marked_aborted(tmp_pa
         assert st.find_result(other["run_id"]) == kept
 
 
+def test_a_dropped_checkpoint_leaves_nothing_and_a_kept_run_is_never_dropped(
+    tmp_path: Path,
+) -> None:
+    result, traces, queries = make_run(9, n=500)
+    with Store.open(tmp_path / "s.db") as st:
+        st.checkpoint_run(result | {"status": "running"}, traces, queries)
+        assert st.drop_checkpoint(result["run_id"]) is True
+        assert st.find_result(result["run_id"]) is None and st.list_runs() == []
+        assert st.drop_checkpoint(result["run_id"]) is False
+        st.save_run(result, traces, queries)
+        assert st.drop_checkpoint(result["run_id"]) is False  # only a checkpoint goes
+        assert st.get_result(result["run_id"])["status"] == "ok"
+        assert set(st.get_traces(result["run_id"])) == set(traces)  # the kept run intact
+
+
 def test_a_sweep_record_is_replaced_as_it_grows_and_an_interrupted_one_is_marked(tmp_path):
     with Store.open(tmp_path / "s.db") as store:
         record = {"sweep_id": "mq-1", "status": "running", "created_unix_ns": 5, "points": []}

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from infergy.cli.console import SIMULATED_STAR
+from infergy.cli.console_cells import SIMULATED_STAR
 from infergy.daemon.fleet.presence import NodeView
 
 _STATE_STYLE = {"online": "green", "stale": "yellow", "offline": "red"}

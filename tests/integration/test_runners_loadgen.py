@@ -109,5 +109,5 @@ def test_offline(tmp_path: Path) -> None:
     # query of N samples after power_begin (~0.1 us a sample), reported when > 5 ms.
     assert abs(edges["last_complete_minus_power_end"]) <= 5.0
     assert edges["first_issue_minus_power_begin"] >= 0
-    for p in out.problems:
-        assert "LoadGen builds the one Offline query" in p
+    for p in out.problems:  # a loaded machine can also need a second measured attempt
+        assert "LoadGen builds the one Offline query" in p or "measured attempt" in p, p

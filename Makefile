@@ -62,7 +62,7 @@ typecheck: $(STAMP)
 ## unit: the suite on three workers (mostly waits on real servers), a failed test rerun up to
 ## twice (pyproject.toml says why)
 unit: $(STAMP)
-	$(BIN)/pytest -q -n 3 --reruns 2
+	$(BIN)/pytest -q -n 3 --reruns 2 -raR
 
 bench: $(STAMP)
 	$(BIN)/python bench/analyze_scale.py

@@ -353,6 +353,12 @@ def _hint_for(err: sqlite3.Error) -> str:
         return "another process holds the store's write lock: retry when it is done"
     if "not a database" in text or "malformed" in text:
         return _HINT_CORRUPT
+    if "already exists" in text or "no such table" in text:
+        # the file's tables do not match its schema version (a development build wrote it)
+        return (
+            "the store's tables do not match its schema version: move the file aside (its runs"
+            " stay readable with sqlite3) and let infergy create a new one"
+        )
     return "check that the store's directory is writable and has free space"
 
 

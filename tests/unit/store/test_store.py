@@ -294,6 +294,19 @@ def test_a_store_from_a_newer_infergy_is_refused(tmp_path: Path) -> None:
     assert "upgrade infergy" in (info.value.hint or "")
 
 
+def test_tables_that_do_not_match_the_schema_version_say_so(tmp_path: Path) -> None:
+    """A development build's store: version 3 with a later step's table already there."""
+    path = tmp_path / "s.db"
+    Store.open(path).close()
+    raw = sqlite3.connect(path)
+    raw.execute("DROP TABLE jobs")
+    raw.execute("PRAGMA user_version = 3")
+    raw.close()
+    with pytest.raises(StoreError, match="already exists") as info:
+        Store.open(path)
+    assert "do not match its schema version" in (info.value.hint or ""), info.value.hint
+
+
 def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_bytes(b"these are not the pages you are looking for" * 100)

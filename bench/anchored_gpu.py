@@ -37,7 +37,6 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _sections import Step, run_sections
 
 from infergy.core.analysis import analyze
 from infergy.core.anchored import anchor
@@ -441,25 +442,13 @@ def main(argv: list[str] | None = None) -> int:
         }
     }
     clock = SessionClock()
-    steps: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+    steps: list[Step] = [
         ("e", "energy", lambda: section_energy(workload, clock, uuid, args.seconds)),
         ("c", "cpu", lambda: section_cpu(workload, clock, uuid, 10.0, args.cpu_seconds)),
         ("t", "throughput",
          lambda: section_throughput(workload, clock, uuid, args.ab_pairs, args.ab_seconds)),
     ]  # fmt: skip
-    t_start = time.perf_counter()
-    for letter, key, step in steps:
-        if letter not in args.sections:
-            continue
-        t0 = time.perf_counter()
-        try:
-            results[key] = step()
-        except Exception as err:  # keep what the other sections measured
-            results[key] = {"error": f"{type(err).__name__}: {err}"}
-        print(f"[{letter}] {key} done in {time.perf_counter() - t0:.1f} s", flush=True)
-        write(results)
-    results["meta"]["total_s"] = time.perf_counter() - t_start
-    write(results)
+    run_sections(steps, args.sections, results, write)
     library.close()
     text = summary(results)
     text_path.write_text(text + "\n")

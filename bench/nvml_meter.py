@@ -31,7 +31,6 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _nvml_probes as probes
 import pynvml
+from _sections import Step, run_sections
 
 from infergy.core.clock import SessionClock
 from infergy.core.energy import window_energy
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     }
     clock = SessionClock()
-    steps: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+    steps: list[Step] = [
         ("a", "a_call_costs", lambda: probes.call_costs(gpu)),
         ("b", "b_periods", lambda: probes.update_periods(gpu)),
         ("b", "b_counter_cost_by_phase", lambda: probes.counter_cost_by_phase(gpu)),
@@ -341,19 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         results["d_energy"] = results["e_interference"] = {
             "skipped": "PyTorch with CUDA is not available"
         }
-    t_start = time.perf_counter()
-    for letter, key, step in steps:
-        if letter not in args.sections:
-            continue
-        t0 = time.perf_counter()
-        try:
-            results[key] = step()
-        except Exception as err:  # keep what the other sections measured
-            results[key] = {"error": f"{type(err).__name__}: {err}"}
-        print(f"[{letter}] {key} done in {time.perf_counter() - t0:.1f} s", flush=True)
-        write(results)
-    results["meta"]["total_s"] = time.perf_counter() - t_start
-    write(results)
+    run_sections(steps, args.sections, results, write)
     library.close()
     print(_summary(results))
     print(f"results: {args.out}")

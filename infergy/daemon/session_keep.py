@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from infergy.daemon.disk import disk_problem
-from infergy.daemon.session_types import SessionOutcome
+from infergy.daemon.session_types import QuietObserver, SessionOutcome
 from infergy.errors import InfergyError
 from infergy.exporters.files import write_result_json, write_run_files
 
@@ -69,28 +69,16 @@ def keep_outcome(
             write_result_json(out_dir.parent, outcome.result)
 
 
-class LoggingObserver:
+class LoggingObserver(QuietObserver):
     """A session observer for the service: notes go to ``logger``, with the run id.
 
-    A lost write is a warning: nothing the service fails to keep is silent.
+    Phases and progress are in the job's state and the live metrics, not the log. A lost
+    write is a warning: nothing the service fails to keep is silent.
     """
 
     def __init__(self, run_id: str, logger: logging.Logger) -> None:
         self.run_id = run_id
         self.logger = logger
-
-    def phase(self, name: str, duration_s: float | None) -> None:
-        """Phases are in the job's state and the live metrics, not the log."""
-
-    def progress(
-        self,
-        queries: int,
-        samples: int,
-        elapsed_s: float,
-        watts: Mapping[str, float],
-        simulated: Set[str] = frozenset(),
-    ) -> None:
-        """Progress is in the live metrics."""
 
     def note(self, text: str) -> None:
         """Log the note (WARNING for a lost write, else INFO)."""

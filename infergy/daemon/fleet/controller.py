@@ -25,6 +25,7 @@ state is saved after every change (:mod:`infergy.daemon.fleet.campaign`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -215,12 +216,14 @@ class Controller:
                 raise BrokerError(self.link.lost, hint=hint)
             if self._finished():
                 return
-            self._changed.clear()
-            try:
-                async with asyncio.timeout(TICK_S):
-                    await self._changed.wait()
-            except TimeoutError:
-                pass
+            await self._next_change()
+
+    async def _next_change(self) -> None:
+        """Wait for the next message that changed the campaign, or ``TICK_S`` at most."""
+        self._changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TICK_S):
+                await self._changed.wait()
 
     def _finished(self) -> bool:
         nodes = list(self.campaign.nodes.values())
@@ -242,12 +245,7 @@ class Controller:
                                     {"request_id": rid, "run_id": nr.run_id})  # fmt: skip
         deadline = time.monotonic() + self.mqtt.timeout_s
         while len(self._cancel_replies) < len(targets) and time.monotonic() < deadline:
-            self._changed.clear()
-            try:
-                async with asyncio.timeout(TICK_S):
-                    await self._changed.wait()
-            except TimeoutError:
-                pass
+            await self._next_change()
         for nr in targets:
             nr.phase = "cancelled"
             nr.errors.append("cancelled: another node rejected the job")

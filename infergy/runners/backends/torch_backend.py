@@ -38,20 +38,29 @@ def import_torch() -> Any:
     return torch
 
 
-def _dtype(torch: Any, precision: str, device: Any) -> Any:
+def torch_dtype(
+    torch: Any,
+    precision: str,
+    device: Any,
+    *,
+    runner: str = "the torch backend",
+    hint: str = "use --backend tensorrt for int8",
+) -> Any:
+    """The torch dtype of ``precision`` on ``device``; bf16 only where the GPU runs it."""
     if precision == "fp32":
         return torch.float32
     if precision == "fp16":
         return torch.float16
     if precision == "bf16":
-        with torch.cuda.device(device):
-            if not torch.cuda.is_bf16_supported():
-                name = torch.cuda.get_device_name(device)
-                msg = f"{name} cannot run bf16"
-                raise PrecisionError(msg, hint="use --precision fp16")
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                if not torch.cuda.is_bf16_supported():
+                    name = torch.cuda.get_device_name(device)
+                    msg = f"{name} cannot run bf16"
+                    raise PrecisionError(msg, hint="use --precision fp16")
         return torch.bfloat16
-    msg = f"the torch backend runs fp32, fp16 or bf16, not {precision}"
-    raise PrecisionError(msg, hint="use --backend tensorrt for int8")
+    msg = f"{runner} runs fp32, fp16 or bf16, not {precision}"
+    raise PrecisionError(msg, hint=hint)
 
 
 def _params_sha256(model: Any) -> str:
@@ -97,7 +106,7 @@ class TorchBackend:
             msg = f"the torch backend has no built-in model {self.spec.name!r}"
             raise ModelError(msg, hint="use --model resnet50")
         self._dev = torch.device("cuda", self.gpu)
-        dtype = _dtype(torch, self.cfg.precision, self._dev)
+        dtype = torch_dtype(torch, self.cfg.precision, self._dev)
         torch.backends.cudnn.benchmark = True
         model = build_resnet50(torch, self.cfg.seed).eval()
         self._sha = _params_sha256(model)

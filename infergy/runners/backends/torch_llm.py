@@ -24,29 +24,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from infergy.core.llm import CONTEXT_ROUND_TOKENS, largest_batch, memory_plan
-from infergy.errors import DeviceOutOfMemoryError, PrecisionError, WorkloadError
+from infergy.errors import DeviceOutOfMemoryError, WorkloadError
 from infergy.runners.backends.base import Limits, batch_sizes_for, padded_batch
 from infergy.runners.backends.gen_base import GenerationSpec, static_generation
-from infergy.runners.backends.torch_backend import import_torch
+from infergy.runners.backends.torch_backend import import_torch, torch_dtype
 from infergy.runners.backends.torch_llm_model import TorchDecoder
 
 MEMORY_HEADROOM = 0.92
-
-
-def _dtype(torch: Any, precision: str, device: Any) -> Any:
-    if precision == "fp32":
-        return torch.float32
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16":
-        if device.type == "cuda":
-            with torch.cuda.device(device):
-                if not torch.cuda.is_bf16_supported():
-                    msg = f"{torch.cuda.get_device_name(device)} cannot run bf16"
-                    raise PrecisionError(msg, hint="use --precision fp16")
-        return torch.bfloat16
-    msg = f"the llm workload runs fp32, fp16 or bf16, not {precision}"
-    raise PrecisionError(msg, hint="use --precision bf16")
 
 
 class _Executor:
@@ -92,7 +76,9 @@ class TorchGenerator:
                 raise WorkloadError(msg, hint="check --gpus, CUDA_VISIBLE_DEVICES and the driver")
             self._dev = torch.device("cuda", self.gpu)
             self._check_memory()
-        dtype = _dtype(torch, spec.precision, self._dev)
+        dtype = torch_dtype(
+            torch, spec.precision, self._dev, runner="the llm workload", hint="use --precision bf16"
+        )
         try:
             self._model = TorchDecoder(torch, spec.shape, dtype=dtype, device=self._dev,
                                        seed=spec.seed, cache_tokens=spec.cache_tokens)  # fmt: skip
